@@ -1,0 +1,43 @@
+package bot
+
+import (
+	"context"
+
+	"issuebot/bot/feishu"
+)
+
+var _ feishu.Handler = (*Bot)(nil)
+
+// HandleMessage receives im.message.receive_v1. It drops the bot's own messages and
+// records the event; the thread-reply and command flows hook in here.
+func (b *Bot) HandleMessage(ctx context.Context, m feishu.Message) error {
+	b.metrics.observeEvent("message", b.now(), m.EventTime)
+	if m.SenderType == "app" || (m.SenderOpenID != "" && m.SenderOpenID == b.botID()) {
+		return nil
+	}
+	b.logger.DebugContext(ctx, "message received",
+		"message_id", m.MessageID, "chat_id", m.ChatID, "root_id", m.RootID, "thread_id", m.ThreadID)
+	return nil
+}
+
+// HandleCardAction receives card.action.trigger. Until the button flow is wired it
+// acknowledges the click without changing the card.
+func (b *Bot) HandleCardAction(ctx context.Context, a feishu.CardAction) (feishu.CardResponse, error) {
+	b.metrics.observeEvent("card_action", b.now(), a.EventTime)
+	b.logger.DebugContext(ctx, "card action received", "message_id", a.MessageID, "chat_id", a.ChatID)
+	return feishu.CardResponse{}, nil
+}
+
+// HandleBotAdded receives im.chat.member.bot.added_v1.
+func (b *Bot) HandleBotAdded(ctx context.Context, e feishu.ChatEvent) error {
+	b.metrics.observeEvent("bot_added", b.now(), e.EventTime)
+	b.logger.InfoContext(ctx, "bot added to chat", "chat_id", e.ChatID)
+	return nil
+}
+
+// HandleBotRemoved receives im.chat.member.bot.deleted_v1.
+func (b *Bot) HandleBotRemoved(ctx context.Context, e feishu.ChatEvent) error {
+	b.metrics.observeEvent("bot_removed", b.now(), e.EventTime)
+	b.logger.InfoContext(ctx, "bot removed from chat", "chat_id", e.ChatID)
+	return nil
+}

@@ -1,0 +1,82 @@
+package bot
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are issuebot's Prometheus metrics. Labels never carry ids or secrets.
+type Metrics struct {
+	reg            *prometheus.Registry
+	events         *prometheus.CounterVec
+	eventLag       prometheus.Histogram
+	guanceRequests *prometheus.CounterVec
+}
+
+// NewMetrics registers issuebot's metrics (plus Go and process collectors) on reg;
+// nil means a fresh registry.
+func NewMetrics(reg *prometheus.Registry) *Metrics {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m := &Metrics{
+		reg: reg,
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "issuebot_feishu_events_total",
+			Help: "Feishu events and card callbacks received, by type.",
+		}, []string{"type"}),
+		eventLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "issuebot_feishu_event_lag_seconds",
+			Help:    "Time from Feishu emitting an event to the bot receiving it.",
+			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2, 5, 15, 60, 300},
+		}),
+		guanceRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "issuebot_guance_requests_total",
+			Help: "Requests sent to the Guance OpenAPI, by HTTP status (\"error\" when no answer came). 401 is Guance's throttle answer.",
+		}, []string{"code"}),
+	}
+	reg.MustRegister(m.events, m.eventLag, m.guanceRequests,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// Register adds more collectors (e.g. gauges owned by other parts) to the registry.
+func (m *Metrics) Register(cs ...prometheus.Collector) { m.reg.MustRegister(cs...) }
+
+func (m *Metrics) observeEvent(typ string, now, emitted time.Time) {
+	m.events.WithLabelValues(typ).Inc()
+	if !emitted.IsZero() {
+		m.eventLag.Observe(max(now.Sub(emitted), 0).Seconds())
+	}
+}
+
+// InstrumentGuance wraps the transport used for Guance so that every request is
+// counted by status code.
+func (m *Metrics) InstrumentGuance(rt http.RoundTripper) http.RoundTripper {
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		resp, err := rt.RoundTrip(r)
+		if err != nil {
+			m.guanceRequests.WithLabelValues("error").Inc()
+			return resp, err
+		}
+		m.guanceRequests.WithLabelValues(strconv.Itoa(resp.StatusCode)).Inc()
+		return resp, nil
+	})
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"issuebot/bot"
+	"issuebot/bot/feishu"
+	"issuebot/guance"
+	"issuebot/store"
+)
+
+// run builds every part from the environment and runs them until ctx is done, then
+// shuts down in order: stop taking events, let in-flight work finish, close the store.
+// listening, when not nil, is told the HTTP server's bound address.
+func run(ctx context.Context, environ []string, stdout io.Writer, listening func(addr string)) error {
+	cfg, err := parseConfig(environ)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(cfg, stdout)
+
+	st, err := store.Open(ctx, cfg.RedisURL, cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			logger.Error("close store", "err", err)
+		}
+	}()
+
+	metrics := bot.NewMetrics(nil)
+	gc, err := guance.NewClient(cfg.GuanceBaseURL, cfg.GuanceAPIKey,
+		guance.WithHTTPClient(&http.Client{Timeout: 30 * time.Second, Transport: metrics.InstrumentGuance(nil)}),
+		guance.WithLimiter(guance.NewWindowLimiter(cfg.GuanceRateLimit, time.Minute)),
+		guance.WithLogger(logger.With("component", "guance")),
+	)
+	if err != nil {
+		return fmt.Errorf("build guance client: %w", err)
+	}
+	fc, err := feishu.NewClient(feishu.Config{
+		AppID: cfg.FeishuAppID, AppSecret: cfg.FeishuAppSecret, BaseURL: cfg.FeishuBaseURL,
+		Logger: logger.With("component", "feishu"),
+	})
+	if err != nil {
+		return fmt.Errorf("build feishu client: %w", err)
+	}
+	b := bot.New(bot.Config{
+		ChatID: cfg.FeishuChatID, PollInterval: cfg.PollInterval, ConsoleURL: cfg.GuanceConsoleURL,
+	}, fc, gc, st, metrics, logger)
+	intake, err := feishu.NewIntake(feishu.IntakeConfig{
+		AppID: cfg.FeishuAppID, AppSecret: cfg.FeishuAppSecret, BaseURL: cfg.FeishuBaseURL,
+		Mode: cfg.FeishuEventMode, VerificationToken: cfg.FeishuVerificationToken, EncryptKey: cfg.FeishuEncryptKey,
+		Logger: logger,
+	}, b)
+	if err != nil {
+		return fmt.Errorf("build feishu intake: %w", err)
+	}
+
+	probes := bot.Probes{Store: st, IntakeReady: intake.Ready}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", probes.Healthz)
+	mux.HandleFunc("GET /readyz", probes.Readyz)
+	mux.Handle("GET /metrics", metrics.Handler())
+	if cfg.FeishuEventMode == feishu.ModeHTTP {
+		mux.Handle("POST /feishu/events", intake)
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	logger.Info("issuebot started", "http_addr", ln.Addr().String(), "event_mode", cfg.FeishuEventMode, "store", st.Kind())
+	if listening != nil {
+		listening(ln.Addr().String())
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		// Stop accepting events first; requests in flight get 10 s to finish.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	g.Go(func() error { return intake.Run(gctx) })
+	g.Go(func() error { return b.Run(gctx) })
+	err = g.Wait()
+	logger.Info("issuebot stopped")
+	return err
+}
+
+func newLogger(cfg Config, w io.Writer) *slog.Logger {
+	level, _ := parseLevel(cfg.LogLevel) // validated by parseConfig
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

@@ -1,0 +1,755 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Buckets of the embedded store, one per concern. Times are unix nanoseconds of the store's clock, stored
+// as 8 big-endian bytes; an expiry of 0 means "never".
+var (
+	bucketIssues  = []byte("issues")   // issue uuid → JSON Issue
+	bucketIndex   = []byte("index")    // card message id or thread id → issue uuid
+	bucketSeen    = []byte("seen")     // issue uuid → time marked
+	bucketReplies = []byte("replies")  // issue uuid NUL reply uuid → expiry
+	bucketOwn     = []byte("own")      // reply uuid → time marked
+	bucketClaims  = []byte("claims")   // claim key → expiry
+	bucketRoutes  = []byte("routes")   // chat id NUL channel uuid → JSON Route
+	bucketCursors = []byte("cursors")  // name → int64
+	bucketLeases  = []byte("leases")   // name → expiry, then owner
+	bucketJobs    = []byte("jobs")     // queue NUL job id → JSON Job
+	bucketDue     = []byte("jobs_due") // queue NUL NotBefore (sortable µs) job id → empty
+
+	allBuckets = [][]byte{bucketIssues, bucketIndex, bucketSeen, bucketReplies, bucketOwn, bucketClaims,
+		bucketRoutes, bucketCursors, bucketLeases, bucketJobs, bucketDue}
+)
+
+// sweepInterval is how often a write also deletes expired claims, leases and old seen entries.
+const sweepInterval = 10 * time.Minute
+
+// Embedded is the [Store] kept in one bbolt file, for a single replica. Only one process can open the file
+// at a time.
+type Embedded struct {
+	db  *bolt.DB
+	now func() time.Time
+	// lastSweep is only touched inside write transactions, which bbolt serializes.
+	lastSweep time.Time
+}
+
+// OpenEmbedded opens (creating if needed) the embedded store file at path. If another process holds the file,
+// it fails after the lock timeout (2s by default, see [WithLockTimeout]) instead of waiting forever.
+func OpenEmbedded(path string, opts ...Option) (*Embedded, error) {
+	o := newOptions(opts)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.lockTimeout})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("open embedded store %s: file is locked by another process (waited %v): %w",
+			path, o.lockTimeout, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open embedded store %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return fmt.Errorf("create bucket %s: %w", b, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open embedded store %s: %w", path, err)
+	}
+	return &Embedded{db: db, now: o.now}, nil
+}
+
+// Kind returns "embedded".
+func (e *Embedded) Kind() string { return "embedded" }
+
+// Path returns the path of the store's file.
+func (e *Embedded) Path() string { return e.db.Path() }
+
+// Ping checks that the file is open and readable.
+func (e *Embedded) Ping(ctx context.Context) error {
+	if err := e.view(ctx, func(*bolt.Tx) error { return nil }); err != nil {
+		return fmt.Errorf("ping embedded store: %w", err)
+	}
+	return nil
+}
+
+// Close closes the file.
+func (e *Embedded) Close() error {
+	if err := e.db.Close(); err != nil {
+		return fmt.Errorf("close embedded store: %w", err)
+	}
+	return nil
+}
+
+func (e *Embedded) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return e.db.View(fn)
+}
+
+// update runs fn in a write transaction and, every sweepInterval, sweeps expired entries in the same
+// transaction.
+func (e *Embedded) update(ctx context.Context, fn func(tx *bolt.Tx, now time.Time) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return e.db.Update(func(tx *bolt.Tx) error {
+		now := e.now()
+		if err := fn(tx, now); err != nil {
+			return err
+		}
+		if now.Sub(e.lastSweep) < sweepInterval {
+			return nil
+		}
+		if err := sweep(tx, now); err != nil {
+			return fmt.Errorf("sweep expired entries: %w", err)
+		}
+		e.lastSweep = now
+		return nil
+	})
+}
+
+// sweep deletes expired claims, leases and replies, and seen marks older than Retention.
+func sweep(tx *bolt.Tx, now time.Time) error {
+	expired := func(v []byte) bool { return isExpired(v, now) }
+	old := func(v []byte) bool { return len(v) >= 8 && decodeTime(v).Before(now.Add(-Retention)) }
+	for _, s := range []struct {
+		bucket []byte
+		drop   func([]byte) bool
+	}{
+		{bucketClaims, expired},
+		{bucketLeases, expired},
+		{bucketReplies, expired},
+		{bucketSeen, old},
+		{bucketOwn, old},
+	} {
+		b := tx.Bucket(s.bucket)
+		var doomed [][]byte
+		err := b.ForEach(func(k, v []byte) error {
+			if s.drop(v) {
+				doomed = append(doomed, bytes.Clone(k))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range doomed {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func encodeInt(v int64) []byte { return binary.BigEndian.AppendUint64(nil, uint64(v)) }
+
+func decodeInt(b []byte) int64 { return int64(binary.BigEndian.Uint64(b[:8])) }
+
+func encodeTime(t time.Time) []byte { return encodeInt(t.UnixNano()) }
+
+func decodeTime(b []byte) time.Time { return time.Unix(0, decodeInt(b)) }
+
+// expiryAt encodes the expiry now+ttl, or 0 ("never") when ttl is 0.
+func expiryAt(now time.Time, ttl time.Duration) []byte {
+	if ttl == 0 {
+		return encodeInt(0)
+	}
+	return encodeTime(now.Add(ttl))
+}
+
+// isExpired reports whether a value led by an expiry has expired at now.
+func isExpired(v []byte, now time.Time) bool {
+	if len(v) < 8 {
+		return true
+	}
+	exp := decodeInt(v)
+	return exp != 0 && exp <= now.UnixNano()
+}
+
+// live reports whether a value led by an expiry exists and has not expired.
+func live(v []byte, now time.Time) bool { return v != nil && !isExpired(v, now) }
+
+func checkPart(what, s string) error {
+	if s == "" {
+		return fmt.Errorf("empty %s", what)
+	}
+	if strings.ContainsRune(s, 0) {
+		return fmt.Errorf("%s contains NUL", what)
+	}
+	return nil
+}
+
+func replyKey(issueUUID, replyUUID string) []byte {
+	return []byte(issueUUID + "\x00" + replyUUID)
+}
+
+// setReplyExpiry sets the expiry of every seen reply of an issue.
+func setReplyExpiry(tx *bolt.Tx, issueUUID string, exp []byte) error {
+	b := tx.Bucket(bucketReplies)
+	prefix := []byte(issueUUID + "\x00")
+	var ks [][]byte
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		ks = append(ks, bytes.Clone(k))
+	}
+	for _, k := range ks {
+		if err := b.Put(k, exp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PutIssue stores the record, its message and thread mappings, and the seen mark in one transaction.
+func (e *Embedded) PutIssue(ctx context.Context, is Issue) error {
+	if err := checkPart("issue uuid", is.IssueUUID); err != nil {
+		return fmt.Errorf("put issue: %w", err)
+	}
+	data, err := json.Marshal(is)
+	if err != nil {
+		return fmt.Errorf("put issue %s: encode: %w", is.IssueUUID, err)
+	}
+	err = e.update(ctx, func(tx *bolt.Tx, now time.Time) error {
+		issues := tx.Bucket(bucketIssues)
+		if issues.Get([]byte(is.IssueUUID)) == nil {
+			// A record that comes back keeps its seen replies for good again (see DeleteIssue).
+			if err := setReplyExpiry(tx, is.IssueUUID, expiryAt(now, 0)); err != nil {
+				return err
+			}
+		}
+		if err := issues.Put([]byte(is.IssueUUID), data); err != nil {
+			return err
+		}
+		index := tx.Bucket(bucketIndex)
+		for _, id := range []string{is.CardMessageID, is.ThreadID} {
+			if id == "" {
+				continue
+			}
+			if err := index.Put([]byte(id), []byte(is.IssueUUID)); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketSeen).Put([]byte(is.IssueUUID), encodeTime(now))
+	})
+	if err != nil {
+		return fmt.Errorf("put issue %s: %w", is.IssueUUID, err)
+	}
+	return nil
+}
+
+func getIssue(tx *bolt.Tx, issueUUID string) (Issue, error) {
+	data := tx.Bucket(bucketIssues).Get([]byte(issueUUID))
+	if data == nil {
+		return Issue{}, ErrNotFound
+	}
+	return decodeIssue(data)
+}
+
+// GetIssue returns the record of an issue, or ErrNotFound.
+func (e *Embedded) GetIssue(ctx context.Context, issueUUID string) (Issue, error) {
+	var is Issue
+	err := e.view(ctx, func(tx *bolt.Tx) error {
+		var err error
+		is, err = getIssue(tx, issueUUID)
+		return err
+	})
+	if err != nil {
+		return Issue{}, fmt.Errorf("get issue %s: %w", issueUUID, err)
+	}
+	return is, nil
+}
+
+// IssueByMessage returns the record mapped from a card message id or thread id, or ErrNotFound.
+func (e *Embedded) IssueByMessage(ctx context.Context, messageOrThreadID string) (Issue, error) {
+	var is Issue
+	err := e.view(ctx, func(tx *bolt.Tx) error {
+		uuid := tx.Bucket(bucketIndex).Get([]byte(messageOrThreadID))
+		if uuid == nil {
+			return ErrNotFound
+		}
+		var err error
+		is, err = getIssue(tx, string(uuid))
+		if err != nil {
+			return fmt.Errorf("issue %s: %w", uuid, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return Issue{}, fmt.Errorf("issue by message %s: %w", messageOrThreadID, err)
+	}
+	return is, nil
+}
+
+// LinkThread maps threadID to the issue and fills an empty ThreadID in one transaction.
+func (e *Embedded) LinkThread(ctx context.Context, threadID, issueUUID string) error {
+	if threadID == "" {
+		return fmt.Errorf("link thread to issue %s: empty thread id", issueUUID)
+	}
+	err := e.update(ctx, func(tx *bolt.Tx, _ time.Time) error {
+		is, err := getIssue(tx, issueUUID)
+		if err != nil {
+			return err
+		}
+		if is.ThreadID == "" {
+			is.ThreadID = threadID
+			data, err := json.Marshal(is)
+			if err != nil {
+				return fmt.Errorf("encode issue record: %w", err)
+			}
+			if err := tx.Bucket(bucketIssues).Put([]byte(issueUUID), data); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketIndex).Put([]byte(threadID), []byte(issueUUID))
+	})
+	if err != nil {
+		return fmt.Errorf("link thread %s to issue %s: %w", threadID, issueUUID, err)
+	}
+	return nil
+}
+
+// ListIssues returns every record, sorted by IssueUUID (the bucket's key order).
+func (e *Embedded) ListIssues(ctx context.Context) ([]Issue, error) {
+	var out []Issue
+	err := e.view(ctx, func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketIssues).ForEach(func(k, v []byte) error {
+			is, err := decodeIssue(v)
+			if err != nil {
+				return fmt.Errorf("issue %s: %w", k, err)
+			}
+			out = append(out, is)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list issues: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteIssue deletes the record and lets the issue's seen replies expire after Retention.
+func (e *Embedded) DeleteIssue(ctx context.Context, issueUUID string) error {
+	err := e.update(ctx, func(tx *bolt.Tx, now time.Time) error {
+		issues := tx.Bucket(bucketIssues)
+		if issues.Get([]byte(issueUUID)) == nil {
+			return nil
+		}
+		if err := issues.Delete([]byte(issueUUID)); err != nil {
+			return err
+		}
+		return setReplyExpiry(tx, issueUUID, expiryAt(now, Retention))
+	})
+	if err != nil {
+		return fmt.Errorf("delete issue %s: %w", issueUUID, err)
+	}
+	return nil
+}
+
+// MarkIssuesSeen records issue uuids as seen.
+func (e *Embedded) MarkIssuesSeen(ctx context.Context, uuids ...string) error {
+	if len(uuids) == 0 {
+		return nil
+	}
+	err := e.update(ctx, func(tx *bolt.Tx, now time.Time) error {
+		b := tx.Bucket(bucketSeen)
+		for _, u := range uuids {
+			if err := b.Put([]byte(u), encodeTime(now)); err != nil {
+				return fmt.Errorf("issue %q: %w", u, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("mark %d issues seen: %w", len(uuids), err)
+	}
+	return nil
+}
+
+// has reports whether key exists in bucket.
+func (e *Embedded) has(ctx context.Context, bucket []byte, key string) (bool, error) {
+	var ok bool
+	err := e.view(ctx, func(tx *bolt.Tx) error {
+		ok = tx.Bucket(bucket).Get([]byte(key)) != nil
+		return nil
+	})
+	return ok, err
+}
+
+// IssueSeen reports whether uuid was marked seen.
+func (e *Embedded) IssueSeen(ctx context.Context, uuid string) (bool, error) {
+	ok, err := e.has(ctx, bucketSeen, uuid)
+	if err != nil {
+		return false, fmt.Errorf("check issue %s seen: %w", uuid, err)
+	}
+	return ok, nil
+}
+
+// markReplies records reply uuids as seen on an issue; an issue without a record gets the expiry a deleted
+// issue's replies get.
+func markReplies(tx *bolt.Tx, now time.Time, issueUUID string, replyUUIDs ...string) error {
+	exp := expiryAt(now, 0)
+	if tx.Bucket(bucketIssues).Get([]byte(issueUUID)) == nil {
+		exp = expiryAt(now, Retention)
+	}
+	b := tx.Bucket(bucketReplies)
+	for _, r := range replyUUIDs {
+		if err := b.Put(replyKey(issueUUID, r), exp); err != nil {
+			return fmt.Errorf("reply %q: %w", r, err)
+		}
+	}
+	return nil
+}
+
+// MarkRepliesSeen records reply uuids as seen on an issue.
+func (e *Embedded) MarkRepliesSeen(ctx context.Context, issueUUID string, replyUUIDs ...string) error {
+	if len(replyUUIDs) == 0 {
+		return nil
+	}
+	if err := checkPart("issue uuid", issueUUID); err != nil {
+		return fmt.Errorf("mark replies seen: %w", err)
+	}
+	err := e.update(ctx, func(tx *bolt.Tx, now time.Time) error {
+		return markReplies(tx, now, issueUUID, replyUUIDs...)
+	})
+	if err != nil {
+		return fmt.Errorf("mark %d replies of issue %s seen: %w", len(replyUUIDs), issueUUID, err)
+	}
+	return nil
+}
+
+// ReplySeen reports whether replyUUID was marked seen on the issue.
+func (e *Embedded) ReplySeen(ctx context.Context, issueUUID, replyUUID string) (bool, error) {
+	var ok bool
+	err := e.view(ctx, func(tx *bolt.Tx) error {
+		ok = live(tx.Bucket(bucketReplies).Get(replyKey(issueUUID, replyUUID)), e.now())
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("check reply %s of issue %s seen: %w", replyUUID, issueUUID, err)
+	}
+	return ok, nil
+}
+
+// AddOwnReply records a reply of the bot's own and marks it seen on the issue.
+func (e *Embedded) AddOwnReply(ctx context.Context, issueUUID, replyUUID string) error {
+	if err := checkPart("issue uuid", issueUUID); err != nil {
+		return fmt.Errorf("add own reply %s: %w", replyUUID, err)
+	}
+	err := e.update(ctx, func(tx *bolt.Tx, now time.Time) error {
+		if err := tx.Bucket(bucketOwn).Put([]byte(replyUUID), encodeTime(now)); err != nil {
+			return err
+		}
+		return markReplies(tx, now, issueUUID, replyUUID)
+	})
+	if err != nil {
+		return fmt.Errorf("add own reply %s of issue %s: %w", replyUUID, issueUUID, err)
+	}
+	return nil
+}
+
+// IsOwnReply reports whether the bot created replyUUID.
+func (e *Embedded) IsOwnReply(ctx context.Context, replyUUID string) (bool, error) {
+	ok, err := e.has(ctx, bucketOwn, replyUUID)
+	if err != nil {
+		return false, fmt.Errorf("check own reply %s: %w", replyUUID, err)
+	}
+	return ok, nil
+}
+
+// Claim claims key for ttl unless a live claim exists.
+func (e *Embedded) Claim(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+	if ttl < time.Millisecond {
+		return false, fmt.Errorf("claim %s: ttl %v is below 1ms", key, ttl)
+	}
+	var ok bool
+	err := e.update(ctx, func(tx *bolt.Tx, now time.Time) error {
+		b := tx.Bucket(bucketClaims)
+		if live(b.Get([]byte(key)), now) {
+			return nil
+		}
+		ok = true
+		return b.Put([]byte(key), expiryAt(now, ttl))
+	})
+	if err != nil {
+		return false, fmt.Errorf("claim %s: %w", key, err)
+	}
+	return ok, nil
+}
+
+// Release deletes a claim.
+func (e *Embedded) Release(ctx context.Context, key string) error {
+	err := e.update(ctx, func(tx *bolt.Tx, _ time.Time) error {
+		return tx.Bucket(bucketClaims).Delete([]byte(key))
+	})
+	if err != nil {
+		return fmt.Errorf("release claim %s: %w", key, err)
+	}
+	return nil
+}
+
+// PutRoute inserts or replaces a route.
+func (e *Embedded) PutRoute(ctx context.Context, rt Route) error {
+	if err := checkRoute(rt.ChatID, rt.ChannelUUID); err != nil {
+		return fmt.Errorf("put route: %w", err)
+	}
+	data, err := json.Marshal(rt)
+	if err != nil {
+		return fmt.Errorf("put route %s/%s: encode: %w", rt.ChatID, rt.ChannelUUID, err)
+	}
+	err = e.update(ctx, func(tx *bolt.Tx, _ time.Time) error {
+		return tx.Bucket(bucketRoutes).Put([]byte(routeField(rt.ChatID, rt.ChannelUUID)), data)
+	})
+	if err != nil {
+		return fmt.Errorf("put route %s/%s: %w", rt.ChatID, rt.ChannelUUID, err)
+	}
+	return nil
+}
+
+// DeleteRoute deletes a route, or returns ErrNotFound.
+func (e *Embedded) DeleteRoute(ctx context.Context, chatID, channelUUID string) error {
+	err := e.update(ctx, func(tx *bolt.Tx, _ time.Time) error {
+		b := tx.Bucket(bucketRoutes)
+		k := []byte(routeField(chatID, channelUUID))
+		if b.Get(k) == nil {
+			return ErrNotFound
+		}
+		return b.Delete(k)
+	})
+	if err != nil {
+		return fmt.Errorf("delete route %s/%s: %w", chatID, channelUUID, err)
+	}
+	return nil
+}
+
+// Routes returns every route, sorted by ChatID then ChannelUUID.
+func (e *Embedded) Routes(ctx context.Context) ([]Route, error) {
+	var out []Route
+	err := e.view(ctx, func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRoutes).ForEach(func(k, v []byte) error {
+			var rt Route
+			if err := json.Unmarshal(v, &rt); err != nil {
+				return fmt.Errorf("decode %q: %w", k, err)
+			}
+			out = append(out, rt)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	sortRoutes(out) // key order already matches; sorting keeps the contract explicit
+	return out, nil
+}
+
+// Cursor returns the named cursor, or 0 when it is unset.
+func (e *Embedded) Cursor(ctx context.Context, name string) (int64, error) {
+	var v int64
+	err := e.view(ctx, func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketCursors).Get([]byte(name)); len(b) == 8 {
+			v = decodeInt(b)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("get cursor %s: %w", name, err)
+	}
+	return v, nil
+}
+
+// AdvanceCursor sets the cursor to max(current, v) and returns the new value.
+func (e *Embedded) AdvanceCursor(ctx context.Context, name string, v int64) (int64, error) {
+	var cur int64
+	err := e.update(ctx, func(tx *bolt.Tx, _ time.Time) error {
+		b := tx.Bucket(bucketCursors)
+		if raw := b.Get([]byte(name)); len(raw) == 8 {
+			cur = decodeInt(raw)
+		}
+		if v <= cur {
+			return nil
+		}
+		cur = v
+		return b.Put([]byte(name), encodeInt(v))
+	})
+	if err != nil {
+		return 0, fmt.Errorf("advance cursor %s to %d: %w", name, v, err)
+	}
+	return cur, nil
+}
+
+// AcquireLease takes the named lease for owner, or renews it if owner holds it.
+func (e *Embedded) AcquireLease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
+	if owner == "" {
+		return false, fmt.Errorf("acquire lease %s: empty owner", name)
+	}
+	if ttl < time.Millisecond {
+		return false, fmt.Errorf("acquire lease %s: ttl %v is below 1ms", name, ttl)
+	}
+	var ok bool
+	err := e.update(ctx, func(tx *bolt.Tx, now time.Time) error {
+		b := tx.Bucket(bucketLeases)
+		if cur := b.Get([]byte(name)); live(cur, now) && string(cur[8:]) != owner {
+			return nil
+		}
+		ok = true
+		return b.Put([]byte(name), append(expiryAt(now, ttl), owner...))
+	})
+	if err != nil {
+		return false, fmt.Errorf("acquire lease %s for %s: %w", name, owner, err)
+	}
+	return ok, nil
+}
+
+// ReleaseLease frees the lease if owner holds it.
+func (e *Embedded) ReleaseLease(ctx context.Context, name, owner string) error {
+	err := e.update(ctx, func(tx *bolt.Tx, now time.Time) error {
+		b := tx.Bucket(bucketLeases)
+		if cur := b.Get([]byte(name)); live(cur, now) && string(cur[8:]) == owner {
+			return b.Delete([]byte(name))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("release lease %s for %s: %w", name, owner, err)
+	}
+	return nil
+}
+
+func jobKey(queue, id string) []byte { return []byte(queue + "\x00" + id) }
+
+// dueKey orders a queue's jobs by NotBefore, then id. Flipping the sign bit makes the big-endian bytes of
+// negative times (such as the zero time.Time) sort before positive ones.
+func dueKey(queue string, notBefore time.Time, id string) []byte {
+	k := []byte(queue + "\x00")
+	k = binary.BigEndian.AppendUint64(k, uint64(notBefore.UnixMicro())^(1<<63))
+	return append(k, id...)
+}
+
+// PutJob stores the job and (re)schedules it in one transaction.
+func (e *Embedded) PutJob(ctx context.Context, queue string, j Job) error {
+	if err := checkPart("queue", queue); err != nil {
+		return fmt.Errorf("put job %s: %w", j.ID, err)
+	}
+	if j.ID == "" {
+		return fmt.Errorf("put job in %s: empty job id", queue)
+	}
+	data, err := json.Marshal(j)
+	if err != nil {
+		return fmt.Errorf("put job %s in %s: encode: %w", j.ID, queue, err)
+	}
+	err = e.update(ctx, func(tx *bolt.Tx, _ time.Time) error {
+		jobs, due := tx.Bucket(bucketJobs), tx.Bucket(bucketDue)
+		if old := jobs.Get(jobKey(queue, j.ID)); old != nil {
+			var oj Job
+			if err := json.Unmarshal(old, &oj); err != nil {
+				return fmt.Errorf("decode previous job: %w", err)
+			}
+			if err := due.Delete(dueKey(queue, oj.NotBefore, oj.ID)); err != nil {
+				return err
+			}
+		}
+		if err := jobs.Put(jobKey(queue, j.ID), data); err != nil {
+			return err
+		}
+		return due.Put(dueKey(queue, j.NotBefore, j.ID), nil)
+	})
+	if err != nil {
+		return fmt.Errorf("put job %s in %s: %w", j.ID, queue, err)
+	}
+	return nil
+}
+
+// DueJobs returns up to limit due jobs, oldest NotBefore first.
+func (e *Embedded) DueJobs(ctx context.Context, queue string, now time.Time, limit int) ([]Job, error) {
+	if err := checkPart("queue", queue); err != nil {
+		return nil, fmt.Errorf("list due jobs: %w", err)
+	}
+	var out []Job
+	err := e.view(ctx, func(tx *bolt.Tx) error {
+		jobs := tx.Bucket(bucketJobs)
+		prefix := []byte(queue + "\x00")
+		end := dueKey(queue, now, "")
+		c := tx.Bucket(bucketDue).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			if bytes.Compare(k[:len(end)], end) > 0 || (limit > 0 && len(out) >= limit) {
+				break
+			}
+			id := string(k[len(end):])
+			data := jobs.Get(jobKey(queue, id))
+			if data == nil {
+				continue
+			}
+			var j Job
+			if err := json.Unmarshal(data, &j); err != nil {
+				return fmt.Errorf("decode job %s: %w", id, err)
+			}
+			out = append(out, j)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list due jobs in %s: %w", queue, err)
+	}
+	return out, nil
+}
+
+// DeleteJob removes a job from the queue.
+func (e *Embedded) DeleteJob(ctx context.Context, queue, id string) error {
+	if err := checkPart("queue", queue); err != nil {
+		return fmt.Errorf("delete job %s: %w", id, err)
+	}
+	err := e.update(ctx, func(tx *bolt.Tx, _ time.Time) error {
+		jobs := tx.Bucket(bucketJobs)
+		old := jobs.Get(jobKey(queue, id))
+		if old == nil {
+			return nil
+		}
+		var oj Job
+		if err := json.Unmarshal(old, &oj); err != nil {
+			return fmt.Errorf("decode job: %w", err)
+		}
+		if err := tx.Bucket(bucketDue).Delete(dueKey(queue, oj.NotBefore, id)); err != nil {
+			return err
+		}
+		return jobs.Delete(jobKey(queue, id))
+	})
+	if err != nil {
+		return fmt.Errorf("delete job %s from %s: %w", id, queue, err)
+	}
+	return nil
+}
+
+// CountJobs returns the number of jobs in the queue.
+func (e *Embedded) CountJobs(ctx context.Context, queue string) (int, error) {
+	if err := checkPart("queue", queue); err != nil {
+		return 0, fmt.Errorf("count jobs: %w", err)
+	}
+	var n int
+	err := e.view(ctx, func(tx *bolt.Tx) error {
+		prefix := []byte(queue + "\x00")
+		c := tx.Bucket(bucketJobs).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count jobs in %s: %w", queue, err)
+	}
+	return n, nil
+}

@@ -1,0 +1,42 @@
+package store
+
+// keys builds every Redis key under one prefix. No other code spells a key; the package comment lists them.
+type keys struct {
+	prefix string
+}
+
+// issue is the JSON record of one issue.
+func (k keys) issue(issueUUID string) string { return k.prefix + "issue:" + issueUUID }
+
+// issues is the set of issue uuids that have a record.
+func (k keys) issues() string { return k.prefix + "issues" }
+
+// msg maps a card message id or thread id to an issue uuid.
+func (k keys) msg(id string) string { return k.prefix + "msg:" + id }
+
+// seenIssues is the zset of issue uuids known to the poller.
+func (k keys) seenIssues() string { return k.prefix + "seen:issues" }
+
+// replies is the zset of reply uuids seen on one issue.
+func (k keys) replies(issueUUID string) string { return k.prefix + "replies:" + issueUUID }
+
+// ownReplies is the zset of reply uuids the bot created.
+func (k keys) ownReplies() string { return k.prefix + "own" }
+
+// claim is one deduplication claim.
+func (k keys) claim(key string) string { return k.prefix + "claim:" + key }
+
+// routes is the hash of all routes.
+func (k keys) routes() string { return k.prefix + "routes" }
+
+// cursor is one named cursor.
+func (k keys) cursor(name string) string { return k.prefix + "cursor:" + name }
+
+// lease is one named lease.
+func (k keys) lease(name string) string { return k.prefix + "lease:" + name }
+
+// jobs is the hash of one queue's jobs by id.
+func (k keys) jobs(queue string) string { return k.prefix + "job:" + queue }
+
+// due is the zset of one queue's job ids by NotBefore.
+func (k keys) due(queue string) string { return k.prefix + "due:" + queue }

@@ -1,0 +1,595 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis is the [Store] backed by Redis, for one or more replicas sharing state.
+type Redis struct {
+	client redis.UniversalClient
+	keys   keys
+	now    func() time.Time
+}
+
+// NewRedis returns a store over an already configured client. Close closes the client.
+func NewRedis(client redis.UniversalClient, opts ...Option) *Redis {
+	o := newOptions(opts)
+	return &Redis{client: client, keys: keys{prefix: o.prefix}, now: o.now}
+}
+
+// OpenRedis connects to the Redis server at rawURL (redis://, rediss:// or unix://) and pings it. Errors never
+// contain the URL's password.
+func OpenRedis(ctx context.Context, rawURL string, opts ...Option) (*Redis, error) {
+	o, err := redis.ParseURL(rawURL)
+	if err != nil {
+		// url.Error repeats the whole URL, password included; keep only its cause.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, redact(fmt.Errorf("open redis: parse url: %w", err), rawURL, urlPassword(rawURL))
+	}
+	r := NewRedis(redis.NewClient(o), opts...)
+	if err := r.client.Ping(ctx).Err(); err != nil {
+		_ = r.client.Close()
+		return nil, redact(fmt.Errorf("open redis: ping %s: %w", o.Addr, err), o.Password)
+	}
+	return r, nil
+}
+
+// urlPassword returns the password of rawURL, or "" if it has none or does not parse.
+func urlPassword(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.User == nil {
+		return ""
+	}
+	pw, _ := u.User.Password()
+	return pw
+}
+
+// redact replaces every occurrence of the secrets in err's message. It keeps the error chain only when
+// nothing had to be replaced.
+func redact(err error, secrets ...string) error {
+	msg := err.Error()
+	for _, s := range secrets {
+		if s != "" {
+			msg = strings.ReplaceAll(msg, s, "xxxxx")
+		}
+	}
+	if msg == err.Error() {
+		return err
+	}
+	return errors.New(msg)
+}
+
+// Kind returns "redis".
+func (r *Redis) Kind() string { return "redis" }
+
+// Prefix returns the prefix of every key the store uses.
+func (r *Redis) Prefix() string { return r.keys.prefix }
+
+// Ping checks that Redis answers.
+func (r *Redis) Ping(ctx context.Context) error {
+	if err := r.client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("ping redis: %w", err)
+	}
+	return nil
+}
+
+// Close closes the Redis client.
+func (r *Redis) Close() error {
+	if err := r.client.Close(); err != nil {
+		return fmt.Errorf("close redis: %w", err)
+	}
+	return nil
+}
+
+func unixMilli(t time.Time) float64 { return float64(t.UnixMilli()) }
+
+// seenCutoff is the score below which seen-set members are older than Retention.
+func (r *Redis) seenCutoff() string {
+	return strconv.FormatInt(r.now().Add(-Retention).UnixMilli(), 10)
+}
+
+// PutIssue stores the record, its message and thread mappings, and the seen mark in one transaction.
+func (r *Redis) PutIssue(ctx context.Context, is Issue) error {
+	if is.IssueUUID == "" {
+		return errors.New("put issue: empty issue uuid")
+	}
+	data, err := json.Marshal(is)
+	if err != nil {
+		return fmt.Errorf("put issue %s: encode: %w", is.IssueUUID, err)
+	}
+	now := r.now()
+	_, err = r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, r.keys.issue(is.IssueUUID), data, 0)
+		p.SAdd(ctx, r.keys.issues(), is.IssueUUID)
+		if is.CardMessageID != "" {
+			p.Set(ctx, r.keys.msg(is.CardMessageID), is.IssueUUID, 0)
+		}
+		if is.ThreadID != "" {
+			p.Set(ctx, r.keys.msg(is.ThreadID), is.IssueUUID, 0)
+		}
+		p.ZAdd(ctx, r.keys.seenIssues(), redis.Z{Score: unixMilli(now), Member: is.IssueUUID})
+		p.ZRemRangeByScore(ctx, r.keys.seenIssues(), "-inf", "("+r.seenCutoff())
+		p.Persist(ctx, r.keys.replies(is.IssueUUID))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("put issue %s: %w", is.IssueUUID, err)
+	}
+	return nil
+}
+
+// GetIssue returns the record of an issue, or ErrNotFound.
+func (r *Redis) GetIssue(ctx context.Context, issueUUID string) (Issue, error) {
+	is, err := r.getIssue(ctx, issueUUID)
+	if err != nil {
+		return Issue{}, fmt.Errorf("get issue %s: %w", issueUUID, err)
+	}
+	return is, nil
+}
+
+func (r *Redis) getIssue(ctx context.Context, issueUUID string) (Issue, error) {
+	data, err := r.client.Get(ctx, r.keys.issue(issueUUID)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return Issue{}, ErrNotFound
+	}
+	if err != nil {
+		return Issue{}, err
+	}
+	return decodeIssue(data)
+}
+
+func decodeIssue(data []byte) (Issue, error) {
+	var is Issue
+	if err := json.Unmarshal(data, &is); err != nil {
+		return Issue{}, fmt.Errorf("decode issue record: %w", err)
+	}
+	return is, nil
+}
+
+// IssueByMessage returns the record mapped from a card message id or thread id, or ErrNotFound.
+func (r *Redis) IssueByMessage(ctx context.Context, messageOrThreadID string) (Issue, error) {
+	uuid, err := r.client.Get(ctx, r.keys.msg(messageOrThreadID)).Result()
+	if errors.Is(err, redis.Nil) {
+		return Issue{}, fmt.Errorf("issue by message %s: %w", messageOrThreadID, ErrNotFound)
+	}
+	if err != nil {
+		return Issue{}, fmt.Errorf("issue by message %s: %w", messageOrThreadID, err)
+	}
+	is, err := r.getIssue(ctx, uuid)
+	if err != nil {
+		return Issue{}, fmt.Errorf("issue by message %s: issue %s: %w", messageOrThreadID, uuid, err)
+	}
+	return is, nil
+}
+
+// maxTxRetries bounds optimistic-transaction retries when another client changes the watched record.
+const maxTxRetries = 20
+
+// LinkThread maps threadID to the issue and fills an empty ThreadID, watching the record so that a
+// concurrent PutIssue is never overwritten with a stale copy.
+func (r *Redis) LinkThread(ctx context.Context, threadID, issueUUID string) error {
+	if threadID == "" {
+		return fmt.Errorf("link thread to issue %s: empty thread id", issueUUID)
+	}
+	recKey := r.keys.issue(issueUUID)
+	txf := func(tx *redis.Tx) error {
+		data, err := tx.Get(ctx, recKey).Bytes()
+		if errors.Is(err, redis.Nil) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		is, err := decodeIssue(data)
+		if err != nil {
+			return err
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			if is.ThreadID == "" {
+				is.ThreadID = threadID
+				data, err := json.Marshal(is)
+				if err != nil {
+					return fmt.Errorf("encode issue record: %w", err)
+				}
+				p.Set(ctx, recKey, data, 0)
+			}
+			p.Set(ctx, r.keys.msg(threadID), issueUUID, 0)
+			return nil
+		})
+		return err
+	}
+	for range maxTxRetries {
+		err := r.client.Watch(ctx, txf, recKey)
+		if errors.Is(err, redis.TxFailedErr) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("link thread %s to issue %s: %w", threadID, issueUUID, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("link thread %s to issue %s: record kept changing", threadID, issueUUID)
+}
+
+// listChunk bounds the number of keys in one MGET.
+const listChunk = 256
+
+// ListIssues returns every record, sorted by IssueUUID.
+func (r *Redis) ListIssues(ctx context.Context) ([]Issue, error) {
+	uuids, err := r.client.SMembers(ctx, r.keys.issues()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list issues: %w", err)
+	}
+	slices.Sort(uuids)
+	out := make([]Issue, 0, len(uuids))
+	for chunk := range slices.Chunk(uuids, listChunk) {
+		ks := make([]string, len(chunk))
+		for i, u := range chunk {
+			ks[i] = r.keys.issue(u)
+		}
+		vals, err := r.client.MGet(ctx, ks...).Result()
+		if err != nil {
+			return nil, fmt.Errorf("list issues: %w", err)
+		}
+		for i, v := range vals {
+			s, ok := v.(string)
+			if !ok {
+				continue // deleted since SMEMBERS
+			}
+			is, err := decodeIssue([]byte(s))
+			if err != nil {
+				return nil, fmt.Errorf("list issues: issue %s: %w", chunk[i], err)
+			}
+			out = append(out, is)
+		}
+	}
+	return out, nil
+}
+
+// DeleteIssue deletes the record and lets the issue's seen replies expire after Retention.
+func (r *Redis) DeleteIssue(ctx context.Context, issueUUID string) error {
+	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, r.keys.issue(issueUUID))
+		p.SRem(ctx, r.keys.issues(), issueUUID)
+		p.Expire(ctx, r.keys.replies(issueUUID), Retention)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete issue %s: %w", issueUUID, err)
+	}
+	return nil
+}
+
+func zMembers(score float64, members []string) []redis.Z {
+	zs := make([]redis.Z, len(members))
+	for i, m := range members {
+		zs[i] = redis.Z{Score: score, Member: m}
+	}
+	return zs
+}
+
+// MarkIssuesSeen adds uuids to the seen set and prunes entries older than Retention.
+func (r *Redis) MarkIssuesSeen(ctx context.Context, uuids ...string) error {
+	if len(uuids) == 0 {
+		return nil
+	}
+	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, r.keys.seenIssues(), zMembers(unixMilli(r.now()), uuids)...)
+		p.ZRemRangeByScore(ctx, r.keys.seenIssues(), "-inf", "("+r.seenCutoff())
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("mark %d issues seen: %w", len(uuids), err)
+	}
+	return nil
+}
+
+// zHas reports whether member is in the zset at key.
+func (r *Redis) zHas(ctx context.Context, key, member string) (bool, error) {
+	err := r.client.ZScore(ctx, key, member).Err()
+	if errors.Is(err, redis.Nil) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// IssueSeen reports whether uuid was marked seen.
+func (r *Redis) IssueSeen(ctx context.Context, uuid string) (bool, error) {
+	ok, err := r.zHas(ctx, r.keys.seenIssues(), uuid)
+	if err != nil {
+		return false, fmt.Errorf("check issue %s seen: %w", uuid, err)
+	}
+	return ok, nil
+}
+
+// MarkRepliesSeen adds reply uuids to the issue's seen replies.
+func (r *Redis) MarkRepliesSeen(ctx context.Context, issueUUID string, replyUUIDs ...string) error {
+	if len(replyUUIDs) == 0 {
+		return nil
+	}
+	err := r.client.ZAdd(ctx, r.keys.replies(issueUUID), zMembers(unixMilli(r.now()), replyUUIDs)...).Err()
+	if err != nil {
+		return fmt.Errorf("mark %d replies of issue %s seen: %w", len(replyUUIDs), issueUUID, err)
+	}
+	return nil
+}
+
+// ReplySeen reports whether replyUUID was marked seen on the issue.
+func (r *Redis) ReplySeen(ctx context.Context, issueUUID, replyUUID string) (bool, error) {
+	ok, err := r.zHas(ctx, r.keys.replies(issueUUID), replyUUID)
+	if err != nil {
+		return false, fmt.Errorf("check reply %s of issue %s seen: %w", replyUUID, issueUUID, err)
+	}
+	return ok, nil
+}
+
+// AddOwnReply records a reply of the bot's own and marks it seen on the issue.
+func (r *Redis) AddOwnReply(ctx context.Context, issueUUID, replyUUID string) error {
+	score := unixMilli(r.now())
+	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, r.keys.ownReplies(), redis.Z{Score: score, Member: replyUUID})
+		p.ZRemRangeByScore(ctx, r.keys.ownReplies(), "-inf", "("+r.seenCutoff())
+		p.ZAdd(ctx, r.keys.replies(issueUUID), redis.Z{Score: score, Member: replyUUID})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("add own reply %s of issue %s: %w", replyUUID, issueUUID, err)
+	}
+	return nil
+}
+
+// IsOwnReply reports whether the bot created replyUUID.
+func (r *Redis) IsOwnReply(ctx context.Context, replyUUID string) (bool, error) {
+	ok, err := r.zHas(ctx, r.keys.ownReplies(), replyUUID)
+	if err != nil {
+		return false, fmt.Errorf("check own reply %s: %w", replyUUID, err)
+	}
+	return ok, nil
+}
+
+// Claim sets the claim key with SET NX PX, so that exactly one caller among replicas wins.
+func (r *Redis) Claim(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+	if ttl < time.Millisecond {
+		return false, fmt.Errorf("claim %s: ttl %v is below 1ms", key, ttl)
+	}
+	ok, err := r.client.SetNX(ctx, r.keys.claim(key), "1", ttl).Result()
+	if err != nil {
+		return false, fmt.Errorf("claim %s: %w", key, err)
+	}
+	return ok, nil
+}
+
+// Release deletes the claim key.
+func (r *Redis) Release(ctx context.Context, key string) error {
+	if err := r.client.Del(ctx, r.keys.claim(key)).Err(); err != nil {
+		return fmt.Errorf("release claim %s: %w", key, err)
+	}
+	return nil
+}
+
+// PutRoute inserts or replaces a route.
+func (r *Redis) PutRoute(ctx context.Context, rt Route) error {
+	if err := checkRoute(rt.ChatID, rt.ChannelUUID); err != nil {
+		return fmt.Errorf("put route: %w", err)
+	}
+	data, err := json.Marshal(rt)
+	if err != nil {
+		return fmt.Errorf("put route %s/%s: encode: %w", rt.ChatID, rt.ChannelUUID, err)
+	}
+	if err := r.client.HSet(ctx, r.keys.routes(), routeField(rt.ChatID, rt.ChannelUUID), data).Err(); err != nil {
+		return fmt.Errorf("put route %s/%s: %w", rt.ChatID, rt.ChannelUUID, err)
+	}
+	return nil
+}
+
+// DeleteRoute deletes a route, or returns ErrNotFound.
+func (r *Redis) DeleteRoute(ctx context.Context, chatID, channelUUID string) error {
+	n, err := r.client.HDel(ctx, r.keys.routes(), routeField(chatID, channelUUID)).Result()
+	if err != nil {
+		return fmt.Errorf("delete route %s/%s: %w", chatID, channelUUID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("delete route %s/%s: %w", chatID, channelUUID, ErrNotFound)
+	}
+	return nil
+}
+
+// Routes returns every route, sorted by ChatID then ChannelUUID.
+func (r *Redis) Routes(ctx context.Context) ([]Route, error) {
+	m, err := r.client.HGetAll(ctx, r.keys.routes()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	out := make([]Route, 0, len(m))
+	for field, v := range m {
+		var rt Route
+		if err := json.Unmarshal([]byte(v), &rt); err != nil {
+			return nil, fmt.Errorf("list routes: decode %q: %w", field, err)
+		}
+		out = append(out, rt)
+	}
+	sortRoutes(out)
+	return out, nil
+}
+
+// Cursor returns the named cursor, or 0 when it is unset.
+func (r *Redis) Cursor(ctx context.Context, name string) (int64, error) {
+	v, err := r.client.Get(ctx, r.keys.cursor(name)).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("get cursor %s: %w", name, err)
+	}
+	return v, nil
+}
+
+// advanceCursorScript raises a cursor, never lowers it.
+//
+//	KEYS[1] -> <prefix>cursor:<name>
+//	ARGV[1] -> candidate value (decimal integer)
+//
+// It returns the cursor's value after the call, as a decimal string (an unset cursor counts as 0 and is only
+// written when the candidate is greater). Strings avoid Lua's number-to-integer reply conversion.
+var advanceCursorScript = redis.NewScript(`
+local raw = redis.call('GET', KEYS[1])
+local cur = tonumber(raw or '0')
+if tonumber(ARGV[1]) > cur then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return ARGV[1]
+end
+return raw or '0'
+`)
+
+// AdvanceCursor atomically sets the cursor to max(current, v) and returns the new value.
+func (r *Redis) AdvanceCursor(ctx context.Context, name string, v int64) (int64, error) {
+	s, err := advanceCursorScript.Run(ctx, r.client, []string{r.keys.cursor(name)}, strconv.FormatInt(v, 10)).Text()
+	if err != nil {
+		return 0, fmt.Errorf("advance cursor %s to %d: %w", name, v, err)
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("advance cursor %s to %d: parse stored value: %w", name, v, err)
+	}
+	return n, nil
+}
+
+// acquireLeaseScript takes or renews a lease.
+//
+//	KEYS[1] -> <prefix>lease:<name>
+//	ARGV[1] -> owner
+//	ARGV[2] -> ttl in milliseconds
+//
+// Returns 1 if the lease was free (or expired, i.e. absent) or already held by ARGV[1], after setting it to
+// ARGV[1] with the new ttl; returns 0 if another owner holds it.
+var acquireLeaseScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+`)
+
+// releaseLeaseScript frees a lease only for its owner.
+//
+//	KEYS[1] -> <prefix>lease:<name>
+//	ARGV[1] -> owner
+//
+// Returns 1 if the lease was held by ARGV[1] and is now deleted, else 0.
+var releaseLeaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+
+// AcquireLease takes the named lease for owner, or renews it if owner holds it.
+func (r *Redis) AcquireLease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
+	if owner == "" {
+		return false, fmt.Errorf("acquire lease %s: empty owner", name)
+	}
+	if ttl < time.Millisecond {
+		return false, fmt.Errorf("acquire lease %s: ttl %v is below 1ms", name, ttl)
+	}
+	n, err := acquireLeaseScript.Run(ctx, r.client, []string{r.keys.lease(name)}, owner, ttl.Milliseconds()).Int()
+	if err != nil {
+		return false, fmt.Errorf("acquire lease %s for %s: %w", name, owner, err)
+	}
+	return n == 1, nil
+}
+
+// ReleaseLease frees the lease if owner holds it.
+func (r *Redis) ReleaseLease(ctx context.Context, name, owner string) error {
+	if err := releaseLeaseScript.Run(ctx, r.client, []string{r.keys.lease(name)}, owner).Err(); err != nil {
+		return fmt.Errorf("release lease %s for %s: %w", name, owner, err)
+	}
+	return nil
+}
+
+// PutJob stores the job and (re)schedules it in one transaction.
+func (r *Redis) PutJob(ctx context.Context, queue string, j Job) error {
+	if j.ID == "" {
+		return fmt.Errorf("put job in %s: empty job id", queue)
+	}
+	data, err := json.Marshal(j)
+	if err != nil {
+		return fmt.Errorf("put job %s in %s: encode: %w", j.ID, queue, err)
+	}
+	_, err = r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, r.keys.jobs(queue), j.ID, data)
+		p.ZAdd(ctx, r.keys.due(queue), redis.Z{Score: float64(j.NotBefore.UnixMicro()), Member: j.ID})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("put job %s in %s: %w", j.ID, queue, err)
+	}
+	return nil
+}
+
+// DueJobs returns up to limit due jobs, oldest NotBefore first.
+func (r *Redis) DueJobs(ctx context.Context, queue string, now time.Time, limit int) ([]Job, error) {
+	ids, err := r.client.ZRangeByScore(ctx, r.keys.due(queue), &redis.ZRangeBy{
+		Min:   "-inf",
+		Max:   strconv.FormatInt(now.UnixMicro(), 10),
+		Count: int64(max(limit, 0)),
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list due jobs in %s: %w", queue, err)
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	vals, err := r.client.HMGet(ctx, r.keys.jobs(queue), ids...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list due jobs in %s: %w", queue, err)
+	}
+	out := make([]Job, 0, len(vals))
+	for i, v := range vals {
+		s, ok := v.(string)
+		if !ok {
+			continue // deleted between the two reads
+		}
+		var j Job
+		if err := json.Unmarshal([]byte(s), &j); err != nil {
+			return nil, fmt.Errorf("list due jobs in %s: decode job %s: %w", queue, ids[i], err)
+		}
+		out = append(out, j)
+	}
+	return out, nil
+}
+
+// DeleteJob removes a job from the queue.
+func (r *Redis) DeleteJob(ctx context.Context, queue, id string) error {
+	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HDel(ctx, r.keys.jobs(queue), id)
+		p.ZRem(ctx, r.keys.due(queue), id)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete job %s from %s: %w", id, queue, err)
+	}
+	return nil
+}
+
+// CountJobs returns the number of jobs in the queue.
+func (r *Redis) CountJobs(ctx context.Context, queue string) (int, error) {
+	n, err := r.client.HLen(ctx, r.keys.jobs(queue)).Result()
+	if err != nil {
+		return 0, fmt.Errorf("count jobs in %s: %w", queue, err)
+	}
+	return int(n), nil
+}

@@ -1,0 +1,254 @@
+// Package store keeps issuebot's state: which Feishu card and thread belong to which Guance issue, which
+// issues and replies have been seen, deduplication claims, chat routes, poll cursors, the poller lease and a
+// durable job queue.
+//
+// Two implementations satisfy [Store] and pass the same contract suite (store/storetest): [Redis], for one or
+// more replicas sharing state, and [Embedded], a single bbolt file for a single replica (the default).
+//
+// # Redis keys
+//
+// Every key starts with a configurable prefix, "issuebot:" by default ([WithPrefix]). Keys are built only in
+// keys.go. <id>, <key>, <name> and <queue> are the caller's strings, verbatim.
+//
+//	key                      type    TTL        content
+//	issue:<issueUUID>        string  none       JSON record of one carded issue ([Issue])
+//	issues                   set     none       issue uuids that have a record (for ListIssues)
+//	msg:<id>                 string  none       issue uuid, for a card message id (om_…) or a thread id (omt_…)
+//	seen:issues              zset    members    issue uuids known to the poller, score = unix ms when marked;
+//	                                 pruned     members older than 30 days are pruned on every write
+//	replies:<issueUUID>      zset    none/30d   Guance reply uuids seen on that issue (incl. the bot's own),
+//	                                            score = unix ms; no TTL while the issue has a record, 30 days
+//	                                            after DeleteIssue (PutIssue removes the TTL again)
+//	own                      zset    members    reply uuids the bot created, score = unix ms; pruned after 30 days
+//	claim:<key>              string  caller's   "1"; set with SET NX PX (Claim), deleted by Release
+//	routes                   hash    none       field "<chatID>\x00<channelUUID>" → JSON [Route]
+//	cursor:<name>            string  none       decimal int64, only ever raised (AdvanceCursor)
+//	lease:<name>             string  caller's   owner of the lease, SET … PX ttl
+//	job:<queue>              hash    none       field job id → JSON [Job]
+//	due:<queue>              zset    none       job id, score = NotBefore in unix µs
+//
+// Multi-key operations run in MULTI/EXEC or Lua scripts. On Redis Cluster, give the prefix a hash tag (for
+// example "{issuebot}:") so that every key lands in one slot.
+//
+// # Embedded store
+//
+// The embedded store is one bbolt file with one bucket per concern, mirroring the keys above. Values that
+// expire carry their expiry time; expired entries are invisible to reads and are swept during writes.
+package store
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// ErrNotFound is returned (wrapped) when the requested record does not exist. Check it with errors.Is.
+var ErrNotFound = errors.New("store: not found")
+
+// Retention is how long seen issue uuids, the bot's own reply uuids and the seen replies of a deleted issue
+// are kept at least.
+const Retention = 30 * 24 * time.Hour
+
+// Issue is what the bot remembers about one carded Guance issue.
+type Issue struct {
+	IssueUUID     string    `json:"issue_uuid"`
+	ChatID        string    `json:"chat_id"`
+	CardMessageID string    `json:"card_message_id"` // om_… of the current card
+	ThreadID      string    `json:"thread_id"`       // omt_… once the card has a thread ("" before)
+	CardRevision  int64     `json:"card_revision"`
+	UpdateAt      int64     `json:"update_at"` // last seen Guance updateAt (unix s)
+	StatusType    int       `json:"status_type"`
+	Level         string    `json:"level"`
+	Name          string    `json:"name"`
+	SyncedReplies int       `json:"synced_replies"`
+	SentAt        time.Time `json:"sent_at"`       // when the current card was sent (14-day patch window)
+	LastActivity  time.Time `json:"last_activity"` // last chat activity in its thread
+}
+
+// Route sends the issues of one Guance channel to one chat, from MinLevel up.
+type Route struct {
+	ChatID      string `json:"chat_id"`
+	ChannelUUID string `json:"channel_uuid"`
+	MinLevel    string `json:"min_level"`
+}
+
+// Job is one unit of durable work in a queue. It is due once NotBefore has passed; NotBefore is kept with
+// microsecond precision.
+type Job struct {
+	ID        string    `json:"id"`
+	Payload   []byte    `json:"payload"`
+	NotBefore time.Time `json:"not_before"`
+	Attempts  int       `json:"attempts"`
+}
+
+// Store is the bot's state. Both [Redis] and [Embedded] implement it; every method is safe for concurrent
+// use, and the Redis implementation is also safe across replicas.
+type Store interface {
+	// Kind returns "redis" or "embedded".
+	Kind() string
+	// Ping checks that the store is reachable.
+	Ping(ctx context.Context) error
+	// Close releases the store's resources.
+	Close() error
+
+	// PutIssue stores or overwrites the record of is.IssueUUID and, atomically with it, maps is.CardMessageID
+	// and is.ThreadID (when set) to the issue and marks the issue seen. Older mappings are kept, so a card moved
+	// to a new message keeps its old thread mapped.
+	PutIssue(ctx context.Context, is Issue) error
+	// GetIssue returns the record of an issue, or ErrNotFound.
+	GetIssue(ctx context.Context, issueUUID string) (Issue, error)
+	// IssueByMessage returns the record of the issue whose card message id or thread id is
+	// messageOrThreadID, or ErrNotFound.
+	IssueByMessage(ctx context.Context, messageOrThreadID string) (Issue, error)
+	// LinkThread maps threadID to the issue and sets the record's ThreadID if it is empty. It returns
+	// ErrNotFound, and maps nothing, if the issue has no record.
+	LinkThread(ctx context.Context, threadID, issueUUID string) error
+	// ListIssues returns every record, sorted by IssueUUID.
+	ListIssues(ctx context.Context) ([]Issue, error)
+	// DeleteIssue deletes the record of an issue; its message and thread mappings may stay, and its seen
+	// replies are kept for Retention. Deleting a missing record is not an error.
+	DeleteIssue(ctx context.Context, issueUUID string) error
+
+	// MarkIssuesSeen records issue uuids as known to the poller (carded or deliberately skipped). They are
+	// kept at least Retention.
+	MarkIssuesSeen(ctx context.Context, uuids ...string) error
+	// IssueSeen reports whether uuid was marked seen.
+	IssueSeen(ctx context.Context, uuid string) (bool, error)
+
+	// MarkRepliesSeen records Guance reply uuids of an issue as seen.
+	MarkRepliesSeen(ctx context.Context, issueUUID string, replyUUIDs ...string) error
+	// ReplySeen reports whether replyUUID was marked seen on the issue.
+	ReplySeen(ctx context.Context, issueUUID, replyUUID string) (bool, error)
+	// AddOwnReply records a reply the bot itself created, so it is never echoed back; it also marks it seen.
+	AddOwnReply(ctx context.Context, issueUUID, replyUUID string) error
+	// IsOwnReply reports whether the bot created replyUUID (remembered at least Retention).
+	IsOwnReply(ctx context.Context, replyUUID string) (bool, error)
+
+	// Claim returns true if key was not claimed within the last ttl, and claims it for ttl (SET NX PX
+	// semantics); it returns false while an earlier claim holds. ttl must be at least 1ms.
+	Claim(ctx context.Context, key string, ttl time.Duration) (bool, error)
+	// Release removes a claim so that the work can be claimed and done again. Releasing an unclaimed key is
+	// not an error.
+	Release(ctx context.Context, key string) error
+
+	// PutRoute inserts or replaces the route of (r.ChatID, r.ChannelUUID).
+	PutRoute(ctx context.Context, r Route) error
+	// DeleteRoute deletes a route, or returns ErrNotFound.
+	DeleteRoute(ctx context.Context, chatID, channelUUID string) error
+	// Routes returns every route, sorted by ChatID then ChannelUUID.
+	Routes(ctx context.Context) ([]Route, error)
+
+	// Cursor returns the named cursor, or 0 when it is unset.
+	Cursor(ctx context.Context, name string) (int64, error)
+	// AdvanceCursor atomically sets the cursor to max(current, v) and returns the new value. Values beyond
+	// ±2^53 are compared approximately by the Redis implementation.
+	AdvanceCursor(ctx context.Context, name string, v int64) (int64, error)
+
+	// AcquireLease takes the named lease for owner for ttl. It succeeds if the lease is free, expired, or
+	// already held by owner (then the ttl is renewed), and returns false if another owner holds it.
+	AcquireLease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
+	// ReleaseLease frees the lease if owner holds it; otherwise it does nothing.
+	ReleaseLease(ctx context.Context, name, owner string) error
+
+	// PutJob inserts or replaces the job with j.ID in queue.
+	PutJob(ctx context.Context, queue string, j Job) error
+	// DueJobs returns up to limit jobs of queue whose NotBefore is at or before now, oldest NotBefore first
+	// (ties by ID). limit <= 0 means no limit. The jobs stay queued until DeleteJob.
+	DueJobs(ctx context.Context, queue string, now time.Time, limit int) ([]Job, error)
+	// DeleteJob removes a job; removing a missing job is not an error.
+	DeleteJob(ctx context.Context, queue, id string) error
+	// CountJobs returns the number of jobs in queue, due or not.
+	CountJobs(ctx context.Context, queue string) (int, error)
+}
+
+// Compile-time checks that both implementations satisfy Store.
+var (
+	_ Store = (*Redis)(nil)
+	_ Store = (*Embedded)(nil)
+)
+
+// Option configures a store built by [Open], [OpenRedis], [NewRedis] or [OpenEmbedded].
+type Option func(*options)
+
+type options struct {
+	prefix      string
+	now         func() time.Time
+	lockTimeout time.Duration
+}
+
+func newOptions(opts []Option) options {
+	o := options{prefix: "issuebot:", now: time.Now, lockTimeout: 2 * time.Second}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// WithPrefix sets the prefix of every Redis key; the default is "issuebot:". The embedded store ignores it.
+func WithPrefix(p string) Option {
+	return func(o *options) { o.prefix = p }
+}
+
+// WithClock sets the clock. The embedded store uses it for every TTL; the Redis store only for the
+// timestamps of seen sets (Redis itself expires claims and leases).
+func WithClock(now func() time.Time) Option {
+	return func(o *options) {
+		if now != nil {
+			o.now = now
+		}
+	}
+}
+
+// WithLockTimeout sets how long OpenEmbedded waits for the file lock held by another process before it
+// fails; the default is 2s.
+func WithLockTimeout(d time.Duration) Option {
+	return func(o *options) { o.lockTimeout = d }
+}
+
+// EmbeddedFile is the name of the embedded store's file inside the data directory.
+const EmbeddedFile = "issuebot.db"
+
+// Open opens the store chosen by configuration: Redis at redisURL, or, when redisURL is empty, the embedded
+// store in dataDir/issuebot.db (creating dataDir if needed).
+func Open(ctx context.Context, redisURL, dataDir string, opts ...Option) (Store, error) {
+	if redisURL != "" {
+		return OpenRedis(ctx, redisURL, opts...)
+	}
+	if dataDir == "" {
+		return nil, errors.New("open embedded store: data directory is empty")
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("open embedded store: create data directory: %w", err)
+	}
+	return OpenEmbedded(filepath.Join(dataDir, EmbeddedFile), opts...)
+}
+
+// routeField is the identity of a route; NUL sorts before any other byte, so ordering by it orders by
+// ChatID then ChannelUUID.
+func routeField(chatID, channelUUID string) string {
+	return chatID + "\x00" + channelUUID
+}
+
+// checkRoute rejects routes the stores cannot key unambiguously.
+func checkRoute(chatID, channelUUID string) error {
+	if chatID == "" {
+		return errors.New("empty chat id")
+	}
+	if strings.ContainsRune(chatID, 0) || strings.ContainsRune(channelUUID, 0) {
+		return errors.New("chat id or channel uuid contains NUL")
+	}
+	return nil
+}
+
+// sortRoutes orders routes by ChatID then ChannelUUID.
+func sortRoutes(rs []Route) {
+	slices.SortFunc(rs, func(a, b Route) int {
+		return cmp.Or(strings.Compare(a.ChatID, b.ChatID), strings.Compare(a.ChannelUUID, b.ChannelUUID))
+	})
+}

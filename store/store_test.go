@@ -1,0 +1,126 @@
+package store_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"issuebot/store"
+	"issuebot/store/storetest"
+)
+
+func TestMain(m *testing.M) { storetest.Main(m) }
+
+func TestRedisContract(t *testing.T) {
+	storetest.Contract(t, storetest.RedisSubject)
+}
+
+func TestEmbeddedContract(t *testing.T) {
+	storetest.Contract(t, storetest.EmbeddedSubject)
+}
+
+func TestEmbeddedFileLocked(t *testing.T) {
+	first := storetest.Embedded(t)
+	start := time.Now()
+	second, err := store.OpenEmbedded(first.Path(), store.WithLockTimeout(200*time.Millisecond))
+	if err == nil {
+		_ = second.Close()
+		t.Fatal("second OpenEmbedded of an open file succeeded, want an error")
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("second OpenEmbedded took %v to fail, want about the 200ms lock timeout", took)
+	}
+	if !strings.Contains(err.Error(), "locked by another process") {
+		t.Errorf("error = %q, want it to say the file is locked by another process", err)
+	}
+	// The first store still works.
+	if err := first.Ping(t.Context()); err != nil {
+		t.Errorf("Ping of the first store: %v", err)
+	}
+}
+
+func TestEmbeddedTTLSweep(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	s, err := store.OpenEmbedded(filepath.Join(t.TempDir(), "s.db"), store.WithClock(clock.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	ctx := t.Context()
+	if err := s.MarkIssuesSeen(ctx, "old"); err != nil {
+		t.Fatal(err)
+	}
+	// A deleted issue's seen replies are kept for the retention period, then swept.
+	if err := s.PutIssue(ctx, store.Issue{IssueUUID: "i1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkRepliesSeen(ctx, "i1", "r1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteIssue(ctx, "i1"); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(store.Retention + time.Hour)
+	if ok, err := s.Claim(ctx, "trigger-sweep", time.Minute); err != nil || !ok {
+		t.Fatalf("Claim = %v, %v, want true, nil", ok, err)
+	}
+	if seen, err := s.IssueSeen(ctx, "old"); err != nil || seen {
+		t.Errorf("IssueSeen(old) after retention = %v, %v, want false, nil", seen, err)
+	}
+	if seen, err := s.ReplySeen(ctx, "i1", "r1"); err != nil || seen {
+		t.Errorf("ReplySeen(i1, r1) after retention = %v, %v, want false, nil", seen, err)
+	}
+}
+
+func TestOpen(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	s, err := store.Open(t.Context(), "", dir)
+	if err != nil {
+		t.Fatalf("Open embedded: %v", err)
+	}
+	defer s.Close()
+	if got, want := s.Kind(), "embedded"; got != want {
+		t.Errorf("Kind() = %q, want %q", got, want)
+	}
+	if _, err := os.Stat(filepath.Join(dir, store.EmbeddedFile)); err != nil {
+		t.Errorf("store file: %v", err)
+	}
+}
+
+func TestOpenRedisKeepsPasswordSecret(t *testing.T) {
+	for _, url := range []string{
+		"redis://:s3cretpw@127.0.0.1:1/0",       // unreachable
+		"redis://:s3cretpw@127.0.0.1:badport/0", // malformed
+		"redis://:s3cretpw@127.0.0.1:1/notadb",  // bad database
+	} {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		s, err := store.Open(ctx, url, "")
+		cancel()
+		if err == nil {
+			_ = s.Close()
+			t.Errorf("Open(%q) succeeded, want an error", url)
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cretpw") {
+			t.Errorf("Open error leaks the password: %v", err)
+		}
+	}
+}
+
+func TestOpenRedis(t *testing.T) {
+	addr := storetest.RedisAddr(t)
+	s, err := store.Open(t.Context(), "redis://"+addr+"/0", "", store.WithPrefix("issuebot-test-open:"))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer s.Close()
+	if got, want := s.Kind(), "redis"; got != want {
+		t.Errorf("Kind() = %q, want %q", got, want)
+	}
+	if err := s.Ping(t.Context()); err != nil {
+		t.Errorf("Ping: %v", err)
+	}
+}

@@ -1,0 +1,657 @@
+package storetest
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"issuebot/store"
+)
+
+// shortTTL is the TTL the suite lets expire. Redis honours millisecond TTLs, so waiting in real time stays
+// fast; stores implementing Advancer skip the wait.
+const shortTTL = 300 * time.Millisecond
+
+// expiryDeadline bounds how long the suite waits in real time for a TTL to run out.
+const expiryDeadline = 5 * time.Second
+
+// Contract runs the behaviour every store.Store must have. open returns a fresh, empty store for one
+// subtest; the subtests run in parallel. If the store implements Advancer, TTLs are expired by moving its
+// clock, else by waiting; if it implements Reopener, persistence across Close is checked.
+func Contract(t *testing.T, open func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store)
+	}{
+		{"KindAndPing", testKindAndPing},
+		{"IssueRoundTrip", testIssueRoundTrip},
+		{"IssueNotFound", testIssueNotFound},
+		{"PutIssueRequiresUUID", testPutIssueRequiresUUID},
+		{"LinkThread", testLinkThread},
+		{"CardMoveKeepsOldIndex", testCardMove},
+		{"ListAndDeleteIssues", testListAndDelete},
+		{"SeenIssues", testSeenIssues},
+		{"Replies", testReplies},
+		{"Claim", testClaim},
+		{"ClaimExpires", testClaimExpires},
+		{"ClaimConcurrent", testClaimConcurrent},
+		{"Routes", testRoutes},
+		{"Cursor", testCursor},
+		{"CursorConcurrent", testCursorConcurrent},
+		{"Lease", testLease},
+		{"LeaseExpires", testLeaseExpires},
+		{"Jobs", testJobs},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tt.fn(t, open(t))
+		})
+	}
+	t.Run("SurvivesReopen", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		r, ok := s.(Reopener)
+		if !ok {
+			t.Skipf("%T does not implement storetest.Reopener", s)
+		}
+		testReopen(t, s, r)
+	})
+}
+
+// waitExpired makes ttl pass for s and then waits until cond holds: at once for an Advancer, else by
+// polling every 20ms until expiryDeadline.
+func waitExpired(t *testing.T, s store.Store, ttl time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if a, ok := s.(Advancer); ok {
+		a.Advance(ttl + time.Millisecond)
+		if !cond() {
+			t.Fatalf("%s: still not expired after advancing the clock by %v", what, ttl)
+		}
+		return
+	}
+	deadline := time.NewTimer(ttl + expiryDeadline)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			t.Fatalf("%s: not expired %v after a TTL of %v", what, expiryDeadline, ttl)
+		case <-tick.C:
+		}
+	}
+}
+
+// must fails the test on err.
+func must(t *testing.T, what string, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// mustNotFound checks that err wraps store.ErrNotFound.
+func mustNotFound(t *testing.T, what string, err error) {
+	t.Helper()
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("%s: err = %v, want store.ErrNotFound", what, err)
+	}
+}
+
+func sampleIssue(uuid string) store.Issue {
+	return store.Issue{
+		IssueUUID:     uuid,
+		ChatID:        "oc_chat1",
+		CardMessageID: "om_card_" + uuid,
+		ThreadID:      "omt_thread_" + uuid,
+		CardRevision:  3,
+		UpdateAt:      1767225600,
+		StatusType:    10,
+		Level:         "P1",
+		Name:          "CPU 使用率过高 on db-1",
+		SyncedReplies: 2,
+		SentAt:        time.Date(2026, 1, 1, 8, 0, 0, 123456789, time.UTC),
+		LastActivity:  time.Date(2026, 1, 2, 9, 30, 0, 0, time.FixedZone("CST", 8*3600)),
+	}
+}
+
+func testKindAndPing(t *testing.T, s store.Store) {
+	if k := s.Kind(); k != "redis" && k != "embedded" {
+		t.Errorf("Kind() = %q, want redis or embedded", k)
+	}
+	must(t, "Ping", s.Ping(t.Context()))
+}
+
+func testIssueRoundTrip(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	want := sampleIssue("issue-1")
+	must(t, "PutIssue", s.PutIssue(ctx, want))
+
+	got, err := s.GetIssue(ctx, want.IssueUUID)
+	must(t, "GetIssue", err)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("GetIssue mismatch (-want +got):\n%s", diff)
+	}
+	for _, id := range []string{want.CardMessageID, want.ThreadID} {
+		got, err := s.IssueByMessage(ctx, id)
+		must(t, "IssueByMessage "+id, err)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("IssueByMessage(%q) mismatch (-want +got):\n%s", id, diff)
+		}
+	}
+	seen, err := s.IssueSeen(ctx, want.IssueUUID)
+	must(t, "IssueSeen", err)
+	if !seen {
+		t.Errorf("IssueSeen(%q) = false after PutIssue, want true", want.IssueUUID)
+	}
+
+	// Overwrite.
+	want.StatusType, want.CardRevision = 20, 4
+	must(t, "PutIssue again", s.PutIssue(ctx, want))
+	got, err = s.GetIssue(ctx, want.IssueUUID)
+	must(t, "GetIssue", err)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("GetIssue after overwrite mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func testIssueNotFound(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	_, err := s.GetIssue(ctx, "missing")
+	mustNotFound(t, "GetIssue", err)
+	_, err = s.IssueByMessage(ctx, "om_missing")
+	mustNotFound(t, "IssueByMessage", err)
+	mustNotFound(t, "LinkThread", s.LinkThread(ctx, "omt_x", "missing"))
+	_, err = s.IssueByMessage(ctx, "omt_x")
+	mustNotFound(t, "IssueByMessage after failed LinkThread", err)
+	mustNotFound(t, "DeleteRoute", s.DeleteRoute(ctx, "oc_x", "ch_x"))
+	must(t, "DeleteIssue of a missing issue", s.DeleteIssue(ctx, "missing"))
+}
+
+func testPutIssueRequiresUUID(t *testing.T, s store.Store) {
+	if err := s.PutIssue(t.Context(), store.Issue{ChatID: "oc_chat"}); err == nil {
+		t.Error("PutIssue without IssueUUID succeeded, want an error")
+	}
+}
+
+func testLinkThread(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	is := sampleIssue("issue-1")
+	is.ThreadID = ""
+	must(t, "PutIssue", s.PutIssue(ctx, is))
+	_, err := s.IssueByMessage(ctx, "omt_1")
+	mustNotFound(t, "IssueByMessage before LinkThread", err)
+
+	must(t, "LinkThread", s.LinkThread(ctx, "omt_1", is.IssueUUID))
+	got, err := s.IssueByMessage(ctx, "omt_1")
+	must(t, "IssueByMessage", err)
+	if got.IssueUUID != is.IssueUUID || got.ThreadID != "omt_1" {
+		t.Errorf("IssueByMessage(omt_1) = %s with thread %q, want %s with thread omt_1", got.IssueUUID, got.ThreadID, is.IssueUUID)
+	}
+
+	// A second thread is mapped too, but the record keeps its first thread.
+	must(t, "LinkThread second", s.LinkThread(ctx, "omt_2", is.IssueUUID))
+	got, err = s.IssueByMessage(ctx, "omt_2")
+	must(t, "IssueByMessage omt_2", err)
+	if got.ThreadID != "omt_1" {
+		t.Errorf("ThreadID = %q after linking a second thread, want omt_1", got.ThreadID)
+	}
+	got, err = s.GetIssue(ctx, is.IssueUUID)
+	must(t, "GetIssue", err)
+	want := is
+	want.ThreadID = "omt_1"
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("GetIssue after LinkThread mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func testCardMove(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	old := sampleIssue("issue-1")
+	must(t, "PutIssue", s.PutIssue(ctx, old))
+	moved := old
+	moved.CardMessageID, moved.ThreadID, moved.CardRevision = "om_new", "", 1
+	must(t, "PutIssue moved", s.PutIssue(ctx, moved))
+
+	for _, id := range []string{old.CardMessageID, old.ThreadID, moved.CardMessageID} {
+		got, err := s.IssueByMessage(ctx, id)
+		must(t, "IssueByMessage "+id, err)
+		if diff := cmp.Diff(moved, got); diff != "" {
+			t.Errorf("IssueByMessage(%q) mismatch (-want +got):\n%s", id, diff)
+		}
+	}
+}
+
+func testListAndDelete(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	got, err := s.ListIssues(ctx)
+	must(t, "ListIssues empty", err)
+	if len(got) != 0 {
+		t.Errorf("ListIssues on an empty store = %v, want none", got)
+	}
+	var want []store.Issue
+	for _, u := range []string{"c", "a", "b"} {
+		must(t, "PutIssue "+u, s.PutIssue(ctx, sampleIssue(u)))
+	}
+	for _, u := range []string{"a", "b", "c"} {
+		want = append(want, sampleIssue(u))
+	}
+	got, err = s.ListIssues(ctx)
+	must(t, "ListIssues", err)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("ListIssues mismatch (-want +got):\n%s", diff)
+	}
+
+	must(t, "DeleteIssue", s.DeleteIssue(ctx, "b"))
+	_, err = s.GetIssue(ctx, "b")
+	mustNotFound(t, "GetIssue after DeleteIssue", err)
+	_, err = s.IssueByMessage(ctx, sampleIssue("b").CardMessageID)
+	mustNotFound(t, "IssueByMessage after DeleteIssue", err)
+	got, err = s.ListIssues(ctx)
+	must(t, "ListIssues", err)
+	if diff := cmp.Diff([]store.Issue{want[0], want[2]}, got); diff != "" {
+		t.Errorf("ListIssues after delete mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func testSeenIssues(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	must(t, "MarkIssuesSeen none", s.MarkIssuesSeen(ctx))
+	must(t, "MarkIssuesSeen", s.MarkIssuesSeen(ctx, "a", "b"))
+	must(t, "MarkIssuesSeen again", s.MarkIssuesSeen(ctx, "b"))
+	for u, want := range map[string]bool{"a": true, "b": true, "c": false} {
+		got, err := s.IssueSeen(ctx, u)
+		must(t, "IssueSeen", err)
+		if got != want {
+			t.Errorf("IssueSeen(%q) = %v, want %v", u, got, want)
+		}
+	}
+}
+
+func testReplies(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	must(t, "PutIssue", s.PutIssue(ctx, sampleIssue("i1")))
+	must(t, "MarkRepliesSeen none", s.MarkRepliesSeen(ctx, "i1"))
+	must(t, "MarkRepliesSeen", s.MarkRepliesSeen(ctx, "i1", "r1", "r2"))
+	must(t, "AddOwnReply", s.AddOwnReply(ctx, "i1", "r3"))
+
+	seen := []struct {
+		issue, reply string
+		want         bool
+	}{
+		{"i1", "r1", true}, {"i1", "r2", true}, {"i1", "r3", true}, {"i1", "r4", false},
+		{"i2", "r1", false}, // seen sets are per issue
+	}
+	check := func(when string) {
+		t.Helper()
+		for _, c := range seen {
+			got, err := s.ReplySeen(ctx, c.issue, c.reply)
+			must(t, "ReplySeen", err)
+			if got != c.want {
+				t.Errorf("%s: ReplySeen(%q, %q) = %v, want %v", when, c.issue, c.reply, got, c.want)
+			}
+		}
+	}
+	check("before DeleteIssue")
+	for r, want := range map[string]bool{"r3": true, "r1": false} {
+		got, err := s.IsOwnReply(ctx, r)
+		must(t, "IsOwnReply", err)
+		if got != want {
+			t.Errorf("IsOwnReply(%q) = %v, want %v", r, got, want)
+		}
+	}
+	// Seen replies outlive the record, so a re-tracked issue does not echo old replies.
+	must(t, "DeleteIssue", s.DeleteIssue(ctx, "i1"))
+	check("after DeleteIssue")
+	must(t, "PutIssue again", s.PutIssue(ctx, sampleIssue("i1")))
+	check("after PutIssue again")
+}
+
+func testClaim(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	claim := func(key string, want bool) {
+		t.Helper()
+		got, err := s.Claim(ctx, key, time.Hour)
+		must(t, "Claim", err)
+		if got != want {
+			t.Errorf("Claim(%q) = %v, want %v", key, got, want)
+		}
+	}
+	claim("msg:om_1", true)
+	claim("msg:om_1", false)
+	claim("msg:om_2", true)
+	must(t, "Release", s.Release(ctx, "msg:om_1"))
+	claim("msg:om_1", true)
+	claim("msg:om_1", false)
+	must(t, "Release of an unclaimed key", s.Release(ctx, "never"))
+	if _, err := s.Claim(ctx, "k", 0); err == nil {
+		t.Error("Claim with ttl 0 succeeded, want an error")
+	}
+}
+
+func testClaimExpires(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	ok, err := s.Claim(ctx, "evt:1", shortTTL)
+	must(t, "Claim", err)
+	if !ok {
+		t.Fatal("first Claim = false, want true")
+	}
+	ok, err = s.Claim(ctx, "evt:1", shortTTL)
+	must(t, "Claim", err)
+	if ok {
+		t.Fatal("second Claim within ttl = true, want false")
+	}
+	waitExpired(t, s, shortTTL, "claim", func() bool {
+		ok, err := s.Claim(ctx, "evt:1", time.Hour)
+		must(t, "Claim", err)
+		return ok
+	})
+}
+
+// concurrently runs fn(i) for i in [0, n) from n goroutines released at once.
+func concurrently(n int, fn func(i int)) {
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			fn(i)
+		})
+	}
+	close(start)
+	wg.Wait()
+}
+
+func testClaimConcurrent(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	var wins atomic.Int32
+	errs := make(chan error, 20)
+	concurrently(20, func(int) {
+		ok, err := s.Claim(ctx, "race", time.Hour)
+		if err != nil {
+			errs <- err
+			return
+		}
+		if ok {
+			wins.Add(1)
+		}
+	})
+	close(errs)
+	for err := range errs {
+		t.Errorf("Claim: %v", err)
+	}
+	if got := wins.Load(); got != 1 {
+		t.Errorf("%d of 20 concurrent Claims won, want exactly 1", got)
+	}
+}
+
+func testRoutes(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	got, err := s.Routes(ctx)
+	must(t, "Routes empty", err)
+	if len(got) != 0 {
+		t.Errorf("Routes on an empty store = %v, want none", got)
+	}
+	for _, r := range []store.Route{
+		{ChatID: "oc_2", ChannelUUID: "ch_1", MinLevel: "P2"},
+		{ChatID: "oc_1", ChannelUUID: "ch_2", MinLevel: "P3"},
+		{ChatID: "oc_1", ChannelUUID: "ch_1", MinLevel: "P3"},
+		{ChatID: "oc_1", ChannelUUID: "ch_1", MinLevel: "P1"}, // upsert
+	} {
+		must(t, "PutRoute", s.PutRoute(ctx, r))
+	}
+	want := []store.Route{
+		{ChatID: "oc_1", ChannelUUID: "ch_1", MinLevel: "P1"},
+		{ChatID: "oc_1", ChannelUUID: "ch_2", MinLevel: "P3"},
+		{ChatID: "oc_2", ChannelUUID: "ch_1", MinLevel: "P2"},
+	}
+	got, err = s.Routes(ctx)
+	must(t, "Routes", err)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Routes mismatch (-want +got):\n%s", diff)
+	}
+
+	must(t, "DeleteRoute", s.DeleteRoute(ctx, "oc_1", "ch_2"))
+	mustNotFound(t, "DeleteRoute again", s.DeleteRoute(ctx, "oc_1", "ch_2"))
+	got, err = s.Routes(ctx)
+	must(t, "Routes", err)
+	if diff := cmp.Diff([]store.Route{want[0], want[2]}, got); diff != "" {
+		t.Errorf("Routes after delete mismatch (-want +got):\n%s", diff)
+	}
+	if err := s.PutRoute(ctx, store.Route{ChannelUUID: "ch_1"}); err == nil {
+		t.Error("PutRoute without ChatID succeeded, want an error")
+	}
+}
+
+func testCursor(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	v, err := s.Cursor(ctx, "poll")
+	must(t, "Cursor", err)
+	if v != 0 {
+		t.Errorf("unset Cursor = %d, want 0", v)
+	}
+	for _, step := range []struct{ in, want int64 }{
+		{1767225600000, 1767225600000},
+		{1767225500000, 1767225600000}, // never goes back
+		{1767225700000, 1767225700000},
+	} {
+		got, err := s.AdvanceCursor(ctx, "poll", step.in)
+		must(t, "AdvanceCursor", err)
+		if got != step.want {
+			t.Errorf("AdvanceCursor(%d) = %d, want %d", step.in, got, step.want)
+		}
+	}
+	v, err = s.Cursor(ctx, "poll")
+	must(t, "Cursor", err)
+	if v != 1767225700000 {
+		t.Errorf("Cursor = %d, want 1767225700000", v)
+	}
+	v, err = s.Cursor(ctx, "other")
+	must(t, "Cursor other", err)
+	if v != 0 {
+		t.Errorf("Cursor(other) = %d, want 0: cursors must be independent", v)
+	}
+}
+
+func testCursorConcurrent(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	vals := rand.Perm(20)
+	errs := make(chan error, 20)
+	concurrently(20, func(i int) {
+		v := int64(1000 + vals[i])
+		got, err := s.AdvanceCursor(ctx, "poll", v)
+		if err != nil {
+			errs <- err
+			return
+		}
+		if got < v {
+			errs <- fmt.Errorf("AdvanceCursor(%d) = %d, below its argument", v, got)
+		}
+	})
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	got, err := s.Cursor(ctx, "poll")
+	must(t, "Cursor", err)
+	if got != 1019 {
+		t.Errorf("Cursor after 20 concurrent advances = %d, want 1019", got)
+	}
+}
+
+func testLease(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	acquire := func(owner string, want bool) {
+		t.Helper()
+		got, err := s.AcquireLease(ctx, "poller", owner, time.Hour)
+		must(t, "AcquireLease", err)
+		if got != want {
+			t.Errorf("AcquireLease(poller, %s) = %v, want %v", owner, got, want)
+		}
+	}
+	acquire("a", true)
+	acquire("b", false)
+	acquire("a", true) // renew
+	must(t, "ReleaseLease by non-owner", s.ReleaseLease(ctx, "poller", "b"))
+	acquire("b", false)
+	must(t, "ReleaseLease", s.ReleaseLease(ctx, "poller", "a"))
+	acquire("b", true)
+	acquire("a", false)
+	ok, err := s.AcquireLease(ctx, "other", "a", time.Hour)
+	must(t, "AcquireLease other", err)
+	if !ok {
+		t.Error("AcquireLease(other, a) = false, want true: leases must be independent")
+	}
+}
+
+func testLeaseExpires(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	ok, err := s.AcquireLease(ctx, "poller", "a", shortTTL)
+	must(t, "AcquireLease", err)
+	if !ok {
+		t.Fatal("AcquireLease(a) = false, want true")
+	}
+	ok, err = s.AcquireLease(ctx, "poller", "b", shortTTL)
+	must(t, "AcquireLease", err)
+	if ok {
+		t.Fatal("AcquireLease(b) while a holds it = true, want false")
+	}
+	waitExpired(t, s, shortTTL, "lease", func() bool {
+		ok, err := s.AcquireLease(ctx, "poller", "b", time.Hour)
+		must(t, "AcquireLease", err)
+		return ok
+	})
+	ok, err = s.AcquireLease(ctx, "poller", "a", time.Hour)
+	must(t, "AcquireLease", err)
+	if ok {
+		t.Error("AcquireLease(a) after b took the expired lease = true, want false")
+	}
+}
+
+func testJobs(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	job := func(id string, notBefore time.Duration, attempts int) store.Job {
+		return store.Job{ID: id, Payload: []byte(`{"reply":"` + id + `"}`), NotBefore: now.Add(notBefore), Attempts: attempts}
+	}
+	due := func(limit int, want ...store.Job) {
+		t.Helper()
+		got, err := s.DueJobs(ctx, "replies", now, limit)
+		must(t, "DueJobs", err)
+		if len(want) == 0 && len(got) == 0 {
+			return
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("DueJobs(limit %d) mismatch (-want +got):\n%s", limit, diff)
+		}
+	}
+	count := func(queue string, want int) {
+		t.Helper()
+		got, err := s.CountJobs(ctx, queue)
+		must(t, "CountJobs", err)
+		if got != want {
+			t.Errorf("CountJobs(%s) = %d, want %d", queue, got, want)
+		}
+	}
+
+	due(0)
+	count("replies", 0)
+	j1, j2, j3, j4 := job("j1", -3*time.Minute, 0), job("j2", -time.Minute, 2), job("j3", time.Hour, 0), job("j4", -2*time.Minute, 1)
+	j5 := job("j5", 0, 0) // due exactly now
+	for _, j := range []store.Job{j1, j2, j3, j4, j5} {
+		must(t, "PutJob", s.PutJob(ctx, "replies", j))
+	}
+	must(t, "PutJob other queue", s.PutJob(ctx, "other", job("x", -time.Hour, 0)))
+	count("replies", 5)
+	count("other", 1)
+	due(0, j1, j4, j2, j5)
+	due(2, j1, j4)
+
+	// Upsert moves j3 to the front and replaces its payload and attempts.
+	j3 = job("j3", -4*time.Minute, 1)
+	j3.Payload = []byte("retry")
+	must(t, "PutJob upsert", s.PutJob(ctx, "replies", j3))
+	count("replies", 5)
+	due(3, j3, j1, j4)
+
+	// Rescheduling into the future hides a job.
+	j1 = job("j1", time.Minute, 1)
+	must(t, "PutJob reschedule", s.PutJob(ctx, "replies", j1))
+	due(0, j3, j4, j2, j5)
+
+	must(t, "DeleteJob", s.DeleteJob(ctx, "replies", "j4"))
+	must(t, "DeleteJob of a missing job", s.DeleteJob(ctx, "replies", "j4"))
+	count("replies", 4)
+	due(0, j3, j2, j5)
+	count("other", 1)
+	if err := s.PutJob(ctx, "replies", store.Job{}); err == nil {
+		t.Error("PutJob without ID succeeded, want an error")
+	}
+}
+
+func testReopen(t *testing.T, s store.Store, r Reopener) {
+	ctx := t.Context()
+	is := sampleIssue("i1")
+	route := store.Route{ChatID: "oc_1", ChannelUUID: "ch_1", MinLevel: "P2"}
+	j := store.Job{ID: "j1", Payload: []byte("p"), NotBefore: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	must(t, "PutIssue", s.PutIssue(ctx, is))
+	must(t, "MarkIssuesSeen", s.MarkIssuesSeen(ctx, "skipped"))
+	must(t, "MarkRepliesSeen", s.MarkRepliesSeen(ctx, "i1", "r1"))
+	must(t, "AddOwnReply", s.AddOwnReply(ctx, "i1", "r2"))
+	must(t, "PutRoute", s.PutRoute(ctx, route))
+	_, err := s.AdvanceCursor(ctx, "poll", 42)
+	must(t, "AdvanceCursor", err)
+	_, err = s.Claim(ctx, "evt:1", time.Hour)
+	must(t, "Claim", err)
+	_, err = s.AcquireLease(ctx, "poller", "a", time.Hour)
+	must(t, "AcquireLease", err)
+	must(t, "PutJob", s.PutJob(ctx, "q", j))
+
+	s = r.Reopen(t)
+
+	got, err := s.IssueByMessage(ctx, is.ThreadID)
+	must(t, "IssueByMessage after reopen", err)
+	if diff := cmp.Diff(is, got); diff != "" {
+		t.Errorf("issue after reopen mismatch (-want +got):\n%s", diff)
+	}
+	bools := []struct {
+		what string
+		fn   func() (bool, error)
+		want bool
+	}{
+		{"IssueSeen(skipped)", func() (bool, error) { return s.IssueSeen(ctx, "skipped") }, true},
+		{"ReplySeen(i1, r1)", func() (bool, error) { return s.ReplySeen(ctx, "i1", "r1") }, true},
+		{"IsOwnReply(r2)", func() (bool, error) { return s.IsOwnReply(ctx, "r2") }, true},
+		{"Claim(evt:1)", func() (bool, error) { return s.Claim(ctx, "evt:1", time.Hour) }, false},
+		{"AcquireLease(poller, b)", func() (bool, error) { return s.AcquireLease(ctx, "poller", "b", time.Hour) }, false},
+	}
+	for _, b := range bools {
+		got, err := b.fn()
+		must(t, b.what, err)
+		if got != b.want {
+			t.Errorf("%s after reopen = %v, want %v", b.what, got, b.want)
+		}
+	}
+	routes, err := s.Routes(ctx)
+	must(t, "Routes", err)
+	if diff := cmp.Diff([]store.Route{route}, routes); diff != "" {
+		t.Errorf("Routes after reopen mismatch (-want +got):\n%s", diff)
+	}
+	c, err := s.Cursor(ctx, "poll")
+	must(t, "Cursor", err)
+	if c != 42 {
+		t.Errorf("Cursor after reopen = %d, want 42", c)
+	}
+	jobs, err := s.DueJobs(ctx, "q", j.NotBefore, 0)
+	must(t, "DueJobs", err)
+	if diff := cmp.Diff([]store.Job{j}, jobs); diff != "" {
+		t.Errorf("DueJobs after reopen mismatch (-want +got):\n%s", diff)
+	}
+}

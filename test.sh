@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs issuebot's whole test suite: makes sure a redis-server is installed and running
+# on 127.0.0.1 for the store tests, checks the import direction, then runs go vet and
+# the race-enabled tests. Usage: ./test.sh  (extra args go to `go test`).
+set -euo pipefail
+cd "$(dirname "$0")"
+export PATH="$PATH:/usr/local/go/bin"
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing redis-server" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "test.sh: redis-server is not installed; run: sudo apt-get install -y redis-server" >&2
+    exit 1
+  fi
+fi
+
+port="${REDIS_TEST_PORT:-6390}"
+if ! redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1; then
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes >/dev/null
+  for _ in $(seq 1 100); do
+    redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null
+fi
+export REDIS_ADDR="127.0.0.1:$port"
+
+# guance/ and store/ must know nothing of bot/ or the Feishu SDK.
+bad=$(go list -deps ./guance/... ./store/... | grep -E '^issuebot/bot($|/)|larksuite' || true)
+if [ -n "$bad" ]; then
+  echo "test.sh: guance/ or store/ imports: $bad" >&2
+  exit 1
+fi
+
+go vet ./...
+go test -race -count=1 "$@" ./...
