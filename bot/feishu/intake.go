@@ -181,8 +181,28 @@ func (in *Intake) Run(ctx context.Context) error {
 	return nil
 }
 
+// plainBody returns an event's JSON. Handlers registered raw get the request as it
+// came: over HTTP that is still the encrypted envelope (the SDK decrypts only for
+// typed handlers), over the long connection it is plain.
+func (in *Intake) plainBody(body []byte) []byte {
+	if in.cfg.Mode != ModeHTTP {
+		return body
+	}
+	var env struct {
+		Encrypt string `json:"encrypt"`
+	}
+	if json.Unmarshal(body, &env) != nil || env.Encrypt == "" {
+		return body
+	}
+	plain, err := larkevent.EventDecrypt(env.Encrypt, in.cfg.EncryptKey)
+	if err != nil {
+		return nil
+	}
+	return plain
+}
+
 func (in *Intake) onMessage(ctx context.Context, req *larkevent.EventReq) error {
-	m, ok := decodeMessage(req.Body)
+	m, ok := decodeMessage(in.plainBody(req.Body))
 	if !ok {
 		in.malformed.Add(1)
 		in.logger.WarnContext(ctx, "malformed message event acknowledged", "bytes", len(req.Body))
@@ -193,7 +213,7 @@ func (in *Intake) onMessage(ctx context.Context, req *larkevent.EventReq) error 
 
 func (in *Intake) onChatEvent(fn func(context.Context, ChatEvent) error) func(context.Context, *larkevent.EventReq) error {
 	return func(ctx context.Context, req *larkevent.EventReq) error {
-		e, ok := decodeChatEvent(req.Body)
+		e, ok := decodeChatEvent(in.plainBody(req.Body))
 		if !ok {
 			in.malformed.Add(1)
 			in.logger.WarnContext(ctx, "malformed chat event acknowledged", "bytes", len(req.Body))

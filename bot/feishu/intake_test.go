@@ -142,7 +142,7 @@ func TestIntakeWSDeliversAndAcks(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 
-	ack, err := srv.DeliverWS(ctx, feishutest.MessageEvent(feishutest.MessageSpec{
+	ack, err := srv.DeliverWS(ctx, srv.MessageEvent(feishutest.MessageSpec{
 		MessageID: "om_1", ChatID: "oc_1", RootID: "om_card", ThreadID: "omt_1", SenderOpenID: "ou_alice",
 		Content:  feishutest.TextContent("@_user_1 restarted db-1"),
 		Mentions: []feishutest.Mention{{Key: "@_user_1", OpenID: "ou_bob", Name: "Bob"}},
@@ -164,7 +164,7 @@ func TestIntakeWSDeliversAndAcks(t *testing.T) {
 		t.Errorf("decoded message = %+v", m)
 	}
 
-	ack, err = srv.DeliverWS(ctx, feishutest.CardActionEvent(feishutest.CardActionSpec{
+	ack, err = srv.DeliverWS(ctx, srv.CardActionEvent(feishutest.CardActionSpec{
 		OperatorOpenID: "ou_alice", MessageID: "om_card", ChatID: "oc_1",
 		Value: map[string]any{"action": "resolve", "issue": "issue_1", "rev": 1},
 	}))
@@ -193,7 +193,7 @@ func TestIntakeWSDeliversAndAcks(t *testing.T) {
 		t.Errorf("decoded action = %+v", a)
 	}
 
-	if _, err := srv.DeliverWS(ctx, feishutest.BotAddedEvent("oc_2", "ou_alice")); err != nil {
+	if _, err := srv.DeliverWS(ctx, srv.BotAddedEvent("oc_2", "ou_alice")); err != nil {
 		t.Fatalf("DeliverWS bot added: %v", err)
 	}
 	if _, _, added := rec.counts(); added != 1 {
@@ -236,7 +236,7 @@ func TestIntakeWSReconnects(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
 	defer cancel()
 	waitUntil(t, 15*time.Second, func() bool { return srv.Connected() > 0 && in.Ready() })
-	if _, err := srv.DeliverWS(ctx, feishutest.MessageEvent(feishutest.MessageSpec{MessageID: "om_after", ChatID: "oc_1"})); err != nil {
+	if _, err := srv.DeliverWS(ctx, srv.MessageEvent(feishutest.MessageSpec{MessageID: "om_after", ChatID: "oc_1"})); err != nil {
 		t.Fatalf("deliver after reconnect: %v", err)
 	}
 	if msgs, _, _ := rec.counts(); msgs != 1 {
@@ -283,7 +283,7 @@ func startHTTP(t *testing.T, h feishu.Handler, now func() time.Time, logs *syncB
 func TestIntakeHTTP(t *testing.T) {
 	srv := feishutest.NewServer(t)
 	event := func(id string) []byte {
-		return feishutest.MessageEvent(feishutest.MessageSpec{MessageID: id, ChatID: "oc_1", SenderOpenID: "ou_alice",
+		return srv.MessageEvent(feishutest.MessageSpec{MessageID: id, ChatID: "oc_1", SenderOpenID: "ou_alice",
 			Content: feishutest.TextContent("hi")})
 	}
 	tests := []struct {
@@ -342,7 +342,7 @@ func TestIntakeHTTPChallengeAndCardAction(t *testing.T) {
 		t.Errorf("challenge with a wrong token answered 200")
 	}
 
-	status, body, err = srv.DeliverHTTP(t.Context(), url, feishutest.CardActionEvent(feishutest.CardActionSpec{
+	status, body, err = srv.DeliverHTTP(t.Context(), url, srv.CardActionEvent(feishutest.CardActionSpec{
 		OperatorOpenID: "ou_alice", MessageID: "om_card", ChatID: "oc_1", Value: map[string]any{"action": "resolve"},
 	}), feishutest.HTTPOptions{EncryptKey: testEncryptKey})
 	if err != nil {
@@ -353,6 +353,17 @@ func TestIntakeHTTPChallengeAndCardAction(t *testing.T) {
 	}
 	if _, actions, _ := rec.counts(); actions != 1 {
 		t.Errorf("card actions = %d, want 1", actions)
+	}
+
+	status, _, err = srv.DeliverHTTP(t.Context(), url, srv.BotAddedEvent("oc_9", "ou_alice"),
+		feishutest.HTTPOptions{EncryptKey: testEncryptKey})
+	if err != nil || status != 200 {
+		t.Fatalf("bot added over http = %d, %v", status, err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.added) != 1 || rec.added[0].ChatID != "oc_9" {
+		t.Errorf("bot added events = %+v, want one for oc_9", rec.added)
 	}
 }
 
