@@ -90,10 +90,18 @@ func WithLogger(l *slog.Logger) Option {
 }
 
 // Limiter decides when the next request may go. Wait blocks until it may, or returns
-// ctx's error. A limiter that also has a Penalize(until time.Time) method (as
-// *WindowLimiter does) is told when Guance throttles, so it can hold every caller back.
+// ctx's error. Two optional methods are used when present (*WindowLimiter has both):
+// Acquire(ctx) (done func(), err error), which the client prefers to Wait and whose done
+// it calls once the response is read; and Penalize(until time.Time), which the client
+// calls when Guance throttles, so the limiter can hold every caller back.
 type Limiter interface {
 	Wait(ctx context.Context) error
+}
+
+// acquirer is the optional part of a Limiter that learns when a request is over (see
+// WindowLimiter.Acquire); the client prefers it to Wait.
+type acquirer interface {
+	Acquire(ctx context.Context) (done func(), err error)
 }
 
 // penalizer is the optional part of a Limiter that the client uses on throttling.
@@ -191,7 +199,13 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", userAgent)
 
-	if c.limiter != nil {
+	if a, ok := c.limiter.(acquirer); ok {
+		done, err := a.Acquire(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("guance: %s %s: wait for rate limiter: %w", method, apiPath, err)
+		}
+		defer done()
+	} else if c.limiter != nil {
 		if err := c.limiter.Wait(ctx); err != nil {
 			return nil, fmt.Errorf("guance: %s %s: wait for rate limiter: %w", method, apiPath, err)
 		}
@@ -226,7 +240,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	var env envelope
 	decodeErr := json.Unmarshal(raw, &env)
 	c.logger.Debug("guance request", "method", method, "path", apiPath, "status", resp.StatusCode,
-		"trace_id", string(env.TraceID), "duration", c.now().Sub(start))
+		"trace_id", c.redact(string(env.TraceID)), "duration", c.now().Sub(start))
 
 	switch {
 	case !ok:

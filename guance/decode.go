@@ -17,6 +17,7 @@ import (
 // or null (0).
 type flexInt int64
 
+// UnmarshalJSON decodes a tolerant integer.
 func (n *flexInt) UnmarshalJSON(b []byte) error {
 	f, ok, err := parseNumber(b)
 	if err != nil {
@@ -33,6 +34,7 @@ func (n *flexInt) UnmarshalJSON(b []byte) error {
 // flexString decodes a string from a JSON string, number or bool; null is "".
 type flexString string
 
+// UnmarshalJSON decodes a tolerant string.
 func (s *flexString) UnmarshalJSON(b []byte) error {
 	b = bytes.TrimSpace(b)
 	switch {
@@ -55,6 +57,7 @@ func (s *flexString) UnmarshalJSON(b []byte) error {
 // flexBool decodes a bool from true/false, 0/1 (as numbers or strings) or null (false).
 type flexBool bool
 
+// UnmarshalJSON decodes a tolerant bool.
 func (v *flexBool) UnmarshalJSON(b []byte) error {
 	b = bytes.TrimSpace(b)
 	switch string(b) {

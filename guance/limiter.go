@@ -38,6 +38,12 @@ func PriorityFrom(ctx context.Context) Priority {
 // window of length per. (A token bucket of rate n/per lets a full bucket's burst through
 // on top of the steady rate, which Guance's per-minute window would throttle.)
 //
+// It keeps n slots; a slot taken at t is free again at t+per. Acquire holds the slot
+// until the request has been answered, and frees it per after that: the server counts a
+// request when it arrives, which is after the grant, so without that a burst at the
+// edge of the window could look like more than n to the server when latencies differ.
+// The Client uses Acquire.
+//
 // Waiters are served by priority (see WithPriority), then in arrival order. Penalize
 // holds everyone back until a given time. The zero value is not usable; call
 // NewWindowLimiter. A WindowLimiter is safe for concurrent use.
@@ -46,10 +52,16 @@ type WindowLimiter struct {
 	per time.Duration
 
 	mu      sync.Mutex
-	grants  []time.Time // successful Waits within the last per, oldest first
-	penalty time.Time   // no Wait succeeds before this
-	waiters []*waiter   // by priority (high first), then arrival
+	slots   []slot
+	penalty time.Time // no Wait succeeds before this
+	waiters []*waiter // by priority (high first), then arrival
 	seq     uint64
+}
+
+// slot is one of the n uses a window allows.
+type slot struct {
+	freeAt time.Time // when the slot may be taken again
+	held   bool      // taken by Acquire and not yet released
 }
 
 // waiter is one blocked Wait call.
@@ -61,7 +73,8 @@ type waiter struct {
 
 // LimiterStats is a snapshot of a WindowLimiter for a status page.
 type LimiterStats struct {
-	// Used is the number of Waits that succeeded in the current window.
+	// Used is the number of slots taken in the current window (requests granted in the
+	// last per, or still in flight).
 	Used int
 	// Limit is n, the most Waits that may succeed in a window.
 	Limit int
@@ -80,15 +93,33 @@ func NewWindowLimiter(n int, per time.Duration) *WindowLimiter {
 	if per <= 0 {
 		per = time.Minute
 	}
-	return &WindowLimiter{n: n, per: per}
+	return &WindowLimiter{n: n, per: per, slots: make([]slot, n)}
 }
 
 // Wait blocks until the call may go, then counts it. Among blocked callers the one with
 // the highest priority (PriorityFrom(ctx)) goes first, then the earliest. If ctx ends
 // first, Wait returns ctx.Err() and counts nothing.
 func (l *WindowLimiter) Wait(ctx context.Context) error {
+	_, err := l.take(ctx, false)
+	return err
+}
+
+// Acquire is Wait for a caller that reports when its request is over: the slot stays
+// taken until done is called, and for per after that. done may be called more than
+// once; only the first call counts. Callers must call done.
+func (l *WindowLimiter) Acquire(ctx context.Context) (done func(), err error) {
+	i, err := l.take(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	var once sync.Once
+	return func() { once.Do(func() { l.release(i) }) }, nil
+}
+
+// take waits for a free slot and takes it; hold keeps it taken until release.
+func (l *WindowLimiter) take(ctx context.Context, hold bool) (int, error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return 0, err
 	}
 	w := &waiter{prio: PriorityFrom(ctx), wake: make(chan struct{}, 1)}
 	var timer *time.Timer
@@ -106,19 +137,25 @@ func (l *WindowLimiter) Wait(ctx context.Context) error {
 		var fire <-chan time.Time
 		if l.waiters[0] == w {
 			now := time.Now()
-			at := l.nextFree(now)
-			if !at.After(now) {
-				l.grants = append(l.grants, now)
+			i, at := l.nextFree()
+			if i >= 0 && !at.After(now) {
+				if hold {
+					l.slots[i].held = true
+				} else {
+					l.slots[i].freeAt = now.Add(l.per)
+				}
 				l.dequeue(w)
 				l.mu.Unlock()
-				return nil
+				return i, nil
 			}
-			if timer == nil {
-				timer = time.NewTimer(at.Sub(now))
-			} else {
-				timer.Reset(at.Sub(now))
+			if i >= 0 { // else every slot is held: wait for a release
+				if timer == nil {
+					timer = time.NewTimer(at.Sub(now))
+				} else {
+					timer.Reset(at.Sub(now))
+				}
+				fire = timer.C
 			}
-			fire = timer.C
 		}
 		l.mu.Unlock()
 
@@ -127,12 +164,20 @@ func (l *WindowLimiter) Wait(ctx context.Context) error {
 			l.mu.Lock()
 			l.dequeue(w)
 			l.mu.Unlock()
-			return ctx.Err()
+			return 0, ctx.Err()
 		case <-fire:
 		case <-w.wake:
 		}
 		l.mu.Lock()
 	}
+}
+
+// release frees a held slot per from now.
+func (l *WindowLimiter) release(i int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.slots[i] = slot{freeAt: time.Now().Add(l.per)}
+	l.wakeHead()
 }
 
 // Penalize blocks every Wait until until; an earlier until than the current penalty's
@@ -151,37 +196,31 @@ func (l *WindowLimiter) Stats() LimiterStats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := time.Now()
-	l.prune(now)
-	st := LimiterStats{Used: len(l.grants), Limit: l.n, Waiting: len(l.waiters)}
+	st := LimiterStats{Limit: l.n, Waiting: len(l.waiters)}
+	for _, s := range l.slots {
+		if s.held || s.freeAt.After(now) {
+			st.Used++
+		}
+	}
 	if l.penalty.After(now) {
 		st.PenalizedUntil = l.penalty
 	}
 	return st
 }
 
-// nextFree returns the earliest time a Wait may succeed, given the grants so far and the
-// penalty. l.mu is held.
-func (l *WindowLimiter) nextFree(now time.Time) time.Time {
-	l.prune(now)
-	at := now
-	if len(l.grants) >= l.n {
-		at = l.grants[len(l.grants)-l.n].Add(l.per)
+// nextFree returns the slot that frees first and when it may be taken (the penalty
+// included); i is -1 when every slot is held. l.mu is held.
+func (l *WindowLimiter) nextFree() (i int, at time.Time) {
+	i = -1
+	for j, s := range l.slots {
+		if !s.held && (i < 0 || s.freeAt.Before(at)) {
+			i, at = j, s.freeAt
+		}
 	}
 	if l.penalty.After(at) {
 		at = l.penalty
 	}
-	return at
-}
-
-// prune forgets grants that have left the window ending at now. l.mu is held.
-func (l *WindowLimiter) prune(now time.Time) {
-	i := 0
-	for i < len(l.grants) && !l.grants[i].Add(l.per).After(now) {
-		i++
-	}
-	if i > 0 {
-		l.grants = append(l.grants[:0], l.grants[i:]...)
-	}
+	return i, at
 }
 
 // enqueue adds w behind every waiter of its priority or higher. l.mu is held.

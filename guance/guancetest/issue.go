@@ -296,10 +296,6 @@ func (s *Server) listIssues(w http.ResponseWriter, body []byte) int {
 		}
 		channel = c.UUID
 	}
-	type cond struct {
-		values []any
-		equal  bool
-	}
 	var eq, ne = map[string][]any{}, map[string][]any{}
 	for _, f := range req.Filters {
 		switch f.Key {

@@ -367,7 +367,7 @@ type PageInfo struct {
 // traceID returns a fresh trace id; s.mu is held.
 func (s *Server) traceID() string {
 	s.traces++
-	return strconv.FormatInt(13848669999527981000+s.traces, 10)
+	return strconv.FormatInt(1384866999952798100+s.traces, 10)
 }
 
 // write sends an envelope; s.mu is held.
