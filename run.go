@@ -55,7 +55,8 @@ func run(ctx context.Context, environ []string, stdout io.Writer, listening func
 		return fmt.Errorf("build feishu client: %w", err)
 	}
 	b := bot.New(bot.Config{
-		ChatID: cfg.FeishuChatID, PollInterval: cfg.PollInterval, ConsoleURL: cfg.GuanceConsoleURL,
+		ChatID: cfg.FeishuChatID, PollInterval: cfg.PollInterval, RateLimit: cfg.GuanceRateLimit,
+		ConsoleURL: cfg.GuanceConsoleURL,
 	}, fc, gc, st, metrics, logger)
 	intake, err := feishu.NewIntake(feishu.IntakeConfig{
 		AppID: cfg.FeishuAppID, AppSecret: cfg.FeishuAppSecret, BaseURL: cfg.FeishuBaseURL,

@@ -24,3 +24,9 @@ func (b *backoff) next() time.Duration {
 }
 
 func (b *backoff) reset() { b.n = 0 }
+
+// after returns the jittered delay before attempt n (1-based) without keeping state.
+func (b *backoff) after(n int) time.Duration {
+	b.n = max(n-1, 0)
+	return b.next()
+}

@@ -1,48 +1,88 @@
 // Package bot is issuebot's application: it takes Feishu events and card callbacks,
 // talks to Guance through package guance, keeps its state in package store, and
-// speaks to Feishu through package bot/feishu. Flows (new issue → card, thread reply →
-// Guance reply, Guance changes → thread and card, buttons) live in one file each.
+// speaks to Feishu through package bot/feishu. Each flow lives in its own file:
+// poller.go finds new issues, delivery.go posts their cards exactly once.
 package bot
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"issuebot/bot/feishu"
 	"issuebot/guance"
+	"issuebot/store"
 )
 
 // Messenger is what the bot needs from Feishu.
 type Messenger interface {
 	BotOpenID(ctx context.Context) (string, error)
+	SendCard(ctx context.Context, chatID string, card []byte, uuid string) (feishu.Sent, error)
 }
 
 // Tracker is what the bot needs from Guance.
 type Tracker interface {
 	ListChannels(ctx context.Context) ([]guance.Channel, error)
+	ListAllIssues(ctx context.Context, q guance.IssueQuery) ([]guance.Issue, error)
+	ListLevels(ctx context.Context) ([]guance.Level, error)
 }
 
 // State is what the bot needs from the store.
 type State interface {
 	Kind() string
 	Ping(ctx context.Context) error
+	PutIssue(ctx context.Context, is store.Issue) error
+	GetIssue(ctx context.Context, issueUUID string) (store.Issue, error)
+	MarkIssuesSeen(ctx context.Context, uuids ...string) error
+	IssueSeen(ctx context.Context, uuid string) (bool, error)
+	Cursor(ctx context.Context, name string) (int64, error)
+	AdvanceCursor(ctx context.Context, name string, v int64) (int64, error)
+	AcquireLease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
+	ReleaseLease(ctx context.Context, name, owner string) error
+	PutJob(ctx context.Context, queue string, j store.Job) error
+	DueJobs(ctx context.Context, queue string, now time.Time, limit int) ([]store.Job, error)
+	DeleteJob(ctx context.Context, queue, id string) error
+	CountJobs(ctx context.Context, queue string) (int, error)
 }
 
 // Config holds the bot's settings (a subset of the process configuration).
 type Config struct {
 	// ChatID is the default chat for issues not routed elsewhere.
 	ChatID string
-	// PollInterval is how often Guance is polled.
+	// PollInterval is how often Guance is polled for new issues.
 	PollInterval time.Duration
+	// RateLimit is the Guance requests per minute the bot may spend; the poller paces
+	// itself so that it never needs more.
+	RateLimit int
+	// BudgetWindow is the window RateLimit counts over; 0 means a minute (tests shrink it).
+	BudgetWindow time.Duration
 	// ConsoleURL is the Guance console base for "Open in Guance" links.
 	ConsoleURL string
+	// Channel is the name of the watched Guance channel; "" means "default" (all issues).
+	Channel string
+	// Overlap is how far before the newest createAt seen each poll looks again, to catch
+	// issues that monitors and auto-discovery write late; 0 means 5 minutes.
+	Overlap time.Duration
+	// FirstLookback is how far back the very first poll looks; 0 means 1 hour.
+	FirstLookback time.Duration
+	// ChatSendInterval spaces messages into one chat (Feishu allows 5 per second per
+	// chat, shared by all bots); 0 means 250 ms.
+	ChatSendInterval time.Duration
+	// Location is the time zone cards show times in; nil means time.Local.
+	Location *time.Location
+	// InstanceID names this replica in the poller lease; "" means random.
+	InstanceID string
 }
 
-// Bot is the application. Build it with New, then hand it to a feishu.Intake as the
-// event Handler and run Run.
+// Bot is the application. Build it with New, hand it to a feishu.Intake as the event
+// Handler, and run Run.
 type Bot struct {
 	cfg     Config
 	feishu  Messenger
@@ -53,6 +93,16 @@ type Bot struct {
 	now     func() time.Time
 
 	botOpenID atomic.Pointer[string] // set once Run has learnt it
+
+	wakeDelivery chan struct{}
+	lastPoll     atomic.Int64 // unix ns of the last successful poll
+	levels       levelCache
+	channelMu    sync.Mutex
+	channelUUID  string
+
+	// afterSend, when set (tests only), runs after a card was sent and before it is
+	// recorded; an error abandons the job there, as a crash would.
+	afterSend func(issueUUID string) error
 }
 
 // New returns a Bot. logger nil discards logs; metrics nil uses a private registry.
@@ -63,56 +113,77 @@ func New(cfg Config, fs Messenger, gc Tracker, st State, metrics *Metrics, logge
 	if metrics == nil {
 		metrics = NewMetrics(nil)
 	}
+	if cfg.Channel == "" {
+		cfg.Channel = guance.DefaultChannelName
+	}
+	if cfg.Overlap <= 0 {
+		cfg.Overlap = 5 * time.Minute
+	}
+	if cfg.FirstLookback <= 0 {
+		cfg.FirstLookback = time.Hour
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 10 * time.Second
+	}
+	if cfg.RateLimit <= 0 {
+		cfg.RateLimit = 18
+	}
+	if cfg.BudgetWindow <= 0 {
+		cfg.BudgetWindow = time.Minute
+	}
+	if cfg.ChatSendInterval <= 0 {
+		cfg.ChatSendInterval = 250 * time.Millisecond
+	}
+	if cfg.Location == nil {
+		cfg.Location = time.Local
+	}
+	if cfg.InstanceID == "" {
+		var b [6]byte
+		_, _ = rand.Read(b[:])
+		cfg.InstanceID = hex.EncodeToString(b[:])
+	}
 	return &Bot{
 		cfg: cfg, feishu: fs, guance: gc, state: st, metrics: metrics,
-		logger: logger.With("component", "bot"),
-		now:    time.Now,
+		logger:       logger.With("component", "bot"),
+		now:          time.Now,
+		wakeDelivery: make(chan struct{}, 1),
 	}
 }
 
 // Run does the bot's background work until ctx is done: it learns the bot's own
-// Feishu identity and checks the Guance key, retrying with backoff while either
-// platform is unreachable. It returns nil when ctx ends.
+// Feishu identity, and — while this replica holds the poller lease — polls Guance for
+// new issues and delivers their cards. It returns nil when ctx ends, after the work in
+// hand is finished.
 func (b *Bot) Run(ctx context.Context) error {
-	b.logger.Info("bot starting", "store", b.state.Kind(), "chat_id", b.cfg.ChatID, "poll_interval", b.cfg.PollInterval)
+	b.logger.Info("bot starting", "store", b.state.Kind(), "chat_id", b.cfg.ChatID,
+		"poll_interval", b.cfg.PollInterval, "instance", b.cfg.InstanceID)
 	if b.cfg.ChatID == "" {
-		b.logger.Warn("FEISHU_CHAT_ID is empty: issues go only to chats bound with the bind command")
+		b.logger.Warn("FEISHU_CHAT_ID is empty: new issues have no chat to go to")
 	}
-	var openID string
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { b.learnIdentity(gctx); return nil })
+	g.Go(func() error { return b.runLeader(gctx) })
+	err := g.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// learnIdentity fetches the bot's open_id, retrying while Feishu is unreachable.
+func (b *Bot) learnIdentity(ctx context.Context) {
 	err := retry(ctx, b.logger, "learn bot identity", func() (bool, error) {
 		id, err := b.feishu.BotOpenID(ctx)
 		if err != nil {
 			return feishu.Retryable(ctx, err), err
 		}
-		openID = id
-		return false, nil
-	})
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
-	b.botOpenID.Store(&openID)
-	b.logger.Info("bot identity known", "bot_open_id", openID)
-
-	err = retry(ctx, b.logger, "check guance key", func() (bool, error) {
-		chans, err := b.guance.ListChannels(ctx)
-		if err != nil {
-			if errors.Is(err, guance.ErrBadKey) {
-				b.logger.Error("Guance refused GUANCE_API_KEY; issues cannot be read until it is fixed", "err", err)
-				return false, nil
-			}
-			return guance.Retryable(err), err
-		}
-		b.logger.Info("guance reachable", "channels", len(chans))
+		b.botOpenID.Store(&id)
+		b.logger.Info("bot identity known", "bot_open_id", id)
 		return false, nil
 	})
 	if err != nil && ctx.Err() == nil {
-		b.logger.Error("guance check gave up", "err", err)
+		b.logger.Error("cannot learn the bot's identity", "err", err)
 	}
-	<-ctx.Done()
-	return nil
 }
 
 // botID returns the bot's own open_id, or "" while it is not known yet.
@@ -134,12 +205,23 @@ func retry(ctx context.Context, logger *slog.Logger, what string, fn func() (aga
 		}
 		d := bo.next()
 		logger.Warn("retrying after error", "what", what, "in", d, "err", err)
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, d) {
 			return ctx.Err()
-		case <-t.C:
 		}
 	}
 }
+
+// sleepCtx waits for d or until ctx is done; it reports whether d elapsed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// errAbandoned marks work given up on purpose (shutdown, a test's simulated crash).
+var errAbandoned = errors.New("abandoned")

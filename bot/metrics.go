@@ -16,6 +16,12 @@ type Metrics struct {
 	events         *prometheus.CounterVec
 	eventLag       prometheus.Histogram
 	guanceRequests *prometheus.CounterVec
+	polls          prometheus.Counter
+	pollDuration   prometheus.Histogram
+	cardsSent      prometheus.Counter
+	cardFailures   prometheus.Counter
+	cardLatency    prometheus.Histogram
+	cardsQueued    prometheus.Gauge
 }
 
 // NewMetrics registers issuebot's metrics (plus Go and process collectors) on reg;
@@ -39,8 +45,35 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 			Name: "issuebot_guance_requests_total",
 			Help: "Requests sent to the Guance OpenAPI, by HTTP status (\"error\" when no answer came). 401 is Guance's throttle answer.",
 		}, []string{"code"}),
+		polls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "issuebot_polls_total",
+			Help: "Successful polls of Guance for new issues.",
+		}),
+		pollDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "issuebot_poll_duration_seconds",
+			Help:    "Duration of one poll for new issues, waiting for the Guance budget included.",
+			Buckets: []float64{0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60},
+		}),
+		cardsSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "issuebot_cards_sent_total",
+			Help: "Issue cards posted to Feishu.",
+		}),
+		cardFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "issuebot_card_failures_total",
+			Help: "Card posts Feishu refused for a reason a retry cannot cure (they are retried slowly).",
+		}),
+		cardLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "issuebot_card_latency_seconds",
+			Help:    "Time from an issue's createAt in Guance to its card in Feishu.",
+			Buckets: []float64{1, 2, 5, 10, 15, 20, 30, 60, 120, 300},
+		}),
+		cardsQueued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "issuebot_cards_queued",
+			Help: "Issue cards waiting to be posted.",
+		}),
 	}
-	reg.MustRegister(m.events, m.eventLag, m.guanceRequests,
+	reg.MustRegister(m.events, m.eventLag, m.guanceRequests, m.polls, m.pollDuration,
+		m.cardsSent, m.cardFailures, m.cardLatency, m.cardsQueued,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -271,7 +271,11 @@ func (c *Client) apiError(method, apiPath string, status int, env *envelope, dec
 		e.Message = strings.ToLower(http.StatusText(status))
 	}
 	if e.throttled() {
-		until := c.now().Add(throttlePenalty)
+		penalty := throttlePenalty
+		if w, ok := c.limiter.(interface{ Window() time.Duration }); ok && w.Window() > 0 {
+			penalty = w.Window() // the server's window, as the limiter is configured to mirror it
+		}
+		until := c.now().Add(penalty)
 		if p, ok := c.limiter.(penalizer); ok {
 			p.Penalize(until)
 		}

@@ -2,6 +2,7 @@ package guance
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -98,7 +99,8 @@ func (e *Error) badKey() bool {
 // Retryable reports whether a call that failed with err may succeed if tried again
 // later: a temporary *Error (throttled, 5xx, 408) or a transport failure (network error,
 // timeout of the HTTP client, connection refused or reset, unexpected EOF). It is false
-// when the caller's context ended, and for every other error.
+// when the caller's context ended, for a TLS certificate that does not verify, and for
+// every other error.
 func Retryable(err error) bool {
 	if err == nil {
 		return false
@@ -115,6 +117,11 @@ func Retryable(err error) bool {
 		// is not worth retrying.
 		_, ok := errors.AsType[*url.Error](err)
 		return ok
+	}
+	if _, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
+		// A certificate Guance's site does not match will not match on the next try either
+		// (and *url.Error, a net.Error, would otherwise say "retry").
+		return false
 	}
 	if _, ok := errors.AsType[net.Error](err); ok {
 		return true

@@ -135,6 +135,10 @@ func TestRetryable(t *testing.T) {
 	}))
 	t.Cleanup(cut.Close)
 
+	// A TLS server whose certificate the client does not trust.
+	untrusted := httptest.NewTLSServer(http.NotFoundHandler())
+	t.Cleanup(untrusted.Close)
+
 	call := func(base string, hc *http.Client, ctx context.Context) error {
 		t.Helper()
 		c, err := NewClient(base, testKey, WithLimiter(nil), WithHTTPClient(hc))
@@ -163,6 +167,7 @@ func TestRetryable(t *testing.T) {
 		{"ConnectionRefused", call(closedURL, nil, t.Context()), true},
 		{"ClientTimeout", call(hang.URL, &http.Client{Timeout: 50 * time.Millisecond}, t.Context()), true},
 		{"UnexpectedEOF", call(cut.URL, nil, t.Context()), true},
+		{"UntrustedCertificate", call(untrusted.URL, nil, t.Context()), false},
 		{"ContextCanceled", call(hang.URL, nil, canceled), false},
 		{"ContextDeadline", call(hang.URL, nil, short), false},
 		{"BareDeadline", fmt.Errorf("x: %w", context.DeadlineExceeded), false},

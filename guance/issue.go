@@ -206,7 +206,8 @@ type IssueQuery struct {
 	// Search matches the name and description.
 	Search  string
 	Filters []Filter
-	// PageIndex is 1-based; 0 means 1. PageSize 0 means 100.
+	// PageIndex is 1-based; 0 means 1. PageSize 0 means 100, the most Guance documents;
+	// larger values are lowered to 100.
 	PageIndex, PageSize int
 }
 
@@ -235,7 +236,9 @@ func (q IssueQuery) request() issueListRequest {
 	if r.PageIndex < 1 {
 		r.PageIndex = 1
 	}
-	if r.PageSize < 1 {
+	if r.PageSize < 1 || r.PageSize > defaultIssuePageSize {
+		// Above 100 Guance may refuse the call or shorten the page; a short page would end
+		// ListAllIssues early and lose issues.
 		r.PageSize = defaultIssuePageSize
 	}
 	if !q.Start.IsZero() {

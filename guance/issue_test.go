@@ -131,6 +131,17 @@ func TestListIssues_defaults(t *testing.T) {
 	}
 }
 
+func TestListIssues_pageSizeCapped(t *testing.T) {
+	c, mux, _ := setup(t)
+	mux.HandleFunc("POST /api/v1/issue/list", func(w http.ResponseWriter, r *http.Request) {
+		testBody(t, r, `{"search":"","filters":[],"pageIndex":1,"pageSize":100}`)
+		reply(w, 200, ok(`{"data":[],"pageInfo":{"count":0,"pageIndex":1,"pageSize":100,"totalCount":0}}`))
+	})
+	if _, _, err := c.ListIssues(t.Context(), IssueQuery{PageSize: 500}); err != nil {
+		t.Fatalf("ListIssues: %v", err)
+	}
+}
+
 func TestListIssues_bareArray(t *testing.T) {
 	c, mux, _ := setup(t)
 	// Content as a bare array (as Guance's own scripts read it), with odd types: times as

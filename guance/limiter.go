@@ -254,3 +254,7 @@ func (l *WindowLimiter) wakeHead() {
 	default:
 	}
 }
+
+// Window returns the length of the limiter's window; the client backs off that long
+// when Guance throttles anyway.
+func (l *WindowLimiter) Window() time.Duration { return l.per }

@@ -131,7 +131,8 @@ func decodeReplyPage(env *envelope) ([]Reply, *PageInfo, error) {
 // CreateReply posts a reply to an issue, as the API key (Guance shows the key's name as
 // the author), with content also as extend.text. Content longer than MaxReplyRunes runes
 // is refused without a request; callers truncate. CreateReply is not idempotent: do not
-// retry it blindly after a transport error, the first try may have landed.
+// retry it blindly after a transport error, the first try may have landed. When Guance
+// accepts the reply but answers without it, the returned Reply has an empty UUID.
 //
 // Guance OpenAPI: POST /api/v1/issue/reply/create
 // (guance-docs: zh/open-api/issue/createissuereply.md).
@@ -155,13 +156,13 @@ func (c *Client) CreateReply(ctx context.Context, issueUUID, content string) (*R
 	if err != nil {
 		return nil, fmt.Errorf("create reply on issue %s: %w", issueUUID, err)
 	}
+	// Guance accepted the reply. An answer without a readable reply must not turn that
+	// into an error: the caller would report a failure, and a retry would post it twice.
 	var r Reply
-	ok, err := decodeContent(env, &r)
-	if err != nil {
-		return nil, fmt.Errorf("create reply on issue %s: %w", issueUUID, err)
-	}
-	if !ok {
-		return nil, fmt.Errorf("create reply on issue %s: empty content", issueUUID)
+	if ok, err := decodeContent(env, &r); err != nil || !ok {
+		c.logger.Warn("guance accepted a reply but did not return it", "issue_uuid", issueUUID,
+			"trace_id", c.redact(string(env.TraceID)))
+		r = Reply{IssueUUID: issueUUID, Type: "reply", Content: content}
 	}
 	return &r, nil
 }

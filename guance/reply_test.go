@@ -103,6 +103,31 @@ func TestCreateReply(t *testing.T) {
 	}
 }
 
+// TestCreateReply_acceptedWithoutReply checks that a success envelope without a readable
+// reply is a success: reporting an error would make the caller post the reply again.
+func TestCreateReply_acceptedWithoutReply(t *testing.T) {
+	for name, content := range map[string]string{"Null": `null`, "Missing": ``, "NotAnObject": `"ok"`} {
+		t.Run(name, func(t *testing.T) {
+			c, mux, _ := setup(t)
+			mux.HandleFunc("POST /api/v1/issue/reply/create", func(w http.ResponseWriter, r *http.Request) {
+				body := `{"code":200,"errorCode":"","message":"","success":true,"traceId":"t1"}`
+				if content != "" {
+					body = `{"code":200,"content":` + content + `,"errorCode":"","message":"","success":true,"traceId":"t1"}`
+				}
+				reply(w, 200, body)
+			})
+			got, err := c.CreateReply(t.Context(), "issue_1", "hello")
+			if err != nil {
+				t.Fatalf("CreateReply: %v", err)
+			}
+			want := &Reply{IssueUUID: "issue_1", Type: "reply", Content: "hello"}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("CreateReply mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 func TestCreateReply_tooLong(t *testing.T) {
 	c, mux, _ := setup(t)
 	mux.HandleFunc("POST /api/v1/issue/reply/create", func(w http.ResponseWriter, r *http.Request) {

@@ -315,13 +315,53 @@ func (r *Redis) IssueSeen(ctx context.Context, uuid string) (bool, error) {
 	return ok, nil
 }
 
+// markRepliesScript marks replies seen on an issue and, for a reply of the bot's own, records it in the
+// own-replies set. While the issue has no record the replies set expires Retention after the last mark, as
+// after DeleteIssue, so that replies of issues that were never (or are no longer) carded do not stay forever;
+// PutIssue removes the TTL again. Checking the record and setting the TTL in one script keeps a concurrent
+// PutIssue from being undone.
+//
+//	KEYS[1] -> <prefix>replies:<issueUUID>
+//	KEYS[2] -> <prefix>issue:<issueUUID>
+//	KEYS[3] -> <prefix>own
+//	ARGV[1] -> score (unix ms)
+//	ARGV[2] -> Retention in milliseconds
+//	ARGV[3] -> "" for replies of others, else the own-replies pruning cutoff (unix ms)
+//	ARGV[4..] -> reply uuids
+var markRepliesScript = redis.NewScript(`
+local own = ARGV[3] ~= ''
+for i = 4, #ARGV do
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
+  if own then
+    redis.call('ZADD', KEYS[3], ARGV[1], ARGV[i])
+  end
+end
+if own then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[3])
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+`)
+
+// markReplies runs markRepliesScript; ownCutoff is "" unless the replies are the bot's own.
+func (r *Redis) markReplies(ctx context.Context, issueUUID, ownCutoff string, replyUUIDs []string) error {
+	args := make([]any, 0, 3+len(replyUUIDs))
+	args = append(args, strconv.FormatInt(r.now().UnixMilli(), 10), Retention.Milliseconds(), ownCutoff)
+	for _, u := range replyUUIDs {
+		args = append(args, u)
+	}
+	ks := []string{r.keys.replies(issueUUID), r.keys.issue(issueUUID), r.keys.ownReplies()}
+	return markRepliesScript.Run(ctx, r.client, ks, args...).Err()
+}
+
 // MarkRepliesSeen adds reply uuids to the issue's seen replies.
 func (r *Redis) MarkRepliesSeen(ctx context.Context, issueUUID string, replyUUIDs ...string) error {
 	if len(replyUUIDs) == 0 {
 		return nil
 	}
-	err := r.client.ZAdd(ctx, r.keys.replies(issueUUID), zMembers(unixMilli(r.now()), replyUUIDs)...).Err()
-	if err != nil {
+	if err := r.markReplies(ctx, issueUUID, "", replyUUIDs); err != nil {
 		return fmt.Errorf("mark %d replies of issue %s seen: %w", len(replyUUIDs), issueUUID, err)
 	}
 	return nil
@@ -338,14 +378,7 @@ func (r *Redis) ReplySeen(ctx context.Context, issueUUID, replyUUID string) (boo
 
 // AddOwnReply records a reply of the bot's own and marks it seen on the issue.
 func (r *Redis) AddOwnReply(ctx context.Context, issueUUID, replyUUID string) error {
-	score := unixMilli(r.now())
-	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZAdd(ctx, r.keys.ownReplies(), redis.Z{Score: score, Member: replyUUID})
-		p.ZRemRangeByScore(ctx, r.keys.ownReplies(), "-inf", "("+r.seenCutoff())
-		p.ZAdd(ctx, r.keys.replies(issueUUID), redis.Z{Score: score, Member: replyUUID})
-		return nil
-	})
-	if err != nil {
+	if err := r.markReplies(ctx, issueUUID, r.seenCutoff(), []string{replyUUID}); err != nil {
 		return fmt.Errorf("add own reply %s of issue %s: %w", replyUUID, issueUUID, err)
 	}
 	return nil

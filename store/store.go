@@ -18,7 +18,8 @@
 //	                                 pruned     members older than 30 days are pruned on every write
 //	replies:<issueUUID>      zset    none/30d   Guance reply uuids seen on that issue (incl. the bot's own),
 //	                                            score = unix ms; no TTL while the issue has a record, 30 days
-//	                                            after DeleteIssue (PutIssue removes the TTL again)
+//	                                            after DeleteIssue or, while it has none, after the last mark
+//	                                            (PutIssue removes the TTL again)
 //	own                      zset    members    reply uuids the bot created, score = unix ms; pruned after 30 days
 //	claim:<key>              string  caller's   "1"; set with SET NX PX (Claim), deleted by Release
 //	routes                   hash    none       field "<chatID>\x00<channelUUID>" → JSON [Route]

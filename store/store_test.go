@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"issuebot/store"
 	"issuebot/store/storetest"
 )
@@ -122,5 +124,90 @@ func TestOpenRedis(t *testing.T) {
 	}
 	if err := s.Ping(t.Context()); err != nil {
 		t.Errorf("Ping: %v", err)
+	}
+}
+
+// TestRedisSeenSetsArePruned checks that seen issues and the bot's own replies older than Retention are
+// dropped on the next write, by the store's clock (Redis has no per-member TTL).
+func TestRedisSeenSetsArePruned(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	s := storetest.Redis(t, store.WithClock(clock.Now))
+	ctx := t.Context()
+	if err := s.MarkIssuesSeen(ctx, "old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddOwnReply(ctx, "i1", "r-old"); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(store.Retention + time.Hour)
+	if err := s.MarkIssuesSeen(ctx, "new"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddOwnReply(ctx, "i1", "r-new"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		what string
+		fn   func() (bool, error)
+		want bool
+	}{
+		{"IssueSeen(old)", func() (bool, error) { return s.IssueSeen(ctx, "old") }, false},
+		{"IssueSeen(new)", func() (bool, error) { return s.IssueSeen(ctx, "new") }, true},
+		{"IsOwnReply(r-old)", func() (bool, error) { return s.IsOwnReply(ctx, "r-old") }, false},
+		{"IsOwnReply(r-new)", func() (bool, error) { return s.IsOwnReply(ctx, "r-new") }, true},
+	} {
+		got, err := c.fn()
+		if err != nil {
+			t.Fatalf("%s: %v", c.what, err)
+		}
+		if got != c.want {
+			t.Errorf("%s after retention = %v, want %v", c.what, got, c.want)
+		}
+	}
+}
+
+// TestRedisRepliesOfUntrackedIssueExpire checks that the seen replies of an issue without a record get the
+// retention TTL (they would otherwise stay forever), and lose it when the issue gets a record.
+func TestRedisRepliesOfUntrackedIssueExpire(t *testing.T) {
+	s := storetest.Redis(t)
+	ctx := t.Context()
+	raw := redis.NewClient(&redis.Options{Addr: storetest.RedisAddr(t)})
+	t.Cleanup(func() { _ = raw.Close() })
+	// The key spelling is the one documented in the package comment.
+	key := s.Prefix() + "replies:ghost"
+	ttl := func() time.Duration {
+		t.Helper()
+		d, err := raw.PTTL(ctx, key).Result()
+		if err != nil {
+			t.Fatalf("PTTL %s: %v", key, err)
+		}
+		return d
+	}
+
+	if err := s.MarkRepliesSeen(ctx, "ghost", "r1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := ttl(); got <= store.Retention-time.Hour || got > store.Retention {
+		t.Errorf("TTL of replies of an issue without a record = %v, want about %v", got, store.Retention)
+	}
+	if err := s.PutIssue(ctx, store.Issue{IssueUUID: "ghost"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddOwnReply(ctx, "ghost", "r2"); err != nil {
+		t.Fatal(err)
+	}
+	if got := ttl(); got != -1 {
+		t.Errorf("TTL of replies of an issue with a record = %v, want none (-1)", got)
+	}
+	if err := s.DeleteIssue(ctx, "ghost"); err != nil {
+		t.Fatal(err)
+	}
+	if got := ttl(); got <= 0 {
+		t.Errorf("TTL of replies after DeleteIssue = %v, want about %v", got, store.Retention)
+	}
+	for _, r := range []string{"r1", "r2"} {
+		if ok, err := s.ReplySeen(ctx, "ghost", r); err != nil || !ok {
+			t.Errorf("ReplySeen(ghost, %s) = %v, %v, want true, nil", r, ok, err)
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -32,13 +33,13 @@ func Main(m *testing.M) {
 }
 
 // Redis returns a Redis store with a key prefix of its own, so tests may run in parallel. Its keys are deleted
-// and its client closed when the test ends.
-func Redis(t testing.TB) *store.Redis {
+// and its client closed when the test ends. opts may set the clock; a prefix given in opts is overridden.
+func Redis(t testing.TB, opts ...store.Option) *store.Redis {
 	t.Helper()
 	addr := requireRedis(t)
 	prefix := "issuebot-test:" + rand.Text()[:12] + ":"
 	t.Cleanup(func() { deleteKeys(t, addr, prefix) })
-	return openRedis(t, addr, prefix)
+	return openRedis(t, addr, prefix, opts...)
 }
 
 // RedisAddr returns the host:port of the Redis the tests use (REDIS_ADDR, or a redis-server this binary
@@ -64,9 +65,10 @@ func requireRedis(t testing.TB) string {
 }
 
 // openRedis connects a new client to addr and closes it when the test ends.
-func openRedis(t testing.TB, addr, prefix string) *store.Redis {
+func openRedis(t testing.TB, addr, prefix string, opts ...store.Option) *store.Redis {
 	t.Helper()
-	s := store.NewRedis(redis.NewClient(&redis.Options{Addr: addr}), store.WithPrefix(prefix))
+	opts = append(slices.Clone(opts), store.WithPrefix(prefix))
+	s := store.NewRedis(redis.NewClient(&redis.Options{Addr: addr}), opts...)
 	t.Cleanup(func() { _ = s.Close() })
 	if err := s.Ping(context.Background()); err != nil {
 		t.Fatalf("ping redis at %s: %v", addr, err)

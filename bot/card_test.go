@@ -1,0 +1,687 @@
+package bot
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/go-cmp/cmp"
+
+	"issuebot/guance"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// cst is the zone golden cards show times in (fixed, so no tzdata is needed).
+var cst = time.FixedZone("CST", 8*3600)
+
+const testConsole = "https://console.guance.com"
+
+// loadIssue decodes an issue from testdata, as the guance client would.
+func loadIssue(t *testing.T, name string) guance.Issue {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return decodeIssue(t, string(b))
+}
+
+func decodeIssue(t *testing.T, s string) guance.Issue {
+	t.Helper()
+	var is guance.Issue
+	if err := json.Unmarshal([]byte(s), &is); err != nil {
+		t.Fatalf("decode issue: %v", err)
+	}
+	return is
+}
+
+// baseIssue is an open issue with a plain description.
+func baseIssue() guance.Issue {
+	return guance.Issue{
+		UUID:          "issue_0123456789abcdef",
+		Name:          "Disk full on db-1",
+		Description:   "The disk is 98% full.",
+		Level:         "system_level_1",
+		StatusType:    guance.StatusOpen,
+		ResourceType:  "checker",
+		Creator:       "acnt_0123456789abcdef",
+		CreatorInfo:   &guance.UserInfo{Name: "李四", Email: "lisi@example.com"},
+		WorkspaceUUID: "wksp_0123456789abcdef",
+		CreateAt:      guance.Time(1714113844),
+	}
+}
+
+func TestRenderCardGolden(t *testing.T) {
+	listRow := loadIssue(t, "issue_list_row.json")
+	get := loadIssue(t, "issue_get.json")
+
+	huge := baseIssue()
+	huge.Name = "巨大的描述"
+	var hb strings.Builder
+	for i := 0; hb.Len() < 200<<10; i++ {
+		hb.WriteString("<p>第 " + strings.Repeat("长", i%7+1) + " 行：磁盘使用率超过阈值 &amp; 持续上升 <b>bold</b></p>")
+	}
+	huge.Description = hb.String()
+
+	emptyLevel := baseIssue()
+	emptyLevel.Level = ""
+
+	legacy := decodeIssue(t, `{"uuid":"issue_legacy","name":"old row","level":0,"statusType":"10",
+		"creator":"acnt_x","description":"plain\r\n\r\n\r\nlines","createAt":1690424627.5,
+		"workspaceUUID":"wksp_x","extend":null}`)
+
+	htmlOnly := baseIssue()
+	htmlOnly.Level = "system_level_0"
+	htmlOnly.Description = `<p>Line&nbsp;one &lt;tag&gt; &amp; &quot;q&quot; &#x4e2d;&#25991;</p>` +
+		`<div><span>nested <span><b>bold</b> <i>and</i></span> spans</span><br>after br<br/>` +
+		`<span data-at-embedded="" data-insert-by="@" data-info="{&quot;item&quot;:{&quot;uuid&quot;:&quot;acnt_1&quot;}}" contenteditable="false">&nbsp;<span class="key-word">@张三</span>&nbsp;</span>please look</div>` +
+		`<ul><li>first</li><li>second</li></ul><p></p><p><br></p><p>last <a href="https://example.com/x">details</a></p>`
+
+	resolved := baseIssue()
+	resolved.StatusType = guance.StatusResolved
+	resolved.Extend = guance.Extend{Text: "Fixed by restarting.", SourceLink: "/monitor/check?w=wksp_0123456789abcdef"}
+	resolved.Resource = "db-1 disk monitor"
+
+	pending := baseIssue()
+	pending.StatusType = guance.StatusPending
+	pending.Level = "system_level_2"
+
+	custom := baseIssue()
+	custom.Level = "issl_0a1b2c3d4e5f6789"
+
+	inject := baseIssue()
+	inject.Name = "[x](http://evil) **bold** <at id=all></at>\n# head"
+	inject.CreatorInfo = &guance.UserInfo{Name: "*eve*_<at id=all></at>"}
+	inject.Resource = "[click](javascript:alert(1)) `code` ~~s~~ $x$ a|b"
+	inject.Extend.SourceLink = "/x?a=(b)&c=<d> e"
+	inject.Description = "[x](http://evil) stays literal in plain_text"
+
+	cases := []struct {
+		name string
+		d    CardData
+	}{
+		{"list_row", CardData{Issue: listRow, ChannelName: "default", Revision: 3, ConsoleURL: testConsole, Location: cst}},
+		{"get_shape", CardData{Issue: get, ChannelName: "default", Revision: 1, ConsoleURL: testConsole + "/", Location: cst, SyncedReplies: 1}},
+		{"huge_description", CardData{Issue: huge, ChannelName: "ops", Revision: 7, ConsoleURL: testConsole, Location: cst}},
+		{"empty_level", CardData{Issue: emptyLevel, Revision: 1, ConsoleURL: testConsole}},
+		{"legacy_integer_level", CardData{Issue: legacy, Revision: 1, ConsoleURL: testConsole, Location: cst}},
+		{"html_only", CardData{Issue: htmlOnly, ChannelName: "default", Revision: 2, ConsoleURL: testConsole, Location: cst}},
+		{"resolved_last_change", CardData{Issue: resolved, LevelName: "P1", ChannelName: "default", Revision: 9, ConsoleURL: testConsole, Location: cst,
+			LastChange: &CardChange{Who: "张三", Action: "resolve", At: time.Date(2024, 4, 26, 15, 4, 0, 0, cst)}, SyncedReplies: 12}},
+		{"pending", CardData{Issue: pending, LevelName: "P2", ChannelName: "default", Revision: 4, ConsoleURL: testConsole, Location: cst,
+			LastChange: &CardChange{Who: "Alice", Action: "pending", At: time.Date(2024, 4, 27, 9, 30, 0, 0, time.UTC)}}},
+		{"custom_level", CardData{Issue: custom, LevelName: "紧急-DB", LevelColor: "#FF7931", ChannelName: "db", Revision: 1, ConsoleURL: testConsole, Location: cst}},
+		{"markdown_injection", CardData{Issue: inject, LevelName: "**P1**", ChannelName: "default", Revision: 1, ConsoleURL: testConsole, Location: cst,
+			LastChange: &CardChange{Who: "[m](http://evil)", Action: "reopen", At: time.Date(2024, 4, 27, 9, 30, 0, 0, cst)}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := RenderCard(tc.d)
+			if err != nil {
+				t.Fatalf("RenderCard: %v", err)
+			}
+			checkCard(t, got)
+			again, _ := RenderCard(tc.d)
+			if !bytes.Equal(got, again) {
+				t.Error("RenderCard is not deterministic")
+			}
+			var pretty bytes.Buffer
+			if err := json.Indent(&pretty, got, "", "  "); err != nil {
+				t.Fatal(err)
+			}
+			pretty.WriteByte('\n')
+			golden(t, "card_"+tc.name+".golden.json", pretty.Bytes())
+			t.Logf("%d bytes", len(got))
+		})
+	}
+}
+
+// golden compares got with testdata/name, or rewrites it with -update.
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./bot -run Card -update)", err)
+	}
+	if diff := cmp.Diff(string(want), string(got)); diff != "" {
+		t.Errorf("%s mismatch (-want +got):\n%s", name, diff)
+	}
+}
+
+// checkCard asserts what holds for every card: valid JSON 2.0 below the size budget,
+// only properties JSON 2.0 accepts, and every i18n_content in both languages.
+func checkCard(t *testing.T, b []byte) map[string]any {
+	t.Helper()
+	if !json.Valid(b) {
+		t.Fatalf("invalid JSON: %.200s", b)
+	}
+	if len(b) >= 28*1024 {
+		t.Errorf("card is %d bytes, want < 28 KB", len(b))
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m["schema"] != "2.0" {
+		t.Errorf("schema = %v, want 2.0", m["schema"])
+	}
+	for _, p := range validateCard(m) {
+		t.Error(p)
+	}
+	return m
+}
+
+// cardAllowed lists the properties of each kind of object the card may contain: the
+// components the brief allows, nothing JSON 2.0 could reject with 230099.
+var cardAllowed = map[string][]string{
+	"card":       {"schema", "config", "header", "body"},
+	"config":     {"update_multi", "summary"},
+	"summary":    {"content", "i18n_content"},
+	"header":     {"title", "subtitle", "template", "text_tag_list"},
+	"plain_text": {"tag", "content", "i18n_content"},
+	"text_tag":   {"tag", "text", "color"},
+	"body":       {"elements"},
+	"markdown":   {"tag", "content", "i18n_content"},
+	"div":        {"tag", "text"},
+	"hr":         {"tag"},
+	"column_set": {"tag", "flex_mode", "columns"},
+	"column":     {"tag", "width", "weight", "elements"},
+	"button":     {"tag", "text", "type", "behaviors"},
+	"callback":   {"type", "value"},
+	"open_url":   {"type", "default_url"},
+	"value":      {"action", "issue", "rev"},
+}
+
+var (
+	templates = []string{"blue", "wathet", "turquoise", "green", "yellow", "orange", "red", "carmine", "violet", "purple", "indigo", "grey", "default"}
+	tagColors = []string{"neutral", "blue", "turquoise", "lime", "orange", "violet", "indigo", "wathet", "green", "yellow", "red", "purple", "carmine"}
+)
+
+// validateCard walks a decoded card and returns its problems.
+func validateCard(m map[string]any) []string {
+	var problems []string
+	bad := func(msg string, args ...any) {
+		problems = append(problems, strings.TrimSpace(msg+" "+fmt.Sprint(args...)))
+	}
+	var walk func(kind string, v any)
+	obj := func(kind string, v any) map[string]any {
+		o, ok := v.(map[string]any)
+		if !ok {
+			bad("not an object:", kind)
+			return nil
+		}
+		for k := range o {
+			if !slices.Contains(cardAllowed[kind], k) {
+				bad("unexpected property:", kind, ".", k)
+			}
+		}
+		if i18n, ok := o["i18n_content"]; ok {
+			im, _ := i18n.(map[string]any)
+			for _, lang := range []string{"zh_cn", "en_us"} {
+				if s, _ := im[lang].(string); strings.TrimSpace(s) == "" {
+					bad("i18n_content lacks a language:", kind, " ", lang)
+				}
+			}
+			if len(im) != 2 {
+				bad("i18n_content has other languages:", kind, " ", im)
+			}
+		}
+		if c, ok := o["content"]; ok {
+			if s, _ := c.(string); s == "" {
+				bad("empty content:", kind)
+			}
+		}
+		return o
+	}
+	text := func(v any) {
+		if o := obj("plain_text", v); o != nil && o["tag"] != "plain_text" {
+			bad("text tag is not plain_text", o["tag"])
+		}
+	}
+	walk = func(kind string, v any) {
+		o := obj(kind, v)
+		if o == nil {
+			return
+		}
+		switch kind {
+		case "card":
+			walk("config", o["config"])
+			walk("header", o["header"])
+			walk("body", o["body"])
+		case "config":
+			if o["update_multi"] != true {
+				bad("update_multi is not true")
+			}
+			walk("summary", o["summary"])
+		case "header":
+			text(o["title"])
+			if o["subtitle"] != nil {
+				text(o["subtitle"])
+			}
+			if s, _ := o["template"].(string); !slices.Contains(templates, s) {
+				bad("bad header template", s)
+			}
+			tags, _ := o["text_tag_list"].([]any)
+			for _, tg := range tags {
+				tm := obj("text_tag", tg)
+				if tm == nil {
+					continue
+				}
+				text(tm["text"])
+				if s, _ := tm["color"].(string); !slices.Contains(tagColors, s) {
+					bad("bad text_tag color", s)
+				}
+			}
+		case "body":
+			els, _ := o["elements"].([]any)
+			for _, e := range els {
+				walkElement(e, walk, bad)
+			}
+		case "column_set":
+			cols, _ := o["columns"].([]any)
+			for _, c := range cols {
+				cm := obj("column", c)
+				els, _ := cm["elements"].([]any)
+				for _, e := range els {
+					walkElement(e, walk, bad)
+				}
+			}
+		case "div":
+			text(o["text"])
+		case "button":
+			text(o["text"])
+			bs, _ := o["behaviors"].([]any)
+			if len(bs) == 0 {
+				bad("button without behaviors")
+			}
+			for _, b := range bs {
+				bm, _ := b.(map[string]any)
+				switch bm["type"] {
+				case "callback":
+					obj("callback", bm)
+					vm := obj("value", bm["value"])
+					if _, err := ParseCardAction(vm); err != nil {
+						bad("button value does not parse", err.Error())
+					}
+				case "open_url":
+					obj("open_url", bm)
+					if u, _ := bm["default_url"].(string); !strings.HasPrefix(u, "https://") {
+						bad("open_url is not https", u)
+					}
+				default:
+					bad("unknown behavior", bm["type"])
+				}
+			}
+		}
+	}
+	walk("card", m)
+	return problems
+}
+
+func walkElement(e any, walk func(string, any), bad func(string, ...any)) {
+	em, _ := e.(map[string]any)
+	tag, _ := em["tag"].(string)
+	if _, ok := cardAllowed[tag]; !ok || tag == "plain_text" {
+		bad("unexpected element", tag)
+		return
+	}
+	walk(tag, em)
+}
+
+func jsonString(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// elements returns the body elements of a rendered card.
+func elements(t *testing.T, b []byte) []map[string]any {
+	t.Helper()
+	var c struct {
+		Body struct {
+			Elements []map[string]any `json:"elements"`
+		} `json:"body"`
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c.Body.Elements
+}
+
+func TestRenderCardMarkdownInjection(t *testing.T) {
+	is := baseIssue()
+	is.Name = "[x](http://evil)"
+	is.CreatorInfo = &guance.UserInfo{Name: "[y](http://evil) <at id=all></at> **b**"}
+	is.Resource = "[z](http://evil)"
+	is.Extend.SourceLink = "/ok) [w](http://evil"
+	got, err := RenderCard(CardData{Issue: is, ConsoleURL: testConsole, LevelName: "<at id=all></at>",
+		LastChange: &CardChange{Who: "](http://evil)", Action: "resolve"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCard(t, got)
+	for _, e := range elements(t, got) {
+		if e["tag"] != "markdown" {
+			continue
+		}
+		md := jsonString(e)
+		// The URL may remain as text; it must not become a link or a mention.
+		for _, bad := range []string{"(http://evil", "<at", "**b**", "[y]", "[z]", "[w]"} {
+			if strings.Contains(md, bad) {
+				t.Errorf("markdown contains %q: %s", bad, md)
+			}
+		}
+	}
+	// The title is plain text: shown as is.
+	var c struct {
+		Header struct {
+			Title struct{ Content string } `json:"title"`
+		} `json:"header"`
+	}
+	json.Unmarshal(got, &c)
+	if c.Header.Title.Content != "[x](http://evil)" {
+		t.Errorf("title = %q", c.Header.Title.Content)
+	}
+}
+
+func TestRenderCardSize(t *testing.T) {
+	big := func(unit string) string { return strings.Repeat(unit, (1<<20)/len(unit)+1) }
+	cases := map[string]func(*guance.Issue){
+		"ascii":       func(is *guance.Issue) { is.Description = big("a") },
+		"quotes":      func(is *guance.Issue) { is.Description = big(`"\`) },
+		"chinese":     func(is *guance.Issue) { is.Description = big("磁盘") },
+		"emoji":       func(is *guance.Issue) { is.Description = big("👩‍👩‍👧") },
+		"controls":    func(is *guance.Issue) { is.Description = big("\x01\x02x") },
+		"html":        func(is *guance.Issue) { is.Description = big("<p>&lt;&amp;x</p>") },
+		"extend_text": func(is *guance.Issue) { is.Extend.Text = big("<>&\u2028") },
+		"invalid_utf8": func(is *guance.Issue) {
+			is.Description = big("\xff\xfe")
+		},
+		"all_fields": func(is *guance.Issue) {
+			is.Name = big("*")
+			is.Description = big("长")
+			is.Resource = big("[")
+			is.ResourceType = big("(")
+			is.CreatorInfo = &guance.UserInfo{Name: big("<")}
+			is.Extend.SourceLink = "/" + big("(")
+		},
+	}
+	for name, mod := range cases {
+		t.Run(name, func(t *testing.T) {
+			is := baseIssue()
+			mod(&is)
+			d := CardData{Issue: is, ConsoleURL: testConsole, ChannelName: strings.Repeat("频", 1000),
+				LevelName: strings.Repeat("#", 1000), LastChange: &CardChange{Who: strings.Repeat("_", 5000), Action: "resolve"}}
+			got, err := RenderCard(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkCard(t, got)
+			t.Logf("%d bytes", len(got))
+		})
+	}
+}
+
+func TestRenderCardHugeDescriptionIsCut(t *testing.T) {
+	is := baseIssue()
+	is.Description = strings.Repeat("磁盘满了。", 200<<10/15)
+	got, err := RenderCard(CardData{Issue: is})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCard(t, got)
+	desc := elements(t, got)[2]["text"].(map[string]any)["content"].(string)
+	if !strings.HasSuffix(desc, strings.TrimSpace(cardTruncated)) {
+		t.Errorf("description does not end with the marker: %q", desc[len(desc)-80:])
+	}
+	if n := utf8.RuneCountInString(desc); n > cardDescRunes {
+		t.Errorf("description has %d runes, want <= %d", n, cardDescRunes)
+	}
+}
+
+func TestRenderCardButtons(t *testing.T) {
+	tests := []struct {
+		status guance.StatusType
+		want   []string
+	}{
+		{guance.StatusOpen, []string{"resolve", "pending", "open_url"}},
+		{guance.StatusWorking, []string{"resolve", "pending", "open_url"}},
+		{guance.StatusResolved, []string{"pending", "reopen", "open_url"}},
+		{guance.StatusClosed, []string{"pending", "reopen", "open_url"}},
+		{guance.StatusPending, []string{"resolve", "reopen", "open_url"}},
+		{0, []string{"resolve", "pending", "open_url"}},
+	}
+	for _, tt := range tests {
+		is := baseIssue()
+		is.StatusType = tt.status
+		got, err := RenderCard(CardData{Issue: is, Revision: 42, ConsoleURL: testConsole})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var actions []string
+		for _, e := range elements(t, got) {
+			if e["tag"] != "column_set" {
+				continue
+			}
+			for _, c := range e["columns"].([]any) {
+				b := c.(map[string]any)["elements"].([]any)[0].(map[string]any)
+				beh := b["behaviors"].([]any)[0].(map[string]any)
+				if beh["type"] == "open_url" {
+					actions = append(actions, "open_url")
+					if want := testConsole + "/exceptions/exceptionsTracking?leftActiveKey=ExceptionsTracking&activeName=ExceptionsTracking&w=wksp_0123456789abcdef&classic=exceptions_tracing&issueName=SYS&sourceType=exceptions_tracing&__docid=issue_0123456789abcdef"; beh["default_url"] != want {
+						t.Errorf("open_url = %v, want %v", beh["default_url"], want)
+					}
+					continue
+				}
+				a, err := ParseCardAction(beh["value"].(map[string]any))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if a.Revision != 42 || a.IssueUUID != is.UUID {
+					t.Errorf("button value = %+v", a)
+				}
+				actions = append(actions, a.Action)
+			}
+		}
+		if diff := cmp.Diff(tt.want, actions); diff != "" {
+			t.Errorf("status %v buttons (-want +got):\n%s", tt.status, diff)
+		}
+	}
+}
+
+func TestRenderCardNoConsole(t *testing.T) {
+	is := baseIssue()
+	is.Extend.SourceLink = "/x"
+	for _, console := range []string{"", "javascript:alert(1)", "ftp://x"} {
+		got, err := RenderCard(CardData{Issue: is, ConsoleURL: console})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkCard(t, got)
+		if s := string(got); strings.Contains(s, "open_url") || strings.Contains(s, "](") {
+			t.Errorf("ConsoleURL %q: card links somewhere: %s", console, s)
+		}
+	}
+	is.Extend.SourceLink = "javascript:alert(1)"
+	got, _ := RenderCard(CardData{Issue: is, ConsoleURL: testConsole})
+	if strings.Contains(string(got), "javascript") {
+		t.Errorf("card links to javascript: %s", got)
+	}
+}
+
+func TestCardTemplate(t *testing.T) {
+	tests := []struct {
+		level  guance.LevelRef
+		color  string
+		status guance.StatusType
+		want   string
+	}{
+		{"system_level_0", "", guance.StatusOpen, "red"},
+		{"system_level_1", "", guance.StatusOpen, "orange"},
+		{"system_level_2", "", guance.StatusWorking, "yellow"},
+		{"system_level_3", "", guance.StatusOpen, "grey"},
+		{"", "", guance.StatusOpen, "grey"},
+		{"system_level_9", "#E94444", guance.StatusOpen, "grey"},
+		{"system_level_0", "", guance.StatusResolved, "green"},
+		{"system_level_0", "", guance.StatusClosed, "green"},
+		{"system_level_0", "", guance.StatusPending, "blue"},
+		{"issl_1", "#E94444", guance.StatusOpen, "red"},
+		{"issl_1", "#FF7931", guance.StatusOpen, "orange"},
+		{"issl_1", "#FFB44A", guance.StatusOpen, "yellow"},
+		{"issl_1", "#C9C9C9", guance.StatusOpen, "grey"},
+		{"issl_1", "#f00", guance.StatusOpen, "red"},
+		{"issl_1", "#FF3366", guance.StatusOpen, "red"},
+		{"issl_1", "#1E90FF", guance.StatusOpen, "grey"},
+		{"issl_1", "#101010", guance.StatusOpen, "grey"},
+		{"issl_1", "", guance.StatusOpen, "grey"},
+		{"issl_1", "red", guance.StatusOpen, "grey"},
+		{"issl_1", "#E94444", guance.StatusPending, "blue"},
+	}
+	for _, tt := range tests {
+		if got := cardTemplate(tt.level, tt.color, tt.status); got != tt.want {
+			t.Errorf("cardTemplate(%q, %q, %v) = %q, want %q", tt.level, tt.color, tt.status, got, tt.want)
+		}
+	}
+}
+
+func TestLevelDisplay(t *testing.T) {
+	tests := []struct {
+		ref          guance.LevelRef
+		name         string
+		wantZH, want string
+	}{
+		{"system_level_0", "", "P0", "P0"},
+		{"system_level_1", "", "P1", "P1"},
+		{"system_level_2", "", "P2", "P2"},
+		{"system_level_3", "", "P3", "P3"},
+		{"system_level_3", "未知", "未知", "Unknown"},
+		{"", "", "未知", "Unknown"},
+		{"", "Unknown", "未知", "Unknown"},
+		{"system_level_1", "P1", "P1", "P1"},
+		{"issl_0a1b2c3d4e5f6789", "", "issl_0a1b2c3d", "issl_0a1b2c3d"},
+		{"issl_0a1b2c3d4e5f6789", " 紧急 ", "紧急", "紧急"},
+		{"issl_short", "", "issl_short", "issl_short"},
+		{"0123456789abcdef", "", "01234567", "01234567"},
+		{"system_level_x", "", "system_level_x", "system_level_x"},
+	}
+	for _, tt := range tests {
+		zh, en := LevelDisplay(tt.ref, tt.name)
+		if zh != tt.wantZH || en != tt.want {
+			t.Errorf("LevelDisplay(%q, %q) = %q, %q; want %q, %q", tt.ref, tt.name, zh, en, tt.wantZH, tt.want)
+		}
+	}
+}
+
+func TestParseCardAction(t *testing.T) {
+	decoded := func(s string) map[string]any {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(s), &m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	number := func(s string) map[string]any {
+		d := json.NewDecoder(strings.NewReader(s))
+		d.UseNumber()
+		var m map[string]any
+		if err := d.Decode(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	ok := []struct {
+		in   map[string]any
+		want CardAction
+	}{
+		{decoded(`{"action":"resolve","issue":"issue_1","rev":3}`), CardAction{"resolve", "issue_1", 3}},
+		{number(`{"action":"pending","issue":"issue_1","rev":12}`), CardAction{"pending", "issue_1", 12}},
+		{decoded(`{"action":"reopen","issue":"issue_1","rev":"7"}`), CardAction{"reopen", "issue_1", 7}},
+		{decoded(`{"action":" Resolve ","issue":"issue_1","rev":"7.0"}`), CardAction{"resolve", "issue_1", 7}},
+		{map[string]any{"action": "resolve", "issue": "i", "rev": int64(5)}, CardAction{"resolve", "i", 5}},
+		{map[string]any{"action": "resolve", "issue": "i", "rev": 0}, CardAction{"resolve", "i", 0}},
+		{decoded(`{"action":"resolve","issue":"i","rev":9007199254740992}`), CardAction{"resolve", "i", 1 << 53}},
+	}
+	for _, tt := range ok {
+		got, err := ParseCardAction(tt.in)
+		if err != nil {
+			t.Errorf("ParseCardAction(%v): %v", tt.in, err)
+			continue
+		}
+		if got != tt.want {
+			t.Errorf("ParseCardAction(%v) = %+v, want %+v", tt.in, got, tt.want)
+		}
+	}
+	bad := []map[string]any{
+		nil,
+		decoded(`{"issue":"i","rev":1}`),
+		decoded(`{"action":"","issue":"i","rev":1}`),
+		decoded(`{"action":"delete","issue":"i","rev":1}`),
+		decoded(`{"action":1,"issue":"i","rev":1}`),
+		decoded(`{"action":"resolve","rev":1}`),
+		decoded(`{"action":"resolve","issue":"","rev":1}`),
+		decoded(`{"action":"resolve","issue":"i"}`),
+		decoded(`{"action":"resolve","issue":"i","rev":null}`),
+		decoded(`{"action":"resolve","issue":"i","rev":1.5}`),
+		decoded(`{"action":"resolve","issue":"i","rev":-1}`),
+		decoded(`{"action":"resolve","issue":"i","rev":"x"}`),
+		decoded(`{"action":"resolve","issue":"i","rev":"-2"}`),
+		decoded(`{"action":"resolve","issue":"i","rev":true}`),
+		decoded(`{"action":"resolve","issue":"i","rev":1e300}`),
+	}
+	for _, in := range bad {
+		if got, err := ParseCardAction(in); err == nil {
+			t.Errorf("ParseCardAction(%v) = %+v, want error", in, got)
+		}
+	}
+	for action, want := range map[string]guance.StatusType{"resolve": guance.StatusResolved, "pending": guance.StatusPending, "reopen": guance.StatusOpen, "x": 0} {
+		if got := (CardAction{Action: action}).Status(); got != want {
+			t.Errorf("CardAction{%q}.Status() = %v, want %v", action, got, want)
+		}
+	}
+}
+
+func FuzzRenderCard(f *testing.F) {
+	f.Add("Disk full", "<p>desc</p>", "", "APM-http://x", "张三")
+	f.Add("[x](http://evil)", "", "@a  #b nn", "", "")
+	f.Add(strings.Repeat("标题", 300), strings.Repeat("<br>&nbsp;", 5000), strings.Repeat("\"", 4000), strings.Repeat("(", 3000), strings.Repeat("*", 500))
+	f.Add("\xff\x00", "\u202e\r\n", "\t", "<at id=all></at>", "`~_")
+	f.Fuzz(func(t *testing.T, title, desc, text, resource, who string) {
+		is := baseIssue()
+		is.Name, is.Description, is.Extend.Text, is.Resource = title, desc, text, resource
+		is.Extend.SourceLink = resource
+		is.CreatorInfo = &guance.UserInfo{Name: who}
+		got, err := RenderCard(CardData{Issue: is, LevelName: who, LevelColor: title, ChannelName: resource,
+			ConsoleURL: testConsole, LastChange: &CardChange{Who: who, Action: text}})
+		if err != nil {
+			t.Fatalf("RenderCard: %v", err)
+		}
+		if !json.Valid(got) {
+			t.Fatalf("invalid JSON")
+		}
+		if len(got) >= 28*1024 {
+			t.Fatalf("card is %d bytes", len(got))
+		}
+		var m map[string]any
+		if err := json.Unmarshal(got, &m); err != nil {
+			t.Fatal(err)
+		}
+		if p := validateCard(m); len(p) > 0 {
+			t.Fatalf("invalid card: %v", p)
+		}
+	})
+}

@@ -1,0 +1,234 @@
+package bot
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"issuebot/bot/feishu"
+	"issuebot/bot/feishu/feishutest"
+	"issuebot/guance"
+	"issuebot/guance/guancetest"
+	"issuebot/store"
+	"issuebot/store/storetest"
+)
+
+func TestMain(m *testing.M) { storetest.Main(m) }
+
+const testChat = "oc_issues"
+
+// harness wires a Bot to the Guance and Feishu fakes, the real clients and a real
+// store, and can stop and restart it the way a process would be.
+type harness struct {
+	t     *testing.T
+	gs    *guancetest.Server
+	fs    *feishutest.Server
+	fc    *feishu.Client
+	gc    *guance.Client
+	kind  string // "redis" or "embedded"
+	path  string // embedded file
+	st    store.Store
+	cfg   Config
+	logs  *syncBuffer
+	bot   *Bot
+	ctx   context.Context // the running bot's context
+	stop  context.CancelFunc
+	done  chan error
+	limit int
+	win   time.Duration
+}
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// newHarness builds fakes and clients. Time is scaled: the Guance budget of limit
+// requests counts over win instead of a minute, on both sides.
+func newHarness(t *testing.T, kind string, limit int, win time.Duration, fsOpts ...feishutest.Option) *harness {
+	t.Helper()
+	h := &harness{t: t, kind: kind, logs: &syncBuffer{}, limit: limit, win: win}
+	h.gs = guancetest.NewServer(t, guancetest.WithLimit(20, win))
+	h.fs = feishutest.NewServer(t, fsOpts...)
+	h.fs.AddChat(testChat)
+	var err error
+	h.fc, err = feishu.NewClient(feishu.Config{AppID: h.fs.AppID, AppSecret: h.fs.AppSecret, BaseURL: h.fs.URL, Logger: h.logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.gc, err = guance.NewClient(h.gs.URL, h.gs.APIKey,
+		guance.WithLimiter(guance.NewWindowLimiter(limit, win)), guance.WithLogger(h.logger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch kind {
+	case "redis":
+		h.st = storetest.Redis(t)
+	case "embedded":
+		h.path = filepath.Join(t.TempDir(), store.EmbeddedFile)
+		h.openEmbedded()
+	default:
+		t.Fatalf("unknown store kind %q", kind)
+	}
+	h.cfg = Config{
+		ChatID: testChat, PollInterval: 100 * time.Millisecond, RateLimit: limit, BudgetWindow: win,
+		ConsoleURL: "https://console.example", ChatSendInterval: 20 * time.Millisecond,
+		Location: time.UTC,
+	}
+	t.Cleanup(func() {
+		h.kill()
+		if h.kind == "embedded" && h.st != nil {
+			_ = h.st.Close()
+		}
+		if t.Failed() {
+			t.Logf("bot logs:\n%s", h.logs.String())
+		}
+	})
+	return h
+}
+
+func (h *harness) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func (h *harness) openEmbedded() {
+	h.t.Helper()
+	st, err := store.OpenEmbedded(h.path)
+	if err != nil {
+		h.t.Fatalf("open embedded store: %v", err)
+	}
+	h.st = st
+}
+
+// start runs a fresh Bot (a new "process") on the harness's store.
+func (h *harness) start(setup ...func(*Bot)) *Bot {
+	h.t.Helper()
+	b := New(h.cfg, h.fc, h.gc, h.st, nil, h.logger())
+	ctx, cancel := context.WithCancel(context.Background())
+	h.ctx = ctx
+	for _, f := range setup {
+		f(b)
+	}
+	h.bot, h.stop, h.done = b, cancel, make(chan error, 1)
+	go func() { h.done <- b.Run(ctx) }()
+	return b
+}
+
+// terminate is SIGTERM: cancel, and wait for Run to finish its work in hand.
+func (h *harness) terminate() {
+	h.t.Helper()
+	if h.stop == nil {
+		return
+	}
+	h.stop()
+	select {
+	case err := <-h.done:
+		if err != nil {
+			h.t.Errorf("Run after SIGTERM: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		h.t.Fatal("Run did not return within 30 s of SIGTERM")
+	}
+	h.stop = nil
+	h.restartStore()
+}
+
+// kill is kill -9 as far as state goes: the bot is abandoned without waiting, and
+// (embedded) the file is reopened as a new process would. Work the old bot abandoned
+// through its afterSend hook left the store exactly as a crash would.
+func (h *harness) kill() {
+	if h.stop == nil {
+		return
+	}
+	h.stop()
+	<-h.done // the goroutines must be gone before the file is reused in-process
+	h.stop = nil
+	h.restartStore()
+}
+
+func (h *harness) restartStore() {
+	if h.kind == "embedded" {
+		_ = h.st.Close()
+		h.openEmbedded()
+	}
+}
+
+// waitFor polls cond until it holds or d passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		<-tick.C
+	}
+}
+
+// cardsFor counts the messages in the chat that are cards of issueUUID.
+func (h *harness) cardsFor(issueUUID string) int {
+	n := 0
+	for _, m := range h.fs.Messages(testChat) {
+		if m.MsgType == "interactive" && strings.Contains(m.Content, `"issue":"`+issueUUID+`"`) {
+			n++
+		}
+	}
+	return n
+}
+
+func (h *harness) cardCount() int {
+	n := 0
+	for _, m := range h.fs.Messages(testChat) {
+		if m.MsgType == "interactive" {
+			n++
+		}
+	}
+	return n
+}
+
+// bootstrapped waits until the running bot finished its first poll.
+func (h *harness) bootstrapped() {
+	h.t.Helper()
+	waitFor(h.t, 10*time.Second, "the first poll", func() bool {
+		v, err := h.st.Cursor(context.Background(), cursorBootstrap)
+		return err == nil && v == 1
+	})
+}
+
+// quiet waits until no card is queued and n more polls completed.
+func (h *harness) quiet(n int) {
+	h.t.Helper()
+	waitFor(h.t, 20*time.Second, "an empty card queue", func() bool {
+		c, err := h.st.CountJobs(context.Background(), queueCards)
+		return err == nil && c == 0
+	})
+	start := h.bot.lastPoll.Load()
+	seen := 0
+	waitFor(h.t, 20*time.Second, "more polls", func() bool {
+		if v := h.bot.lastPoll.Load(); v != start {
+			start = v
+			seen++
+		}
+		return seen >= n
+	})
+}

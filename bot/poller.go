@@ -1,0 +1,268 @@
+package bot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"issuebot/guance"
+	"issuebot/store"
+)
+
+// Store names used by the poller.
+const (
+	cursorNewIssues = "issues.createAt"     // newest server createAt seen (unix s)
+	cursorBootstrap = "issues.bootstrapped" // 1 once the first poll has run
+	leasePoller     = "poller"
+)
+
+// skewMargin is how far past the local clock the poll window reaches, so a Guance
+// clock slightly ahead of ours never hides an issue.
+const skewMargin = time.Minute
+
+// runLeader polls and delivers while this replica holds the poller lease, and keeps
+// trying to take the lease otherwise. Only one replica polls at a time.
+func (b *Bot) runLeader(ctx context.Context) error {
+	ttl := max(3*b.pollEvery(), 30*time.Second)
+	for {
+		ok, err := b.state.AcquireLease(ctx, leasePoller, b.cfg.InstanceID, ttl)
+		if err != nil && ctx.Err() == nil {
+			b.logger.Warn("take poller lease", "err", err)
+		}
+		if ok {
+			b.logger.Info("holding the poller lease", "instance", b.cfg.InstanceID)
+			b.lead(ctx, ttl)
+			if ctx.Err() == nil {
+				b.logger.Warn("lost the poller lease", "instance", b.cfg.InstanceID)
+			}
+		}
+		if !sleepCtx(ctx, ttl/3) {
+			// Hand the lease over at once on a clean shutdown.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			_ = b.state.ReleaseLease(rctx, leasePoller, b.cfg.InstanceID)
+			cancel()
+			return nil
+		}
+	}
+}
+
+// lead runs the poller and the delivery loop until ctx ends or the lease is lost.
+func (b *Bot) lead(ctx context.Context, ttl time.Duration) {
+	lctx, lost := context.WithCancel(ctx)
+	defer lost()
+	g, gctx := errgroup.WithContext(lctx)
+	g.Go(func() error {
+		// Renew the lease well before it expires.
+		for sleepCtx(gctx, ttl/3) {
+			ok, err := b.state.AcquireLease(gctx, leasePoller, b.cfg.InstanceID, ttl)
+			if err == nil && !ok {
+				lost()
+				return nil
+			}
+			if err != nil && gctx.Err() == nil {
+				b.logger.Warn("renew poller lease", "err", err)
+			}
+		}
+		return nil
+	})
+	g.Go(func() error { b.runDelivery(gctx); return nil })
+	g.Go(func() error {
+		every := b.pollEvery()
+		for {
+			start := b.now()
+			if err := b.pollOnce(gctx); err != nil && gctx.Err() == nil {
+				b.logPollError(err)
+			}
+			if !sleepCtx(gctx, every-b.now().Sub(start)) {
+				return nil
+			}
+		}
+	})
+	_ = g.Wait()
+}
+
+// pollEvery is the poll cadence: POLL_INTERVAL, unless the Guance budget cannot pay
+// for that many polls (each poll is one issue/list request, more only when a window
+// holds more than a page). Slower polling keeps the cost per minute fixed.
+func (b *Bot) pollEvery() time.Duration {
+	return max(b.cfg.PollInterval, b.cfg.BudgetWindow/time.Duration(b.cfg.RateLimit))
+}
+
+func (b *Bot) logPollError(err error) {
+	switch {
+	case errors.Is(err, guance.ErrThrottled):
+		b.logger.Warn("guance throttled the poll; backing off", "err", err)
+	case errors.Is(err, guance.ErrBadKey):
+		b.logger.Error("Guance refused GUANCE_API_KEY; no issue can be read until it is fixed", "err", err)
+	default:
+		b.logger.Warn("poll failed; next cycle retries", "err", err)
+	}
+}
+
+// pollOnce lists the watched channel over a window that overlaps the previous ones,
+// anchored on the newest server createAt seen, and queues a card for every issue not
+// seen before. Issues are marked seen only after their card job is stored, and the
+// cursor moves only after that, so a crash at any point repeats work instead of
+// losing it (duplicates are stopped by the seen set and the job id).
+func (b *Bot) pollOnce(ctx context.Context) error {
+	started := b.now()
+	defer func() { b.metrics.pollDuration.Observe(b.now().Sub(started).Seconds()) }()
+	ctx = guance.WithPriority(ctx, guance.PriorityLow)
+
+	channel, err := b.watchedChannel(ctx)
+	if err != nil {
+		return err
+	}
+	cursor, err := b.state.Cursor(ctx, cursorNewIssues)
+	if err != nil {
+		return fmt.Errorf("read poll cursor: %w", err)
+	}
+	booted, err := b.state.Cursor(ctx, cursorBootstrap)
+	if err != nil {
+		return fmt.Errorf("read bootstrap mark: %w", err)
+	}
+	now := b.now()
+	start := now.Add(-b.cfg.FirstLookback)
+	if cursor > 0 {
+		start = time.Unix(cursor, 0).Add(-b.cfg.Overlap)
+	}
+	issues, err := b.guance.ListAllIssues(ctx, guance.IssueQuery{
+		ChannelUUID: channel, Start: start, End: now.Add(skewMargin), PageSize: 100,
+	})
+	if err != nil {
+		if errors.Is(err, guance.ErrNotFound) {
+			b.forgetChannel() // the channel may have been recreated
+		}
+		return fmt.Errorf("list issues: %w", err)
+	}
+	b.levels.refresh(ctx, b)
+
+	// On the very first poll, what already exists is marked seen rather than carded
+	// (no flood), except issues young enough that someone may still be acting on them.
+	youngSince := now.Add(-3 * b.cfg.PollInterval).Unix()
+	maxCreate := cursor
+	var old []string
+	queued := 0
+	for _, is := range issues {
+		maxCreate = max(maxCreate, is.CreateAt.Unix())
+		if is.Deleted() || is.UUID == "" {
+			continue
+		}
+		seen, err := b.state.IssueSeen(ctx, is.UUID)
+		if err != nil {
+			return fmt.Errorf("check issue %s seen: %w", is.UUID, err)
+		}
+		if seen {
+			continue
+		}
+		if booted == 0 && is.CreateAt.Unix() < youngSince {
+			old = append(old, is.UUID)
+			continue
+		}
+		if err := b.queueCard(ctx, is); err != nil {
+			return err
+		}
+		queued++
+	}
+	if len(old) > 0 {
+		if err := b.state.MarkIssuesSeen(ctx, old...); err != nil {
+			return fmt.Errorf("mark existing issues seen: %w", err)
+		}
+		b.logger.Info("first poll: existing issues marked seen, not carded", "count", len(old))
+	}
+	if maxCreate > cursor {
+		if _, err := b.state.AdvanceCursor(ctx, cursorNewIssues, maxCreate); err != nil {
+			return fmt.Errorf("advance poll cursor: %w", err)
+		}
+	}
+	if booted == 0 {
+		if _, err := b.state.AdvanceCursor(ctx, cursorBootstrap, 1); err != nil {
+			return fmt.Errorf("mark bootstrap done: %w", err)
+		}
+	}
+	b.metrics.polls.Inc()
+	b.lastPoll.Store(now.UnixNano())
+	if queued > 0 {
+		b.logger.Info("new issues queued for cards", "count", queued, "listed", len(issues))
+		b.kickDelivery()
+	}
+	return nil
+}
+
+// watchedChannel returns the uuid of the watched channel, looked up once by name.
+func (b *Bot) watchedChannel(ctx context.Context) (string, error) {
+	b.channelMu.Lock()
+	defer b.channelMu.Unlock()
+	if b.channelUUID != "" {
+		return b.channelUUID, nil
+	}
+	chans, err := b.guance.ListChannels(ctx)
+	if err != nil {
+		return "", fmt.Errorf("list channels: %w", err)
+	}
+	for _, c := range chans {
+		if c.Name == b.cfg.Channel || c.UUID == b.cfg.Channel {
+			b.channelUUID = c.UUID
+			return c.UUID, nil
+		}
+	}
+	return "", fmt.Errorf("no Guance channel named %q among %d", b.cfg.Channel, len(chans))
+}
+
+func (b *Bot) forgetChannel() {
+	b.channelMu.Lock()
+	b.channelUUID = ""
+	b.channelMu.Unlock()
+}
+
+// levelCache keeps the workspace's issue levels (names and colours of custom levels),
+// refreshed at most every 10 minutes: one request, so it barely dents the budget.
+type levelCache struct {
+	mu      sync.Mutex
+	byUUID  map[string]guance.Level
+	fetched time.Time
+}
+
+func (c *levelCache) refresh(ctx context.Context, b *Bot) {
+	c.mu.Lock()
+	due := b.now().Sub(c.fetched) >= 10*time.Minute
+	if due {
+		c.fetched = b.now() // one attempt per period, success or not
+	}
+	c.mu.Unlock()
+	if !due {
+		return
+	}
+	levels, err := b.guance.ListLevels(ctx)
+	if err != nil {
+		b.logger.Warn("list issue levels; cards show level ids", "err", err)
+		return
+	}
+	m := make(map[string]guance.Level, len(levels))
+	for _, l := range levels {
+		m[l.UUID] = l
+	}
+	c.mu.Lock()
+	c.byUUID = m
+	c.mu.Unlock()
+}
+
+func (c *levelCache) get(ref guance.LevelRef) (guance.Level, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l, ok := c.byUUID[string(ref)]
+	return l, ok
+}
+
+// storeIssue is the record kept for a carded issue.
+func storeIssue(is guance.Issue, chatID, messageID string, sentAt time.Time) store.Issue {
+	return store.Issue{
+		IssueUUID: is.UUID, ChatID: chatID, CardMessageID: messageID, CardRevision: 1,
+		UpdateAt: is.UpdateAt.Unix(), StatusType: int(is.StatusType), Level: string(is.Level),
+		Name: is.Name, SentAt: sentAt,
+	}
+}
