@@ -20,22 +20,22 @@ import (
 
 var update = flag.Bool("update", false, "rewrite golden files")
 
-// cst is the zone golden cards show times in (fixed, so no tzdata is needed).
-var cst = time.FixedZone("CST", 8*3600)
+// cardCST is the zone golden cards show times in (fixed, so no tzdata is needed).
+var cardCST = time.FixedZone("CST", 8*3600)
 
-const testConsole = "https://console.guance.com"
+const cardConsole = "https://console.guance.com"
 
-// loadIssue decodes an issue from testdata, as the guance client would.
-func loadIssue(t *testing.T, name string) guance.Issue {
+// cardLoadIssue decodes an issue from testdata, as the guance client would.
+func cardLoadIssue(t *testing.T, name string) guance.Issue {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return decodeIssue(t, string(b))
+	return cardDecodeIssue(t, string(b))
 }
 
-func decodeIssue(t *testing.T, s string) guance.Issue {
+func cardDecodeIssue(t *testing.T, s string) guance.Issue {
 	t.Helper()
 	var is guance.Issue
 	if err := json.Unmarshal([]byte(s), &is); err != nil {
@@ -44,8 +44,8 @@ func decodeIssue(t *testing.T, s string) guance.Issue {
 	return is
 }
 
-// baseIssue is an open issue with a plain description.
-func baseIssue() guance.Issue {
+// cardTestIssue is an open issue with a plain description.
+func cardTestIssue() guance.Issue {
 	return guance.Issue{
 		UUID:          "issue_0123456789abcdef",
 		Name:          "Disk full on db-1",
@@ -61,10 +61,10 @@ func baseIssue() guance.Issue {
 }
 
 func TestRenderCardGolden(t *testing.T) {
-	listRow := loadIssue(t, "issue_list_row.json")
-	get := loadIssue(t, "issue_get.json")
+	listRow := cardLoadIssue(t, "issue_list_row.json")
+	get := cardLoadIssue(t, "issue_get.json")
 
-	huge := baseIssue()
+	huge := cardTestIssue()
 	huge.Name = "巨大的描述"
 	var hb strings.Builder
 	for i := 0; hb.Len() < 200<<10; i++ {
@@ -72,33 +72,33 @@ func TestRenderCardGolden(t *testing.T) {
 	}
 	huge.Description = hb.String()
 
-	emptyLevel := baseIssue()
+	emptyLevel := cardTestIssue()
 	emptyLevel.Level = ""
 
-	legacy := decodeIssue(t, `{"uuid":"issue_legacy","name":"old row","level":0,"statusType":"10",
+	legacy := cardDecodeIssue(t, `{"uuid":"issue_legacy","name":"old row","level":0,"statusType":"10",
 		"creator":"acnt_x","description":"plain\r\n\r\n\r\nlines","createAt":1690424627.5,
 		"workspaceUUID":"wksp_x","extend":null}`)
 
-	htmlOnly := baseIssue()
+	htmlOnly := cardTestIssue()
 	htmlOnly.Level = "system_level_0"
 	htmlOnly.Description = `<p>Line&nbsp;one &lt;tag&gt; &amp; &quot;q&quot; &#x4e2d;&#25991;</p>` +
 		`<div><span>nested <span><b>bold</b> <i>and</i></span> spans</span><br>after br<br/>` +
 		`<span data-at-embedded="" data-insert-by="@" data-info="{&quot;item&quot;:{&quot;uuid&quot;:&quot;acnt_1&quot;}}" contenteditable="false">&nbsp;<span class="key-word">@张三</span>&nbsp;</span>please look</div>` +
 		`<ul><li>first</li><li>second</li></ul><p></p><p><br></p><p>last <a href="https://example.com/x">details</a></p>`
 
-	resolved := baseIssue()
+	resolved := cardTestIssue()
 	resolved.StatusType = guance.StatusResolved
 	resolved.Extend = guance.Extend{Text: "Fixed by restarting.", SourceLink: "/monitor/check?w=wksp_0123456789abcdef"}
 	resolved.Resource = "db-1 disk monitor"
 
-	pending := baseIssue()
+	pending := cardTestIssue()
 	pending.StatusType = guance.StatusPending
 	pending.Level = "system_level_2"
 
-	custom := baseIssue()
+	custom := cardTestIssue()
 	custom.Level = "issl_0a1b2c3d4e5f6789"
 
-	inject := baseIssue()
+	inject := cardTestIssue()
 	inject.Name = "[x](http://evil) **bold** <at id=all></at>\n# head"
 	inject.CreatorInfo = &guance.UserInfo{Name: "*eve*_<at id=all></at>"}
 	inject.Resource = "[click](javascript:alert(1)) `code` ~~s~~ $x$ a|b"
@@ -109,19 +109,19 @@ func TestRenderCardGolden(t *testing.T) {
 		name string
 		d    CardData
 	}{
-		{"list_row", CardData{Issue: listRow, ChannelName: "default", Revision: 3, ConsoleURL: testConsole, Location: cst}},
-		{"get_shape", CardData{Issue: get, ChannelName: "default", Revision: 1, ConsoleURL: testConsole + "/", Location: cst, SyncedReplies: 1}},
-		{"huge_description", CardData{Issue: huge, ChannelName: "ops", Revision: 7, ConsoleURL: testConsole, Location: cst}},
-		{"empty_level", CardData{Issue: emptyLevel, Revision: 1, ConsoleURL: testConsole}},
-		{"legacy_integer_level", CardData{Issue: legacy, Revision: 1, ConsoleURL: testConsole, Location: cst}},
-		{"html_only", CardData{Issue: htmlOnly, ChannelName: "default", Revision: 2, ConsoleURL: testConsole, Location: cst}},
-		{"resolved_last_change", CardData{Issue: resolved, LevelName: "P1", ChannelName: "default", Revision: 9, ConsoleURL: testConsole, Location: cst,
-			LastChange: &CardChange{Who: "张三", Action: "resolve", At: time.Date(2024, 4, 26, 15, 4, 0, 0, cst)}, SyncedReplies: 12}},
-		{"pending", CardData{Issue: pending, LevelName: "P2", ChannelName: "default", Revision: 4, ConsoleURL: testConsole, Location: cst,
+		{"list_row", CardData{Issue: listRow, ChannelName: "default", Revision: 3, ConsoleURL: cardConsole, Location: cardCST}},
+		{"get_shape", CardData{Issue: get, ChannelName: "default", Revision: 1, ConsoleURL: cardConsole + "/", Location: cardCST, SyncedReplies: 1}},
+		{"huge_description", CardData{Issue: huge, ChannelName: "ops", Revision: 7, ConsoleURL: cardConsole, Location: cardCST}},
+		{"empty_level", CardData{Issue: emptyLevel, Revision: 1, ConsoleURL: cardConsole}},
+		{"legacy_integer_level", CardData{Issue: legacy, Revision: 1, ConsoleURL: cardConsole, Location: cardCST}},
+		{"html_only", CardData{Issue: htmlOnly, ChannelName: "default", Revision: 2, ConsoleURL: cardConsole, Location: cardCST}},
+		{"resolved_last_change", CardData{Issue: resolved, LevelName: "P1", ChannelName: "default", Revision: 9, ConsoleURL: cardConsole, Location: cardCST,
+			LastChange: &CardChange{Who: "张三", Action: "resolve", At: time.Date(2024, 4, 26, 15, 4, 0, 0, cardCST)}, SyncedReplies: 12}},
+		{"pending", CardData{Issue: pending, LevelName: "P2", ChannelName: "default", Revision: 4, ConsoleURL: cardConsole, Location: cardCST,
 			LastChange: &CardChange{Who: "Alice", Action: "pending", At: time.Date(2024, 4, 27, 9, 30, 0, 0, time.UTC)}}},
-		{"custom_level", CardData{Issue: custom, LevelName: "紧急-DB", LevelColor: "#FF7931", ChannelName: "db", Revision: 1, ConsoleURL: testConsole, Location: cst}},
-		{"markdown_injection", CardData{Issue: inject, LevelName: "**P1**", ChannelName: "default", Revision: 1, ConsoleURL: testConsole, Location: cst,
-			LastChange: &CardChange{Who: "[m](http://evil)", Action: "reopen", At: time.Date(2024, 4, 27, 9, 30, 0, 0, cst)}}},
+		{"custom_level", CardData{Issue: custom, LevelName: "紧急-DB", LevelColor: "#FF7931", ChannelName: "db", Revision: 1, ConsoleURL: cardConsole, Location: cardCST}},
+		{"markdown_injection", CardData{Issue: inject, LevelName: "**P1**", ChannelName: "default", Revision: 1, ConsoleURL: cardConsole, Location: cardCST,
+			LastChange: &CardChange{Who: "[m](http://evil)", Action: "reopen", At: time.Date(2024, 4, 27, 9, 30, 0, 0, cardCST)}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -129,7 +129,7 @@ func TestRenderCardGolden(t *testing.T) {
 			if err != nil {
 				t.Fatalf("RenderCard: %v", err)
 			}
-			checkCard(t, got)
+			cardCheck(t, got)
 			again, _ := RenderCard(tc.d)
 			if !bytes.Equal(got, again) {
 				t.Error("RenderCard is not deterministic")
@@ -139,14 +139,14 @@ func TestRenderCardGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			pretty.WriteByte('\n')
-			golden(t, "card_"+tc.name+".golden.json", pretty.Bytes())
+			cardGolden(t, "card_"+tc.name+".golden.json", pretty.Bytes())
 			t.Logf("%d bytes", len(got))
 		})
 	}
 }
 
-// golden compares got with testdata/name, or rewrites it with -update.
-func golden(t *testing.T, name string, got []byte) {
+// cardGolden compares got with testdata/name, or rewrites it with -update.
+func cardGolden(t *testing.T, name string, got []byte) {
 	t.Helper()
 	path := filepath.Join("testdata", name)
 	if *update {
@@ -164,9 +164,9 @@ func golden(t *testing.T, name string, got []byte) {
 	}
 }
 
-// checkCard asserts what holds for every card: valid JSON 2.0 below the size budget,
+// cardCheck asserts what holds for every card: valid JSON 2.0 below the size budget,
 // only properties JSON 2.0 accepts, and every i18n_content in both languages.
-func checkCard(t *testing.T, b []byte) map[string]any {
+func cardCheck(t *testing.T, b []byte) map[string]any {
 	t.Helper()
 	if !json.Valid(b) {
 		t.Fatalf("invalid JSON: %.200s", b)
@@ -181,7 +181,7 @@ func checkCard(t *testing.T, b []byte) map[string]any {
 	if m["schema"] != "2.0" {
 		t.Errorf("schema = %v, want 2.0", m["schema"])
 	}
-	for _, p := range validateCard(m) {
+	for _, p := range cardValidate(m) {
 		t.Error(p)
 	}
 	return m
@@ -209,12 +209,12 @@ var cardAllowed = map[string][]string{
 }
 
 var (
-	templates = []string{"blue", "wathet", "turquoise", "green", "yellow", "orange", "red", "carmine", "violet", "purple", "indigo", "grey", "default"}
-	tagColors = []string{"neutral", "blue", "turquoise", "lime", "orange", "violet", "indigo", "wathet", "green", "yellow", "red", "purple", "carmine"}
+	cardTemplates = []string{"blue", "wathet", "turquoise", "green", "yellow", "orange", "red", "carmine", "violet", "purple", "indigo", "grey", "default"}
+	cardTagColors = []string{"neutral", "blue", "turquoise", "lime", "orange", "violet", "indigo", "wathet", "green", "yellow", "red", "purple", "carmine"}
 )
 
-// validateCard walks a decoded card and returns its problems.
-func validateCard(m map[string]any) []string {
+// cardValidate walks a decoded card and returns its problems.
+func cardValidate(m map[string]any) []string {
 	var problems []string
 	bad := func(msg string, args ...any) {
 		problems = append(problems, strings.TrimSpace(msg+" "+fmt.Sprint(args...)))
@@ -274,7 +274,7 @@ func validateCard(m map[string]any) []string {
 			if o["subtitle"] != nil {
 				text(o["subtitle"])
 			}
-			if s, _ := o["template"].(string); !slices.Contains(templates, s) {
+			if s, _ := o["template"].(string); !slices.Contains(cardTemplates, s) {
 				bad("bad header template", s)
 			}
 			tags, _ := o["text_tag_list"].([]any)
@@ -284,14 +284,14 @@ func validateCard(m map[string]any) []string {
 					continue
 				}
 				text(tm["text"])
-				if s, _ := tm["color"].(string); !slices.Contains(tagColors, s) {
+				if s, _ := tm["color"].(string); !slices.Contains(cardTagColors, s) {
 					bad("bad text_tag color", s)
 				}
 			}
 		case "body":
 			els, _ := o["elements"].([]any)
 			for _, e := range els {
-				walkElement(e, walk, bad)
+				cardWalkElement(e, walk, bad)
 			}
 		case "column_set":
 			cols, _ := o["columns"].([]any)
@@ -299,7 +299,7 @@ func validateCard(m map[string]any) []string {
 				cm := obj("column", c)
 				els, _ := cm["elements"].([]any)
 				for _, e := range els {
-					walkElement(e, walk, bad)
+					cardWalkElement(e, walk, bad)
 				}
 			}
 		case "div":
@@ -334,7 +334,7 @@ func validateCard(m map[string]any) []string {
 	return problems
 }
 
-func walkElement(e any, walk func(string, any), bad func(string, ...any)) {
+func cardWalkElement(e any, walk func(string, any), bad func(string, ...any)) {
 	em, _ := e.(map[string]any)
 	tag, _ := em["tag"].(string)
 	if _, ok := cardAllowed[tag]; !ok || tag == "plain_text" {
@@ -344,13 +344,13 @@ func walkElement(e any, walk func(string, any), bad func(string, ...any)) {
 	walk(tag, em)
 }
 
-func jsonString(v any) string {
+func cardJSONString(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
 
-// elements returns the body elements of a rendered card.
-func elements(t *testing.T, b []byte) []map[string]any {
+// cardElements returns the body elements of a rendered card.
+func cardElements(t *testing.T, b []byte) []map[string]any {
 	t.Helper()
 	var c struct {
 		Body struct {
@@ -364,22 +364,22 @@ func elements(t *testing.T, b []byte) []map[string]any {
 }
 
 func TestRenderCardMarkdownInjection(t *testing.T) {
-	is := baseIssue()
+	is := cardTestIssue()
 	is.Name = "[x](http://evil)"
 	is.CreatorInfo = &guance.UserInfo{Name: "[y](http://evil) <at id=all></at> **b**"}
 	is.Resource = "[z](http://evil)"
 	is.Extend.SourceLink = "/ok) [w](http://evil"
-	got, err := RenderCard(CardData{Issue: is, ConsoleURL: testConsole, LevelName: "<at id=all></at>",
+	got, err := RenderCard(CardData{Issue: is, ConsoleURL: cardConsole, LevelName: "<at id=all></at>",
 		LastChange: &CardChange{Who: "](http://evil)", Action: "resolve"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkCard(t, got)
-	for _, e := range elements(t, got) {
+	cardCheck(t, got)
+	for _, e := range cardElements(t, got) {
 		if e["tag"] != "markdown" {
 			continue
 		}
-		md := jsonString(e)
+		md := cardJSONString(e)
 		// The URL may remain as text; it must not become a link or a mention.
 		for _, bad := range []string{"(http://evil", "<at", "**b**", "[y]", "[z]", "[w]"} {
 			if strings.Contains(md, bad) {
@@ -423,29 +423,29 @@ func TestRenderCardSize(t *testing.T) {
 	}
 	for name, mod := range cases {
 		t.Run(name, func(t *testing.T) {
-			is := baseIssue()
+			is := cardTestIssue()
 			mod(&is)
-			d := CardData{Issue: is, ConsoleURL: testConsole, ChannelName: strings.Repeat("频", 1000),
+			d := CardData{Issue: is, ConsoleURL: cardConsole, ChannelName: strings.Repeat("频", 1000),
 				LevelName: strings.Repeat("#", 1000), LastChange: &CardChange{Who: strings.Repeat("_", 5000), Action: "resolve"}}
 			got, err := RenderCard(d)
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkCard(t, got)
+			cardCheck(t, got)
 			t.Logf("%d bytes", len(got))
 		})
 	}
 }
 
 func TestRenderCardHugeDescriptionIsCut(t *testing.T) {
-	is := baseIssue()
+	is := cardTestIssue()
 	is.Description = strings.Repeat("磁盘满了。", 200<<10/15)
 	got, err := RenderCard(CardData{Issue: is})
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkCard(t, got)
-	desc := elements(t, got)[2]["text"].(map[string]any)["content"].(string)
+	cardCheck(t, got)
+	desc := cardElements(t, got)[2]["text"].(map[string]any)["content"].(string)
 	if !strings.HasSuffix(desc, strings.TrimSpace(cardTruncated)) {
 		t.Errorf("description does not end with the marker: %q", desc[len(desc)-80:])
 	}
@@ -467,14 +467,14 @@ func TestRenderCardButtons(t *testing.T) {
 		{0, []string{"resolve", "pending", "open_url"}},
 	}
 	for _, tt := range tests {
-		is := baseIssue()
+		is := cardTestIssue()
 		is.StatusType = tt.status
-		got, err := RenderCard(CardData{Issue: is, Revision: 42, ConsoleURL: testConsole})
+		got, err := RenderCard(CardData{Issue: is, Revision: 42, ConsoleURL: cardConsole})
 		if err != nil {
 			t.Fatal(err)
 		}
 		var actions []string
-		for _, e := range elements(t, got) {
+		for _, e := range cardElements(t, got) {
 			if e["tag"] != "column_set" {
 				continue
 			}
@@ -483,7 +483,7 @@ func TestRenderCardButtons(t *testing.T) {
 				beh := b["behaviors"].([]any)[0].(map[string]any)
 				if beh["type"] == "open_url" {
 					actions = append(actions, "open_url")
-					if want := testConsole + "/exceptions/exceptionsTracking?leftActiveKey=ExceptionsTracking&activeName=ExceptionsTracking&w=wksp_0123456789abcdef&classic=exceptions_tracing&issueName=SYS&sourceType=exceptions_tracing&__docid=issue_0123456789abcdef"; beh["default_url"] != want {
+					if want := cardConsole + "/exceptions/exceptionsTracking?leftActiveKey=ExceptionsTracking&activeName=ExceptionsTracking&w=wksp_0123456789abcdef&classic=exceptions_tracing&issueName=SYS&sourceType=exceptions_tracing&__docid=issue_0123456789abcdef"; beh["default_url"] != want {
 						t.Errorf("open_url = %v, want %v", beh["default_url"], want)
 					}
 					continue
@@ -505,20 +505,20 @@ func TestRenderCardButtons(t *testing.T) {
 }
 
 func TestRenderCardNoConsole(t *testing.T) {
-	is := baseIssue()
+	is := cardTestIssue()
 	is.Extend.SourceLink = "/x"
 	for _, console := range []string{"", "javascript:alert(1)", "ftp://x"} {
 		got, err := RenderCard(CardData{Issue: is, ConsoleURL: console})
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkCard(t, got)
+		cardCheck(t, got)
 		if s := string(got); strings.Contains(s, "open_url") || strings.Contains(s, "](") {
 			t.Errorf("ConsoleURL %q: card links somewhere: %s", console, s)
 		}
 	}
 	is.Extend.SourceLink = "javascript:alert(1)"
-	got, _ := RenderCard(CardData{Issue: is, ConsoleURL: testConsole})
+	got, _ := RenderCard(CardData{Issue: is, ConsoleURL: cardConsole})
 	if strings.Contains(string(got), "javascript") {
 		t.Errorf("card links to javascript: %s", got)
 	}
@@ -661,12 +661,12 @@ func FuzzRenderCard(f *testing.F) {
 	f.Add(strings.Repeat("标题", 300), strings.Repeat("<br>&nbsp;", 5000), strings.Repeat("\"", 4000), strings.Repeat("(", 3000), strings.Repeat("*", 500))
 	f.Add("\xff\x00", "\u202e\r\n", "\t", "<at id=all></at>", "`~_")
 	f.Fuzz(func(t *testing.T, title, desc, text, resource, who string) {
-		is := baseIssue()
+		is := cardTestIssue()
 		is.Name, is.Description, is.Extend.Text, is.Resource = title, desc, text, resource
 		is.Extend.SourceLink = resource
 		is.CreatorInfo = &guance.UserInfo{Name: who}
 		got, err := RenderCard(CardData{Issue: is, LevelName: who, LevelColor: title, ChannelName: resource,
-			ConsoleURL: testConsole, LastChange: &CardChange{Who: who, Action: text}})
+			ConsoleURL: cardConsole, LastChange: &CardChange{Who: who, Action: text}})
 		if err != nil {
 			t.Fatalf("RenderCard: %v", err)
 		}
@@ -680,7 +680,7 @@ func FuzzRenderCard(f *testing.F) {
 		if err := json.Unmarshal(got, &m); err != nil {
 			t.Fatal(err)
 		}
-		if p := validateCard(m); len(p) > 0 {
+		if p := cardValidate(m); len(p) > 0 {
 			t.Fatalf("invalid card: %v", p)
 		}
 	})

@@ -25,7 +25,7 @@ const testChat = "oc_issues"
 // harness wires a Bot to the Guance and Feishu fakes, the real clients and a real
 // store, and can stop and restart it the way a process would be.
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	gs    *guancetest.Server
 	fs    *feishutest.Server
 	fc    *feishu.Client
@@ -63,7 +63,7 @@ func (s *syncBuffer) String() string {
 
 // newHarness builds fakes and clients. Time is scaled: the Guance budget of limit
 // requests counts over win instead of a minute, on both sides.
-func newHarness(t *testing.T, kind string, limit int, win time.Duration, fsOpts ...feishutest.Option) *harness {
+func newHarness(t testing.TB, kind string, limit int, win time.Duration, fsOpts ...feishutest.Option) *harness {
 	t.Helper()
 	h := &harness{t: t, kind: kind, logs: &syncBuffer{}, limit: limit, win: win}
 	h.gs = guancetest.NewServer(t, guancetest.WithLimit(20, win))
@@ -172,7 +172,7 @@ func (h *harness) restartStore() {
 }
 
 // waitFor polls cond until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	tick := time.NewTicker(10 * time.Millisecond)

@@ -1,6 +1,7 @@
 package bot
 
 import (
+	"bytes"
 	"regexp"
 	"strings"
 	"unicode"
@@ -28,10 +29,10 @@ func PlainText(s string) string {
 	}
 	z := html.NewTokenizer(strings.NewReader(s))
 	var (
-		b    strings.Builder
+		w    plainWriter
 		skip string // the element whose raw contents are being dropped
 		href string // the address of the open <a>, if it is worth showing
-		aAt  int    // b.Len() when that <a> opened
+		aAt  int    // w.b.Len() when that <a> opened
 	)
 	for {
 		tt := z.Next()
@@ -42,7 +43,7 @@ func PlainText(s string) string {
 		switch tt {
 		case html.TextToken:
 			if skip == "" {
-				b.Write(z.Text())
+				w.text(z.Text())
 			}
 		case html.StartTagToken, html.SelfClosingTagToken:
 			name, hasAttr := z.TagName()
@@ -56,13 +57,13 @@ func PlainText(s string) string {
 					skip = tag
 				}
 			case tag == "br" || tag == "hr":
-				b.WriteByte('\n')
+				w.newline()
 			case tag == "td" || tag == "th":
-				b.WriteByte(' ')
+				w.b.WriteByte(' ')
 			case plainTextBlocks[tag]:
-				b.WriteByte('\n')
+				w.endLine()
 			case tag == "a" && hasAttr && tt == html.StartTagToken:
-				href, aAt = plainLinkTarget(z), b.Len()
+				href, aAt = plainLinkTarget(z), w.b.Len()
 			}
 		case html.EndTagToken:
 			name, _ := z.TagName()
@@ -75,21 +76,57 @@ func PlainText(s string) string {
 			}
 			switch {
 			case plainTextBlocks[tag]:
-				b.WriteByte('\n')
+				w.endLine()
 			case tag == "a" && href != "":
-				if text := b.String()[aAt:]; !strings.Contains(text, href) {
-					b.WriteString(" (" + href + ")")
+				if text := w.b.String()[aAt:]; !strings.Contains(text, href) {
+					w.text([]byte(" (" + href + ")"))
 				}
 				href = ""
 			}
 		}
 	}
-	return plainClean(b.String(), true)
+	return plainClean(w.b.String(), true)
 }
 
-// plainTextMarkup matches what marks a text as HTML: a closing tag, or an opening tag
+// plainWriter collects PlainText's output and knows whether the current line has text
+// yet, so that block boundaries can end a line only once.
+type plainWriter struct {
+	b       strings.Builder
+	hasText bool // the current line has more than whitespace
+}
+
+// text writes the text of a text token. Whitespace alone is layout between tags
+// ("</p>\n  <p>"), not content, and becomes one space.
+func (w *plainWriter) text(p []byte) {
+	if len(bytes.TrimSpace(p)) == 0 {
+		w.b.WriteByte(' ')
+		return
+	}
+	w.b.Write(p)
+	if i := bytes.LastIndexByte(p, '\n'); i >= 0 {
+		w.hasText = len(bytes.TrimRight(p[i+1:], " \t\u00a0")) > 0
+	} else {
+		w.hasText = w.hasText || len(bytes.TrimRight(p, " \t\u00a0")) > 0
+	}
+}
+
+func (w *plainWriter) newline() {
+	w.b.WriteByte('\n')
+	w.hasText = false
+}
+
+// endLine ends the line at a block boundary unless it is already ended, so that
+// "</p><p>" and "</li><li>" make one line break, not two (an empty paragraph the user
+// typed holds a <br>, which still makes its blank line).
+func (w *plainWriter) endLine() {
+	if w.hasText {
+		w.newline()
+	}
+}
+
+// plainTextMarkup matches what marks a text as HTML: a comment, a closing tag, or an opening tag
 // of the elements Guance's editor writes.
-var plainTextMarkup = regexp.MustCompile(`(?i)</[a-z]|<(?:br|p|div|span|a|img|ul|ol|li|b|i|u|s|strong|em|code|pre|table|tr|td|th|h[1-6]|blockquote|script|style|font)(?:\s[^>]*)?/?>`)
+var plainTextMarkup = regexp.MustCompile(`(?i)<!--|</[a-z]|<(?:br|p|div|span|a|img|ul|ol|li|b|i|u|s|strong|em|code|pre|table|tr|td|th|h[1-6]|blockquote|script|style|font)(?:\s[^>]*)?/?>`)
 
 // plainTextDropped are the elements whose contents are not text a reader should see.
 var plainTextDropped = map[string]bool{
