@@ -25,6 +25,10 @@ import (
 type Messenger interface {
 	BotOpenID(ctx context.Context) (string, error)
 	SendCard(ctx context.Context, chatID string, card []byte, uuid string) (feishu.Sent, error)
+	ReplyText(ctx context.Context, messageID, text string, inThread bool, uuid string) (feishu.Sent, error)
+	ReplyCard(ctx context.Context, messageID string, card []byte, inThread bool, uuid string) (feishu.Sent, error)
+	AddReaction(ctx context.Context, messageID, emoji string) error
+	UserName(ctx context.Context, openID string) (string, error)
 }
 
 // Tracker is what the bot needs from Guance.
@@ -32,6 +36,8 @@ type Tracker interface {
 	ListChannels(ctx context.Context) ([]guance.Channel, error)
 	ListAllIssues(ctx context.Context, q guance.IssueQuery) ([]guance.Issue, error)
 	ListLevels(ctx context.Context) ([]guance.Level, error)
+	CreateReply(ctx context.Context, issueUUID, content string) (*guance.Reply, error)
+	ListReplies(ctx context.Context, issueUUID string, o guance.ReplyListOptions) ([]guance.Reply, guance.PageInfo, error)
 }
 
 // State is what the bot needs from the store.
@@ -50,6 +56,11 @@ type State interface {
 	DueJobs(ctx context.Context, queue string, now time.Time, limit int) ([]store.Job, error)
 	DeleteJob(ctx context.Context, queue, id string) error
 	CountJobs(ctx context.Context, queue string) (int, error)
+	Claim(ctx context.Context, key string, ttl time.Duration) (bool, error)
+	Release(ctx context.Context, key string) error
+	IssueByMessage(ctx context.Context, messageOrThreadID string) (store.Issue, error)
+	LinkThread(ctx context.Context, threadID, issueUUID string) error
+	AddOwnReply(ctx context.Context, issueUUID, replyUUID string) error
 }
 
 // Config holds the bot's settings (a subset of the process configuration).
@@ -95,6 +106,9 @@ type Bot struct {
 	botOpenID atomic.Pointer[string] // set once Run has learnt it
 
 	wakeDelivery chan struct{}
+	wakeReplies  chan struct{}
+	bg           sync.WaitGroup // background answers to chat messages
+	bgSlots      chan struct{}
 	lastPoll     atomic.Int64 // unix ns of the last successful poll
 	levels       levelCache
 	channelMu    sync.Mutex
@@ -103,6 +117,8 @@ type Bot struct {
 	// afterSend, when set (tests only), runs after a card was sent and before it is
 	// recorded; an error abandons the job there, as a crash would.
 	afterSend func(issueUUID string) error
+	// afterReply, likewise, runs after Guance accepted a reply and before it is recorded.
+	afterReply func(messageID string) error
 }
 
 // New returns a Bot. logger nil discards logs; metrics nil uses a private registry.
@@ -147,6 +163,8 @@ func New(cfg Config, fs Messenger, gc Tracker, st State, metrics *Metrics, logge
 		logger:       logger.With("component", "bot"),
 		now:          time.Now,
 		wakeDelivery: make(chan struct{}, 1),
+		wakeReplies:  make(chan struct{}, 1),
+		bgSlots:      make(chan struct{}, 16),
 	}
 }
 
@@ -164,6 +182,7 @@ func (b *Bot) Run(ctx context.Context) error {
 	g.Go(func() error { b.learnIdentity(gctx); return nil })
 	g.Go(func() error { return b.runLeader(gctx) })
 	err := g.Wait()
+	b.bg.Wait()
 	if ctx.Err() != nil {
 		return nil
 	}

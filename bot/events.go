@@ -8,18 +8,6 @@ import (
 
 var _ feishu.Handler = (*Bot)(nil)
 
-// HandleMessage receives im.message.receive_v1. It drops the bot's own messages and
-// records the event; the thread-reply and command flows hook in here.
-func (b *Bot) HandleMessage(ctx context.Context, m feishu.Message) error {
-	b.metrics.observeEvent("message", b.now(), m.EventTime)
-	if m.SenderType == "app" || (m.SenderOpenID != "" && m.SenderOpenID == b.botID()) {
-		return nil
-	}
-	b.logger.DebugContext(ctx, "message received",
-		"message_id", m.MessageID, "chat_id", m.ChatID, "root_id", m.RootID, "thread_id", m.ThreadID)
-	return nil
-}
-
 // HandleCardAction receives card.action.trigger. Until the button flow is wired it
 // acknowledges the click without changing the card.
 func (b *Bot) HandleCardAction(ctx context.Context, a feishu.CardAction) (feishu.CardResponse, error) {

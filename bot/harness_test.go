@@ -41,6 +41,8 @@ type harness struct {
 	done  chan error
 	limit int
 	win   time.Duration
+	// intake, when set, runs a long-connection intake with every started bot.
+	intake bool
 }
 
 // syncBuffer is a goroutine-safe log sink.
@@ -128,7 +130,26 @@ func (h *harness) start(setup ...func(*Bot)) *Bot {
 		f(b)
 	}
 	h.bot, h.stop, h.done = b, cancel, make(chan error, 1)
-	go func() { h.done <- b.Run(ctx) }()
+	if !h.intake {
+		go func() { h.done <- b.Run(ctx) }()
+		return b
+	}
+	in, err := feishu.NewIntake(feishu.IntakeConfig{
+		AppID: h.fs.AppID, AppSecret: h.fs.AppSecret, BaseURL: h.fs.URL, Logger: h.logger(),
+	}, b)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	intakeDone := make(chan error, 1)
+	go func() { intakeDone <- in.Run(ctx) }()
+	go func() {
+		err := b.Run(ctx)
+		if ierr := <-intakeDone; err == nil {
+			err = ierr
+		}
+		h.done <- err
+	}()
+	waitFor(h.t, 10*time.Second, "the long connection", in.Ready)
 	return b
 }
 

@@ -12,16 +12,20 @@ import (
 
 // Metrics are issuebot's Prometheus metrics. Labels never carry ids or secrets.
 type Metrics struct {
-	reg            *prometheus.Registry
-	events         *prometheus.CounterVec
-	eventLag       prometheus.Histogram
-	guanceRequests *prometheus.CounterVec
-	polls          prometheus.Counter
-	pollDuration   prometheus.Histogram
-	cardsSent      prometheus.Counter
-	cardFailures   prometheus.Counter
-	cardLatency    prometheus.Histogram
-	cardsQueued    prometheus.Gauge
+	reg             *prometheus.Registry
+	events          *prometheus.CounterVec
+	eventLag        prometheus.Histogram
+	guanceRequests  *prometheus.CounterVec
+	polls           prometheus.Counter
+	pollDuration    prometheus.Histogram
+	cardsSent       prometheus.Counter
+	cardFailures    prometheus.Counter
+	cardLatency     prometheus.Histogram
+	cardsQueued     prometheus.Gauge
+	repliesToGuance prometheus.Counter
+	replyFailures   prometheus.Counter
+	replyLatency    prometheus.Histogram
+	repliesQueued   prometheus.Gauge
 }
 
 // NewMetrics registers issuebot's metrics (plus Go and process collectors) on reg;
@@ -71,9 +75,27 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 			Name: "issuebot_cards_queued",
 			Help: "Issue cards waiting to be posted.",
 		}),
+		repliesToGuance: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "issuebot_replies_to_guance_total",
+			Help: "Chat messages posted to Guance as issue replies.",
+		}),
+		replyFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "issuebot_reply_failures_total",
+			Help: "Chat messages Guance refused for good (the chat was told).",
+		}),
+		replyLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "issuebot_reply_latency_seconds",
+			Help:    "Time from a chat message reaching the bot to its Guance reply.",
+			Buckets: []float64{0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800},
+		}),
+		repliesQueued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "issuebot_replies_queued",
+			Help: "Chat messages waiting to be posted to Guance.",
+		}),
 	}
 	reg.MustRegister(m.events, m.eventLag, m.guanceRequests, m.polls, m.pollDuration,
 		m.cardsSent, m.cardFailures, m.cardLatency, m.cardsQueued,
+		m.repliesToGuance, m.replyFailures, m.replyLatency, m.repliesQueued,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -50,7 +50,7 @@ func (b *Bot) runLeader(ctx context.Context) error {
 	}
 }
 
-// lead runs the poller and the delivery loop until ctx ends or the lease is lost.
+// lead runs the poller, card delivery and reply posting until ctx ends or the lease is lost.
 func (b *Bot) lead(ctx context.Context, ttl time.Duration) {
 	lctx, lost := context.WithCancel(ctx)
 	defer lost()
@@ -70,6 +70,7 @@ func (b *Bot) lead(ctx context.Context, ttl time.Duration) {
 		return nil
 	})
 	g.Go(func() error { b.runDelivery(gctx); return nil })
+	g.Go(func() error { b.runReplies(gctx); return nil })
 	g.Go(func() error {
 		every := b.pollEvery()
 		for {

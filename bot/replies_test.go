@@ -1,0 +1,296 @@
+package bot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"issuebot/bot/feishu"
+	"issuebot/bot/feishu/feishutest"
+	"issuebot/guance/guancetest"
+)
+
+// cardedIssue adds an issue to Guance and waits for its card; it returns the issue
+// uuid and the card's message id.
+func (h *harness) cardedIssue(name string) (string, string) {
+	h.t.Helper()
+	is := h.gs.AddIssue(guancetest.IssueSpec{Name: name})
+	var msg string
+	waitFor(h.t, 20*time.Second, "the card of "+name, func() bool {
+		rec, err := h.st.GetIssue(context.Background(), is.UUID)
+		msg = rec.CardMessageID
+		return err == nil && msg != ""
+	})
+	return is.UUID, msg
+}
+
+// humanReplies returns the contents of the replies the bot's key wrote on an issue.
+func (h *harness) botReplies(issueUUID string) []string {
+	var out []string
+	for _, r := range h.gs.Replies(issueUUID) {
+		if r.Type == "reply" && r.Creator == h.gs.KeyID {
+			out = append(out, r.Content)
+		}
+	}
+	return out
+}
+
+func threadReply(fs *feishutest.Server, msgID, cardID, text string, mentions ...feishutest.Mention) []byte {
+	return fs.MessageEvent(feishutest.MessageSpec{
+		MessageID: msgID, RootID: cardID, ChatID: testChat, SenderOpenID: "ou_alice",
+		Content: feishutest.TextContent(text), Mentions: mentions,
+	})
+}
+
+// TestThreadReplyReachesGuanceOnce: a thread reply with a person mentioned arrives in
+// Guance once, with the sender's and the mention's names, the message gets a
+// reaction; three deliveries (new event ids) make one reply; "//" stays in the chat.
+// Over the long connection and over signed HTTP alike.
+func TestThreadReplyReachesGuanceOnce(t *testing.T) {
+	for _, mode := range []string{"ws", "http"} {
+		t.Run(mode, func(t *testing.T) {
+			h := newHarness(t, "embedded", 18, time.Second)
+			h.fs.AddUser("ou_alice", "张三")
+			var deliver func(payload []byte) int
+			if mode == "ws" {
+				h.intake = true
+				h.start()
+				deliver = func(p []byte) int {
+					ack, err := h.fs.DeliverWS(t.Context(), p)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return ack.Code
+				}
+			} else {
+				b := h.start()
+				in, err := feishu.NewIntake(feishu.IntakeConfig{Mode: feishu.ModeHTTP, EncryptKey: "ek-SECRET", VerificationToken: h.fs.VerificationToken, Logger: h.logger()}, b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				hs := httptest.NewServer(in)
+				defer hs.Close()
+				deliver = func(p []byte) int {
+					status, _, err := h.fs.DeliverHTTP(t.Context(), hs.URL, p, feishutest.HTTPOptions{EncryptKey: "ek-SECRET"})
+					if err != nil {
+						t.Fatal(err)
+					}
+					return status
+				}
+				// Forged, stale and unencrypted requests are refused and post nothing.
+				issue, card := h.cardedIssue("forgery target")
+				for _, o := range []feishutest.HTTPOptions{
+					{EncryptKey: "ek-SECRET", BadSignature: true},
+					{EncryptKey: "ek-SECRET", Timestamp: time.Now().Add(-10 * time.Minute)},
+					{EncryptKey: "ek-SECRET", Plain: true},
+				} {
+					status, _, err := h.fs.DeliverHTTP(t.Context(), hs.URL, threadReply(h.fs, fmt.Sprintf("om_forged_%v", o), card, "forged"), o)
+					if err != nil || status < 400 {
+						t.Errorf("forged request %+v answered %d, %v", o, status, err)
+					}
+				}
+				defer func() {
+					if got := h.botReplies(issue); len(got) != 0 {
+						t.Errorf("forged requests posted %q", got)
+					}
+				}()
+			}
+			h.bootstrapped()
+			issue, card := h.cardedIssue("db-1 down")
+
+			payload := func() []byte {
+				return threadReply(h.fs, "om_reply1", card, "@_user_1 已重启 db-1 @_user_2",
+					feishutest.Mention{Key: "@_user_1", OpenID: "ou_bob", Name: "李四"},
+					feishutest.Mention{Key: "@_user_2", OpenID: h.fs.BotOpenID, Name: h.fs.BotName})
+			}
+			for i := range 3 { // a new event id each time
+				start := time.Now()
+				if code := deliver(payload()); code != 200 {
+					t.Fatalf("delivery %d acked %d", i, code)
+				}
+				if d := time.Since(start); d > 2*time.Second {
+					t.Errorf("delivery %d took %v to ack", i, d)
+				}
+			}
+			if code := deliver(threadReply(h.fs, "om_private", card, "// just between us")); code != 200 {
+				t.Fatalf("private remark acked %d", code)
+			}
+			want := "[飞书] 张三: @李四 已重启 db-1"
+			waitFor(t, 20*time.Second, "the Guance reply", func() bool { return len(h.botReplies(issue)) >= 1 })
+			waitFor(t, 10*time.Second, "the reaction", func() bool {
+				m, _ := h.fs.Message("om_reply1")
+				return len(m.Reactions) == 1
+			})
+			h.quietReplies()
+			if got := h.botReplies(issue); len(got) != 1 || got[0] != want {
+				t.Errorf("Guance replies = %q, want [%q]", got, want)
+			}
+			if m, _ := h.fs.Message("om_reply1"); len(m.Reactions) != 1 || m.Reactions[0] != "DONE" {
+				t.Errorf("reactions on the message = %v, want [DONE]", m.Reactions)
+			}
+		})
+	}
+}
+
+// quietReplies waits until no reply is queued.
+func (h *harness) quietReplies() {
+	h.t.Helper()
+	waitFor(h.t, 30*time.Second, "an empty reply queue", func() bool {
+		n, err := h.st.CountJobs(context.Background(), queueReplies)
+		return err == nil && n == 0
+	})
+}
+
+// TestRepliesSurviveThrottlingAndRestarts: Guance throttles the bot while 10 thread
+// replies arrive; a SIGTERM restart and a kill just after Guance accepted a reply
+// (before it was recorded) happen in between. All 10 land exactly once.
+func TestRepliesSurviveThrottlingAndRestarts(t *testing.T) {
+	for _, kind := range []string{"embedded", "redis"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, kind, 18, time.Second)
+			h.intake = true
+			h.fs.AddUser("ou_alice", "张三")
+			h.start()
+			h.bootstrapped()
+			issue, card := h.cardedIssue("flapping")
+
+			h.gs.ThrottleFor(3 * time.Second) // three budget windows: "90 s" at this scale
+			send := func(i int) {
+				if _, err := h.fs.DeliverWS(t.Context(), threadReply(h.fs, fmt.Sprintf("om_r%02d", i), card, fmt.Sprintf("update %d", i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := range 5 {
+				send(i)
+			}
+			h.terminate()
+			h.start()
+			for i := 5; i < 10; i++ {
+				send(i)
+			}
+			// Kill right after Guance accepts the next reply, before it is recorded.
+			h.terminate()
+			accepted := make(chan string, 1)
+			var once sync.Once
+			h.start(func(b *Bot) {
+				ctx := h.ctx
+				b.afterReply = func(msgID string) error {
+					hit := false
+					once.Do(func() { hit = true })
+					if !hit {
+						return nil
+					}
+					accepted <- msgID
+					<-ctx.Done()
+					return errors.New("killed")
+				}
+			})
+			select {
+			case <-accepted:
+			case <-time.After(30 * time.Second):
+				t.Fatal("no reply was accepted after throttling ended")
+			}
+			h.kill()
+			h.start()
+			waitFor(t, 30*time.Second, "10 replies", func() bool { return len(h.botReplies(issue)) >= 10 })
+			h.quietReplies()
+			got := h.botReplies(issue)
+			count := map[string]int{}
+			for _, c := range got {
+				count[c]++
+			}
+			for i := range 10 {
+				want := fmt.Sprintf("[飞书] 张三: update %d", i)
+				if count[want] != 1 {
+					t.Errorf("reply %q posted %d times", want, count[want])
+				}
+			}
+			if len(got) != 10 {
+				t.Errorf("%d replies in Guance, want 10: %q", len(got), got)
+			}
+			if h.gs.Throttled() == 0 {
+				t.Error("Guance never throttled; the test did not exercise recovery")
+			}
+		})
+	}
+}
+
+// TestMessagesOutsideThreadsAreIgnored: a message in an unrelated chat or thread that
+// does not mention the bot posts nothing and gets no answer; @bot help answers with a
+// help card; #issue_uuid#text posts to that issue from anywhere.
+func TestMessagesOutsideThreadsAreIgnored(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Second)
+	h.intake = true
+	h.fs.AddUser("ou_alice", "张三")
+	h.fs.AddChat("oc_other")
+	h.start()
+	h.bootstrapped()
+	issue, _ := h.cardedIssue("compat target")
+	bot := feishutest.Mention{Key: "@_user_1", OpenID: h.fs.BotOpenID, Name: h.fs.BotName}
+	events := [][]byte{
+		h.fs.MessageEvent(feishutest.MessageSpec{MessageID: "om_chatter", ChatID: "oc_other", SenderOpenID: "ou_alice", Content: feishutest.TextContent("lunch?")}),
+		h.fs.MessageEvent(feishutest.MessageSpec{MessageID: "om_help", ChatID: "oc_other", SenderOpenID: "ou_alice", Content: feishutest.TextContent("@_user_1 help"), Mentions: []feishutest.Mention{bot}}),
+		h.fs.MessageEvent(feishutest.MessageSpec{MessageID: "om_compat", ChatID: "oc_other", SenderOpenID: "ou_alice",
+			Content: feishutest.TextContent("@_user_1 #" + issue + "#已处理"), Mentions: []feishutest.Mention{bot}}),
+		h.fs.MessageEvent(feishutest.MessageSpec{MessageID: "om_self", ChatID: testChat, SenderOpenID: h.fs.BotOpenID, SenderType: "app", Content: feishutest.TextContent("@_user_1 help"), Mentions: []feishutest.Mention{bot}}),
+	}
+	for _, e := range events {
+		if ack, err := h.fs.DeliverWS(t.Context(), e); err != nil || ack.Code != 200 {
+			t.Fatalf("deliver: %v %v", ack, err)
+		}
+	}
+	waitFor(t, 20*time.Second, "the compat reply", func() bool { return len(h.botReplies(issue)) == 1 })
+	waitFor(t, 10*time.Second, "the help card", func() bool {
+		for _, m := range h.fs.Messages("oc_other") {
+			if m.MsgType == "interactive" && m.ParentID == "om_help" {
+				return true
+			}
+		}
+		return false
+	})
+	h.quietReplies()
+	if got := h.botReplies(issue); len(got) != 1 || got[0] != "[飞书] 张三: 已处理" {
+		t.Errorf("compat replies = %q", got)
+	}
+	for _, m := range h.fs.Messages("oc_other") {
+		if m.ParentID == "om_chatter" {
+			t.Errorf("the bot answered unrelated chatter: %+v", m)
+		}
+	}
+	for _, m := range h.fs.Messages(testChat) {
+		if m.ParentID == "om_self" {
+			t.Errorf("the bot answered its own message")
+		}
+	}
+}
+
+// TestRefusedReplyIsReported: when Guance refuses a reply for good (the issue was
+// deleted), the thread gets a short bilingual note and nothing is retried.
+func TestRefusedReplyIsReported(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Second)
+	h.intake = true
+	h.fs.AddUser("ou_alice", "张三")
+	h.start()
+	h.bootstrapped()
+	issue, card := h.cardedIssue("soon deleted")
+	h.gs.DeleteIssue(issue)
+	if _, err := h.fs.DeliverWS(t.Context(), threadReply(h.fs, "om_late", card, "anyone?")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the note in the thread", func() bool {
+		for _, m := range h.fs.Messages(testChat) {
+			// Inside a thread every reply hangs off the thread's root, the card.
+			if m.RootID == card && m.MsgType == "text" && strings.Contains(m.Content, "Guance Issue") {
+				return true
+			}
+		}
+		return false
+	})
+	h.quietReplies()
+}
