@@ -1,11 +1,12 @@
 # syntax=docker/dockerfile:1
 # Build: docker build -t issuebot .
-FROM golang:1.26-bookworm AS build
+FROM --platform=$BUILDPLATFORM golang:1.26-bookworm AS build
+ARG TARGETOS TARGETARCH
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags="-s -w" -o /out/issuebot . \
+RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath -ldflags="-s -w" -o /out/issuebot . \
  && mkdir -p /out/data
 
 # distroless/static has CA certificates and tzdata, and runs as uid 65532 ("nonroot").

@@ -43,6 +43,7 @@ func run(ctx context.Context, environ []string, stdout io.Writer, listening func
 		guance.WithHTTPClient(&http.Client{Timeout: 30 * time.Second, Transport: metrics.InstrumentGuance(nil)}),
 		guance.WithLimiter(guance.NewWindowLimiter(cfg.GuanceRateLimit, time.Minute)),
 		guance.WithLogger(logger.With("component", "guance")),
+		guance.WithOnThrottle(metrics.GuanceThrottled),
 	)
 	if err != nil {
 		return fmt.Errorf("build guance client: %w", err)
@@ -79,7 +80,8 @@ func run(ctx context.Context, environ []string, stdout io.Writer, listening func
 	if err != nil {
 		return fmt.Errorf("listen on HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 15 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	logger.Info("issuebot started", "http_addr", ln.Addr().String(), "event_mode", cfg.FeishuEventMode, "store", st.Kind())
 	if listening != nil {
 		listening(ln.Addr().String())

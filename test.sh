@@ -28,12 +28,15 @@ if ! redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1; then
 fi
 export REDIS_ADDR="127.0.0.1:$port"
 
-# guance/ and store/ must know nothing of bot/ or the Feishu SDK.
-bad=$(go list -deps ./guance/... ./store/... | grep -E '^issuebot/bot($|/)|larksuite' || true)
-if [ -n "$bad" ]; then
-  echo "test.sh: guance/ or store/ imports: $bad" >&2
-  exit 1
-fi
+# guance/ and store/ know nothing of bot/, the Feishu SDK, or each other.
+for pkg in guance store; do
+  other=store; [ "$pkg" = store ] && other=guance
+  bad=$(go list -deps "./$pkg/..." | grep -E "^issuebot/bot(\$|/)|^issuebot/$other(\$|/)|larksuite" || true)
+  if [ -n "$bad" ]; then
+    echo "test.sh: $pkg/ imports: $bad" >&2
+    exit 1
+  fi
+done
 
 go vet ./...
 go test -race -count=1 "$@" ./...

@@ -16,6 +16,7 @@ type Metrics struct {
 	events          *prometheus.CounterVec
 	eventLag        prometheus.Histogram
 	guanceRequests  *prometheus.CounterVec
+	guanceThrottles prometheus.Counter
 	polls           prometheus.Counter
 	pollDuration    prometheus.Histogram
 	cardsSent       prometheus.Counter
@@ -49,6 +50,10 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 			Name: "issuebot_guance_requests_total",
 			Help: "Requests sent to the Guance OpenAPI, by HTTP status (\"error\" when no answer came). 401 is Guance's throttle answer.",
 		}, []string{"code"}),
+		guanceThrottles: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "issuebot_guance_throttled_total",
+			Help: "Guance answers that throttled the bot (HTTP 401 with a current-limiting errorCode).",
+		}),
 		polls: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "issuebot_polls_total",
 			Help: "Successful polls of Guance for new issues.",
@@ -93,7 +98,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 			Help: "Chat messages waiting to be posted to Guance.",
 		}),
 	}
-	reg.MustRegister(m.events, m.eventLag, m.guanceRequests, m.polls, m.pollDuration,
+	reg.MustRegister(m.events, m.eventLag, m.guanceRequests, m.guanceThrottles, m.polls, m.pollDuration,
 		m.cardsSent, m.cardFailures, m.cardLatency, m.cardsQueued,
 		m.repliesToGuance, m.replyFailures, m.replyLatency, m.repliesQueued,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -114,6 +119,9 @@ func (m *Metrics) observeEvent(typ string, now, emitted time.Time) {
 		m.eventLag.Observe(max(now.Sub(emitted), 0).Seconds())
 	}
 }
+
+// GuanceThrottled counts one throttled Guance answer; pass it to guance.WithOnThrottle.
+func (m *Metrics) GuanceThrottled() { m.guanceThrottles.Inc() }
 
 // InstrumentGuance wraps the transport used for Guance so that every request is
 // counted by status code.

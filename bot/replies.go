@@ -51,6 +51,9 @@ type replyJob struct {
 // writes the store, so the event is acknowledged well inside Feishu's 3 s.
 func (b *Bot) HandleMessage(ctx context.Context, m feishu.Message) error {
 	b.metrics.observeEvent("message", b.now(), m.EventTime)
+	// The intake's context ends at shutdown; a message being taken in is finished.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
 	botID := b.botID()
 	if m.SenderType == "app" || (botID != "" && m.SenderOpenID == botID) {
 		return nil

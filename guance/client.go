@@ -55,6 +55,8 @@ type Client struct {
 	limiter Limiter
 	logger  *slog.Logger
 	now     func() time.Time
+	// onThrottle, when set, is called for every throttled answer (for metrics).
+	onThrottle func()
 }
 
 // Option configures a Client in NewClient.
@@ -77,6 +79,10 @@ func WithHTTPClient(hc *http.Client) Option {
 func WithLimiter(l Limiter) Option {
 	return func(c *Client) { c.limiter = l }
 }
+
+// WithOnThrottle registers f to be called whenever Guance answers with a throttle, so
+// the caller can count them without parsing errors.
+func WithOnThrottle(f func()) Option { return func(c *Client) { c.onThrottle = f } }
 
 // WithLogger sets the logger. Requests are logged at debug level and throttling at warn
 // level; the API key is never logged. A nil logger discards logs (the default).
@@ -278,6 +284,9 @@ func (c *Client) apiError(method, apiPath string, status int, env *envelope, dec
 		until := c.now().Add(penalty)
 		if p, ok := c.limiter.(penalizer); ok {
 			p.Penalize(until)
+		}
+		if c.onThrottle != nil {
+			c.onThrottle()
 		}
 		c.logger.Warn("guance throttled the api key", "method", method, "path", apiPath,
 			"status", status, "error_code", e.Code, "trace_id", e.TraceID, "backoff_until", until)

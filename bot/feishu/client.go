@@ -62,6 +62,7 @@ type Client struct {
 
 type cachedName struct {
 	name    string
+	err     error // a refusal, remembered briefly
 	expires time.Time
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"issuebot/bot/feishu"
 	"issuebot/bot/feishu/feishutest"
@@ -105,6 +106,19 @@ func TestReplyPatchReactNameIdentity(t *testing.T) {
 	}
 }
 
+func TestUserNameRefusalIsCachedBriefly(t *testing.T) {
+	srv := feishutest.NewServer(t)
+	c := newClient(t, srv, &syncBuffer{})
+	for range 3 {
+		if _, err := c.UserName(t.Context(), "ou_stranger"); err == nil {
+			t.Fatal("UserName of an unknown user succeeded")
+		}
+	}
+	if got := srv.UserLookups("ou_stranger"); got != 1 {
+		t.Errorf("lookups of a refused user = %d, want 1", got)
+	}
+}
+
 func TestNonZeroCodeBecomesTypedError(t *testing.T) {
 	srv := feishutest.NewServer(t)
 	c := newClient(t, srv, &syncBuffer{})
@@ -123,6 +137,7 @@ func TestNonZeroCodeBecomesTypedError(t *testing.T) {
 
 func TestChatThrottleIsRetryable(t *testing.T) {
 	srv := feishutest.NewServer(t)
+	srv.RateWindow = time.Minute // the burst must land in one window even on a slow machine
 	srv.AddChat("oc_1")
 	c := newClient(t, srv, &syncBuffer{})
 	var throttled error

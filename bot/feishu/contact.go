@@ -3,8 +3,10 @@ package feishu
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	larkcore "github.com/larksuite/oapi-sdk-go/v3/core"
 	larkcontact "github.com/larksuite/oapi-sdk-go/v3/service/contact/v3"
@@ -18,6 +20,9 @@ func (c *Client) UserName(ctx context.Context, openID string) (string, error) {
 	c.namesMu.Lock()
 	if n, ok := c.names[openID]; ok && c.now().Before(n.expires) {
 		c.namesMu.Unlock()
+		if n.err != nil {
+			return "", n.err
+		}
 		return n.name, nil
 	}
 	c.namesMu.Unlock()
@@ -34,17 +39,41 @@ func (c *Client) UserName(ctx context.Context, openID string) (string, error) {
 		}
 		return resp.ApiResp, resp.Code, resp.Msg, nil
 	})
-	if err != nil {
-		return "", err
+	if err == nil && name == "" {
+		err = &Error{Op: "get user", Msg: "answer carries no name"}
 	}
-	if name == "" {
-		return "", &Error{Op: "get user", Msg: "answer carries no name"}
+	entry := cachedName{name: name, expires: c.now().Add(c.nameTTL)}
+	if err != nil {
+		var fe *Error
+		if !errors.As(err, &fe) || fe.Temporary() {
+			return "", err // transport trouble or throttling: ask again next time
+		}
+		// A refusal (no contact permission, user out of the app's range) will not change
+		// soon: remember it briefly so each message does not ask again.
+		entry = cachedName{err: err, expires: c.now().Add(failedNameTTL)}
 	}
 	c.namesMu.Lock()
-	c.names[openID] = cachedName{name: name, expires: c.now().Add(c.nameTTL)}
+	if len(c.names) >= maxCachedNames {
+		now := c.now()
+		for k, v := range c.names {
+			if !now.Before(v.expires) {
+				delete(c.names, k)
+			}
+		}
+		if len(c.names) >= maxCachedNames {
+			clear(c.names)
+		}
+	}
+	c.names[openID] = entry
 	c.namesMu.Unlock()
-	return name, nil
+	return name, err
 }
+
+// Bounds of the user-name cache.
+const (
+	maxCachedNames = 10000
+	failedNameTTL  = 5 * time.Minute
+)
 
 // BotOpenID returns the bot's own open_id (cached after the first success), used to
 // recognise mentions of the bot and to ignore the bot's own messages.

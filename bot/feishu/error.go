@@ -2,6 +2,7 @@ package feishu
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -104,6 +105,10 @@ func Retryable(ctx context.Context, err error) bool {
 	var fe *Error
 	if errors.As(err, &fe) {
 		return fe.Temporary()
+	}
+	var cert *tls.CertificateVerificationError
+	if errors.As(err, &cert) {
+		return false // a certificate that does not verify will not start to
 	}
 	var (
 		ne   net.Error

@@ -58,9 +58,6 @@ type IntakeConfig struct {
 	Logger *slog.Logger
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
-	// ReconnectAttempts sets how often the long connection retries its very first
-	// connect; 0 keeps the SDK's default (server-controlled, unlimited).
-	ReconnectAttempts int
 }
 
 // Intake receives Feishu events and card callbacks, over the long connection or over

@@ -191,6 +191,7 @@ func TestPatchWindow(t *testing.T) {
 
 func TestChatRateLimit(t *testing.T) {
 	srv := feishutest.NewServer(t)
+	srv.RateWindow = time.Minute
 	srv.AddChat("oc_1")
 	srv.AddChat("oc_2")
 	cli := newClient(srv)
@@ -217,6 +218,7 @@ func TestChatRateLimit(t *testing.T) {
 
 func TestAppRateLimit(t *testing.T) {
 	srv := feishutest.NewServer(t, feishutest.WithRateLimits(0, 0, 3))
+	srv.RateWindow = time.Minute
 	cli := newClient(srv)
 	var last *larkcore.ApiResp
 	for range 4 {
