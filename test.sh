@@ -40,3 +40,6 @@ done
 
 go vet ./...
 go test -race -count=1 "$@" ./...
+# Bounded fuzzing of the parsers that read what people type and what Guance stores.
+go test -run '^$' -fuzz '^FuzzMessageText$' -fuzztime 15s ./bot/
+go test -run '^$' -fuzz '^FuzzPlainText$' -fuzztime 10s ./bot/

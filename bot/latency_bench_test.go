@@ -85,3 +85,53 @@ func runLatency(b *testing.B, interval time.Duration, n int, span time.Duration)
 func containsIssue(content, uuid string) bool {
 	return strings.Contains(content, `"issue":"`+uuid+`"`)
 }
+
+// BenchmarkThreadReplyLatency measures, in real time against the fakes, how fast a
+// thread reply is acknowledged over the long connection and how long it takes to
+// become a Guance reply, at the default POLL_INTERVAL (10s) with the real budget of 18
+// requests per minute shared with the poller. Run it on its own:
+//
+//	go test ./bot -run '^$' -bench ThreadReplyLatency -benchtime 1x
+func BenchmarkThreadReplyLatency(b *testing.B) {
+	for range b.N {
+		h := newHarness(b, "embedded", 18, time.Minute)
+		h.cfg.PollInterval = 10 * time.Second
+		h.intake = true
+		h.fs.AddUser("ou_alice", "张三")
+		h.start()
+		h.bootstrapped()
+		issue, card := h.cardedIssue("latency")
+		var acks, syncs []time.Duration
+		deliver := func(payload []byte) {
+			start := time.Now()
+			ack, err := h.fs.DeliverWS(b.Context(), payload)
+			if err != nil || ack.Code != 200 {
+				b.Fatalf("deliver: %v %v", ack, err)
+			}
+			acks = append(acks, time.Since(start))
+		}
+		const n = 12
+		for i := range n {
+			payload := threadReply(h.fs, fmt.Sprintf("om_lat%02d", i), card, fmt.Sprintf("status %d", i))
+			start := time.Now()
+			deliver(payload)
+			waitFor(b, time.Minute, "the Guance reply", func() bool { return len(h.botReplies(issue)) == i+1 })
+			syncs = append(syncs, time.Since(start))
+			for range 8 { // redeliveries: the dedupe path
+				deliver(threadReply(h.fs, fmt.Sprintf("om_lat%02d", i), card, fmt.Sprintf("status %d", i)))
+			}
+			time.Sleep(4 * time.Second) // people do not reply every instant
+		}
+		slices.Sort(acks)
+		slices.Sort(syncs)
+		pct := func(d []time.Duration, p float64) time.Duration { return d[min(len(d)-1, int(p*float64(len(d))))] }
+		b.ReportMetric(float64(pct(acks, 0.5).Microseconds())/1000, "ack-p50-ms")
+		b.ReportMetric(float64(pct(acks, 0.99).Microseconds())/1000, "ack-p99-ms")
+		b.ReportMetric(pct(syncs, 0.5).Seconds(), "reply-p50-s")
+		b.ReportMetric(pct(syncs, 0.99).Seconds(), "reply-p99-s")
+		b.ReportMetric(float64(h.gs.Throttled()), "throttled")
+		if got := len(h.botReplies(issue)); got != n {
+			b.Fatalf("%d replies in Guance, want %d", got, n)
+		}
+	}
+}
