@@ -86,6 +86,9 @@ type Config struct {
 	// ChatSendInterval spaces messages into one chat (Feishu allows 5 per second per
 	// chat, shared by all bots); 0 means 250 ms.
 	ChatSendInterval time.Duration
+	// RetryBase is the first delay before a failed card or reply is tried again; it
+	// doubles per attempt (with jitter). 0 means 1 s.
+	RetryBase time.Duration
 	// Location is the time zone cards show times in; nil means time.Local.
 	Location *time.Location
 	// InstanceID names this replica in the poller lease; "" means random.
@@ -149,6 +152,9 @@ func New(cfg Config, fs Messenger, gc Tracker, st State, metrics *Metrics, logge
 	}
 	if cfg.ChatSendInterval <= 0 {
 		cfg.ChatSendInterval = 250 * time.Millisecond
+	}
+	if cfg.RetryBase <= 0 {
+		cfg.RetryBase = time.Second
 	}
 	if cfg.Location == nil {
 		cfg.Location = time.Local

@@ -227,7 +227,7 @@ func (b *Bot) reschedule(ctx context.Context, j store.Job, p cardJob, cause erro
 	j.Attempts++
 	var delay time.Duration
 	if feishu.Retryable(ctx, cause) {
-		delay = newBackoff(time.Second, 5*time.Minute).after(j.Attempts)
+		delay = newBackoff(b.cfg.RetryBase, 5*time.Minute).after(j.Attempts)
 		delay = max(delay, feishu.RetryAfter(cause))
 	} else {
 		delay = 10 * time.Minute

@@ -295,7 +295,7 @@ func (b *Bot) rescheduleReply(ctx context.Context, j store.Job, p replyJob, caus
 		return fmt.Errorf("encode reply job %s: %w", j.ID, err)
 	}
 	j.Payload = payload
-	j.NotBefore = b.now().Add(newBackoff(time.Second, 2*time.Minute).after(j.Attempts))
+	j.NotBefore = b.now().Add(newBackoff(b.cfg.RetryBase, 2*time.Minute).after(j.Attempts))
 	if err := b.state.PutJob(ctx, queueReplies, j); err != nil {
 		return fmt.Errorf("reschedule reply %s after %v: %w", j.ID, cause, err)
 	}

@@ -133,6 +133,13 @@ func TestThreadReplyReachesGuanceOnce(t *testing.T) {
 			if m, _ := h.fs.Message("om_reply1"); len(m.Reactions) != 1 || m.Reactions[0] != "DONE" {
 				t.Errorf("reactions on the message = %v, want [DONE]", m.Reactions)
 			}
+			for _, r := range h.gs.Replies(issue) {
+				if r.Creator == h.gs.KeyID && r.Type == "reply" {
+					if own, err := h.st.IsOwnReply(context.Background(), r.UUID); err != nil || !own {
+						t.Errorf("reply %s not recorded as the bot's own (%v, %v)", r.UUID, own, err)
+					}
+				}
+			}
 		})
 	}
 }
@@ -293,4 +300,40 @@ func TestRefusedReplyIsReported(t *testing.T) {
 		return false
 	})
 	h.quietReplies()
+}
+
+// TestUnreachableGuanceIsReportedOnceAndRetried: while Guance is down the reply keeps
+// being retried; after a few attempts the thread gets one bilingual note; when Guance
+// is back the reply lands once.
+func TestUnreachableGuanceIsReportedOnceAndRetried(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Second)
+	h.cfg.RetryBase = 10 * time.Millisecond
+	h.intake = true
+	h.fs.AddUser("ou_alice", "张三")
+	h.start()
+	h.bootstrapped()
+	issue, card := h.cardedIssue("guance outage")
+	h.gs.Down(true)
+	if _, err := h.fs.DeliverWS(t.Context(), threadReply(h.fs, "om_wait", card, "still there?")); err != nil {
+		t.Fatal(err)
+	}
+	notes := func() int {
+		n := 0
+		for _, m := range h.fs.Messages(testChat) {
+			if m.RootID == card && m.MsgType == "text" && strings.Contains(m.Content, "unavailable") {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, 20*time.Second, "the delay note", func() bool { return notes() == 1 })
+	h.gs.Down(false)
+	waitFor(t, 20*time.Second, "the reply", func() bool { return len(h.botReplies(issue)) == 1 })
+	h.quietReplies()
+	if got := notes(); got != 1 {
+		t.Errorf("delay notes = %d, want 1", got)
+	}
+	if got := h.botReplies(issue); len(got) != 1 || got[0] != "[飞书] 张三: still there?" {
+		t.Errorf("replies = %q", got)
+	}
 }
