@@ -61,6 +61,7 @@ type State interface {
 	IssueByMessage(ctx context.Context, messageOrThreadID string) (store.Issue, error)
 	LinkThread(ctx context.Context, threadID, issueUUID string) error
 	AddOwnReply(ctx context.Context, issueUUID, replyUUID string) error
+	IsOwnReply(ctx context.Context, replyUUID string) (bool, error)
 }
 
 // Config holds the bot's settings (a subset of the process configuration).

@@ -85,10 +85,11 @@ func cardUUID(issueUUID, chatID string) string {
 // or is throttled never holds up another. On shutdown it lets the card in hand finish.
 func (b *Bot) runDelivery(ctx context.Context) {
 	var (
-		mu   sync.Mutex
-		busy = map[string]bool{}
-		wg   sync.WaitGroup
-		sem  = make(chan struct{}, maxChatsInFlight)
+		mu     sync.Mutex
+		busy   = map[string]bool{}
+		nextAt = map[string]time.Time{} // a chat sends again no earlier than this
+		wg     sync.WaitGroup
+		sem    = make(chan struct{}, maxChatsInFlight)
 	)
 	defer wg.Wait()
 	tick := time.NewTicker(time.Second)
@@ -115,11 +116,12 @@ func (b *Bot) runDelivery(ctx context.Context) {
 		sort.Strings(chats)
 		for _, chat := range chats {
 			mu.Lock()
-			if busy[chat] {
+			if busy[chat] || b.now().Before(nextAt[chat]) {
 				mu.Unlock()
 				continue
 			}
 			busy[chat] = true
+			delete(nextAt, chat)
 			mu.Unlock()
 			select {
 			case sem <- struct{}{}:
@@ -130,9 +132,10 @@ func (b *Bot) runDelivery(ctx context.Context) {
 			go func(chat string, jobs []store.Job) {
 				defer wg.Done()
 				defer func() { <-sem }()
-				b.deliverChat(ctx, chat, jobs)
+				next := b.deliverChat(ctx, chat, jobs)
 				mu.Lock()
 				delete(busy, chat)
+				nextAt[chat] = next
 				mu.Unlock()
 				b.kickDelivery() // more may have become due meanwhile
 			}(chat, byChat[chat])
@@ -149,25 +152,41 @@ func (b *Bot) runDelivery(ctx context.Context) {
 	}
 }
 
-// deliverChat sends one chat's due cards in order, pacing them. It stops at the first
-// failure: the failed job is rescheduled and the rest wait for the next pass, so a
-// throttled chat is not hammered.
-func (b *Bot) deliverChat(ctx context.Context, chat string, jobs []store.Job) {
+// deliverChat sends one chat's due cards in order, pacing them, and returns when the
+// chat may send again. It stops at the first failure: the failed job is rescheduled,
+// and the whole chat waits as long as that job does (a throttled or broken chat is
+// not hammered, and its cards keep their order).
+func (b *Bot) deliverChat(ctx context.Context, chat string, jobs []store.Job) time.Time {
 	for i, j := range jobs {
 		if i > 0 && !sleepCtx(ctx, b.cfg.ChatSendInterval) {
-			return
+			break
 		}
 		if ctx.Err() != nil {
-			return
+			break
 		}
-		if err := b.deliverCard(ctx, j); err != nil {
+		err := b.withWorkClaim(ctx, "card:"+j.ID, func() error { return b.deliverCard(ctx, j) })
+		if err != nil {
 			if !errors.Is(err, errAbandoned) {
 				b.logger.Warn("card not delivered yet", "chat_id", chat, "issue_uuid", j.ID, "err", err)
 			}
-			return
+			var later *retryLater
+			if errors.As(err, &later) {
+				return later.at
+			}
+			return b.now().Add(b.cfg.ChatSendInterval)
 		}
 	}
+	return b.now().Add(b.cfg.ChatSendInterval)
 }
+
+// retryLater is a failure whose job was rescheduled for at.
+type retryLater struct {
+	cause error
+	at    time.Time
+}
+
+func (e *retryLater) Error() string { return e.cause.Error() }
+func (e *retryLater) Unwrap() error { return e.cause }
 
 // deliverCard posts one queued card, records it, and removes the job — in that order.
 // Once a card is being sent it is finished even if shutdown begins (bounded by a
@@ -191,7 +210,14 @@ func (b *Bot) deliverCard(ctx context.Context, j store.Job) error {
 		return b.reschedule(wctx, j, p, fmt.Errorf("render card: %w", err))
 	}
 	if p.FirstTry.IsZero() {
+		// Written ahead of the send, so that a restart knows how old the first try is.
 		p.FirstTry = b.now()
+		if payload, err := json.Marshal(p); err == nil {
+			j.Payload = payload
+			if err := b.state.PutJob(wctx, queueCards, j); err != nil {
+				return fmt.Errorf("save card job %s: %w", j.ID, err)
+			}
+		}
 	} else if b.now().Sub(p.FirstTry) > 55*time.Minute {
 		b.logger.Warn("retrying a card after Feishu's one-hour dedupe window; a lost earlier answer could show as a second card",
 			"issue_uuid", is.UUID, "chat_id", p.ChatID)
@@ -242,7 +268,7 @@ func (b *Bot) reschedule(ctx context.Context, j store.Job, p cardJob, cause erro
 	if err := b.state.PutJob(ctx, queueCards, j); err != nil {
 		return fmt.Errorf("reschedule card job %s after %v: %w", j.ID, cause, err)
 	}
-	return cause
+	return &retryLater{cause: cause, at: j.NotBefore}
 }
 
 // cardData gathers what the card of is shows.

@@ -166,6 +166,10 @@ func TestFailingChatDoesNotBlockOthers(t *testing.T) {
 	done := make(chan struct{})
 	go func() { b.runDelivery(dctx); close(done) }()
 	waitFor(t, 10*time.Second, "the healthy chat's card", func() bool { return h.cardsFor(fine.UUID) == 1 })
+	waitFor(t, 10*time.Second, "the failed card rescheduled", func() bool {
+		jobs, err := h.st.DueJobs(ctx, queueCards, time.Now().Add(time.Hour), 10)
+		return err == nil && len(jobs) == 1 && jobs[0].Attempts == 1
+	})
 	cancel()
 	<-done
 	jobs, err := h.st.DueJobs(ctx, queueCards, time.Now().Add(time.Hour), 10)

@@ -28,6 +28,12 @@ const skewMargin = time.Minute
 // trying to take the lease otherwise. Only one replica polls at a time.
 func (b *Bot) runLeader(ctx context.Context) error {
 	ttl := max(3*b.pollEvery(), 30*time.Second)
+	if b.state.Kind() == "embedded" {
+		// The embedded store's file lock already admits one process; a lease would only
+		// make a restarted process wait for its predecessor's lease to expire.
+		b.lead(ctx, 0)
+		return nil
+	}
 	for {
 		ok, err := b.state.AcquireLease(ctx, leasePoller, b.cfg.InstanceID, ttl)
 		if err != nil && ctx.Err() == nil {
@@ -50,25 +56,36 @@ func (b *Bot) runLeader(ctx context.Context) error {
 	}
 }
 
-// lead runs the poller, card delivery and reply posting until ctx ends or the lease is lost.
+// lead runs the poller, card delivery and reply posting until ctx ends or the lease is
+// lost; ttl 0 means there is no lease to renew.
 func (b *Bot) lead(ctx context.Context, ttl time.Duration) {
 	lctx, lost := context.WithCancel(ctx)
 	defer lost()
 	g, gctx := errgroup.WithContext(lctx)
-	g.Go(func() error {
-		// Renew the lease well before it expires.
-		for sleepCtx(gctx, ttl/3) {
-			ok, err := b.state.AcquireLease(gctx, leasePoller, b.cfg.InstanceID, ttl)
-			if err == nil && !ok {
-				lost()
-				return nil
+	if ttl > 0 {
+		g.Go(func() error {
+			// Renew the lease well before it expires. A replica that cannot renew for
+			// two thirds of the lease stops leading: another may have taken over.
+			renewed := b.now()
+			for sleepCtx(gctx, ttl/3) {
+				ok, err := b.state.AcquireLease(gctx, leasePoller, b.cfg.InstanceID, ttl)
+				switch {
+				case err == nil && !ok:
+					lost()
+					return nil
+				case err == nil:
+					renewed = b.now()
+				case gctx.Err() == nil:
+					b.logger.Warn("renew poller lease", "err", err)
+					if b.now().Sub(renewed) > ttl*2/3 {
+						lost()
+						return nil
+					}
+				}
 			}
-			if err != nil && gctx.Err() == nil {
-				b.logger.Warn("renew poller lease", "err", err)
-			}
-		}
-		return nil
-	})
+			return nil
+		})
+	}
 	g.Go(func() error { b.runDelivery(gctx); return nil })
 	g.Go(func() error { b.runReplies(gctx); return nil })
 	g.Go(func() error {
@@ -151,6 +168,12 @@ func (b *Bot) pollOnce(ctx context.Context) error {
 	for _, is := range issues {
 		maxCreate = max(maxCreate, is.CreateAt.Unix())
 		if is.Deleted() || is.UUID == "" {
+			continue
+		}
+		if cursor > 0 && is.CreateAt.Unix() < cursor-int64(b.cfg.Overlap/time.Second) {
+			// Older than every window since the cursor: an earlier poll judged it (its seen
+			// mark may have expired since). It shows up only if the window filters on
+			// something other than createAt.
 			continue
 		}
 		seen, err := b.state.IssueSeen(ctx, is.UUID)

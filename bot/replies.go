@@ -38,9 +38,12 @@ type replyJob struct {
 	Received     time.Time `json:"received"`
 	// Content is the final reply text, fixed at the first attempt.
 	Content string `json:"content,omitempty"`
-	// Attempted is set before each reply/create: if the process dies before the
-	// answer is recorded, the next attempt first looks for the reply in Guance.
-	Attempted bool `json:"attempted,omitempty"`
+	// Attempted is set (with AttemptedAt) before reply/create, and cleared when Guance
+	// answered that it did not create the reply: while set, the outcome of an earlier
+	// attempt is unknown (a crash, a timeout, a 5xx), and the next attempt first looks
+	// for the reply in Guance.
+	Attempted   bool      `json:"attempted,omitempty"`
+	AttemptedAt time.Time `json:"attempted_at,omitzero"`
 	// Notified is set once the chat was told the reply is delayed.
 	Notified bool `json:"notified,omitempty"`
 }
@@ -172,7 +175,7 @@ func (b *Bot) runReplies(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			if err := b.postReply(ctx, j); err != nil && !errors.Is(err, errAbandoned) {
+			if err := b.withWorkClaim(ctx, "reply:"+j.ID, func() error { return b.postReply(ctx, j) }); err != nil && !errors.Is(err, errAbandoned) {
 				b.logger.Warn("reply not posted yet", "message_id", j.ID, "err", err)
 			}
 		}
@@ -209,24 +212,32 @@ func (b *Bot) postReply(ctx context.Context, j store.Job) error {
 		} else if r != "" {
 			return b.replyDone(wctx, j, p, r)
 		}
+	} else {
+		p.Attempted, p.AttemptedAt = true, b.now()
 	}
-	p.Attempted = true
 	if err := b.saveReplyJob(wctx, j, p); err != nil {
 		return err
 	}
 	r, err := b.guance.CreateReply(gctx, p.IssueUUID, p.Content)
 	if err != nil {
-		if guance.Retryable(err) {
-			return b.rescheduleReply(wctx, j, p, err)
+		var ge *guance.Error
+		answered := errors.As(err, &ge)
+		if answered && !ge.Temporary() && !errors.Is(err, guance.ErrBadKey) {
+			// Guance said no for a reason a retry will not change.
+			b.metrics.replyFailures.Inc()
+			b.logger.Error("Guance refused a reply", "issue_uuid", p.IssueUUID, "message_id", p.MessageID, "err", err)
+			notice := noticeRefused
+			if errors.Is(err, guance.ErrNotFound) {
+				notice = noticeNoIssue
+			}
+			b.notify(wctx, p.MessageID, notice)
+			return b.state.DeleteJob(wctx, queueReplies, j.ID)
 		}
-		b.metrics.replyFailures.Inc()
-		b.logger.Error("Guance refused a reply", "issue_uuid", p.IssueUUID, "message_id", p.MessageID, "err", err)
-		notice := noticeRefused
-		if errors.Is(err, guance.ErrNotFound) {
-			notice = noticeNoIssue
+		if answered && ge.StatusCode < 500 {
+			// A throttle or a refused key: Guance did not create the reply.
+			p.Attempted, p.AttemptedAt = false, time.Time{}
 		}
-		b.notify(wctx, p.MessageID, notice)
-		return b.state.DeleteJob(wctx, queueReplies, j.ID)
+		return b.rescheduleReply(wctx, j, p, err)
 	}
 	if b.afterReply != nil {
 		if err := b.afterReply(p.MessageID); err != nil {
@@ -263,7 +274,17 @@ func (b *Bot) findOwnReply(ctx context.Context, p replyJob) (string, error) {
 		return "", fmt.Errorf("look for an earlier attempt: %w", err)
 	}
 	for _, r := range replies {
-		if r.ByAPIKey() && r.Content == p.Content {
+		// The bot's key, the same text, written no earlier than the first unanswered
+		// attempt (a minute of clock skew allowed), and not already claimed by another
+		// message: two identical messages must make two replies.
+		if !r.ByAPIKey() || r.Content != p.Content || r.CreateAt.Unix() < p.AttemptedAt.Add(-time.Minute).Unix() {
+			continue
+		}
+		own, err := b.state.IsOwnReply(ctx, r.UUID)
+		if err != nil {
+			return "", fmt.Errorf("check reply %s: %w", r.UUID, err)
+		}
+		if !own {
 			return r.UUID, nil
 		}
 	}
@@ -295,7 +316,13 @@ func (b *Bot) rescheduleReply(ctx context.Context, j store.Job, p replyJob, caus
 		return fmt.Errorf("encode reply job %s: %w", j.ID, err)
 	}
 	j.Payload = payload
-	j.NotBefore = b.now().Add(newBackoff(b.cfg.RetryBase, 2*time.Minute).after(j.Attempts))
+	delay := newBackoff(b.cfg.RetryBase, 2*time.Minute).after(j.Attempts)
+	if errors.Is(cause, guance.ErrBadKey) {
+		// Someone has to fix GUANCE_API_KEY; keep the reply until then.
+		delay = 10 * time.Minute
+		b.logger.Error("Guance refused GUANCE_API_KEY; the reply waits until it is fixed", "message_id", p.MessageID, "err", cause)
+	}
+	j.NotBefore = b.now().Add(delay)
 	if err := b.state.PutJob(ctx, queueReplies, j); err != nil {
 		return fmt.Errorf("reschedule reply %s after %v: %w", j.ID, cause, err)
 	}
@@ -331,4 +358,25 @@ func replyContent(author, text string) string {
 func feedbackUUID(messageID, kind string) string {
 	sum := sha256.Sum256([]byte(messageID + "\x00" + kind))
 	return "ibf-" + hex.EncodeToString(sum[:])[:40]
+}
+
+// workClaimTTL outlasts the longest single job (the 60 s reply deadline).
+const workClaimTTL = 2 * time.Minute
+
+// withWorkClaim runs fn unless another replica is working on the same job: during a
+// lease handover the old leader may still be finishing it.
+func (b *Bot) withWorkClaim(ctx context.Context, key string, fn func() error) error {
+	ok, err := b.state.Claim(ctx, "work:"+key, workClaimTTL)
+	if err != nil {
+		return fmt.Errorf("claim work %s: %w", key, err)
+	}
+	if !ok {
+		return nil
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = b.state.Release(rctx, "work:"+key)
+	}()
+	return fn()
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -169,8 +171,18 @@ func TestRepliesSurviveThrottlingAndRestarts(t *testing.T) {
 
 			h.gs.ThrottleFor(3 * time.Second) // three budget windows: "90 s" at this scale
 			send := func(i int) {
-				if _, err := h.fs.DeliverWS(t.Context(), threadReply(h.fs, fmt.Sprintf("om_r%02d", i), card, fmt.Sprintf("update %d", i))); err != nil {
-					t.Fatal(err)
+				// Feishu delivers again (new event id) until the bot acks with 200.
+				for try := 0; ; try++ {
+					ack, err := h.fs.DeliverWS(t.Context(), threadReply(h.fs, fmt.Sprintf("om_r%02d", i), card, fmt.Sprintf("update %d", i)))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if ack.Code == 200 {
+						return
+					}
+					if try == 5 {
+						t.Fatalf("message %d never acked: %d", i, ack.Code)
+					}
 				}
 			}
 			for i := range 5 {
@@ -262,6 +274,7 @@ func TestMessagesOutsideThreadsAreIgnored(t *testing.T) {
 		return false
 	})
 	h.quietReplies()
+	h.bot.bg.Wait()
 	if got := h.botReplies(issue); len(got) != 1 || got[0] != "[飞书] 张三: 已处理" {
 		t.Errorf("compat replies = %q", got)
 	}
@@ -335,5 +348,42 @@ func TestUnreachableGuanceIsReportedOnceAndRetried(t *testing.T) {
 	}
 	if got := h.botReplies(issue); len(got) != 1 || got[0] != "[飞书] 张三: still there?" {
 		t.Errorf("replies = %q", got)
+	}
+}
+
+// TestIdenticalMessagesMakeTwoReplies: two messages with the same text are two
+// replies, even when the second's first attempt fails in a way that leaves its outcome
+// unknown (the recovery must not adopt the first message's reply).
+func TestIdenticalMessagesMakeTwoReplies(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Second)
+	h.cfg.RetryBase = 10 * time.Millisecond
+	h.intake = true
+	h.fs.AddUser("ou_alice", "张三")
+	h.start()
+	h.bootstrapped()
+	issue, card := h.cardedIssue("ack twice")
+	if _, err := h.fs.DeliverWS(t.Context(), threadReply(h.fs, "om_ack1", card, "收到")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the first reply", func() bool { return len(h.botReplies(issue)) == 1 })
+	h.quietReplies()
+	// The next reply/create fails with a 5xx: whether Guance created it is unknown.
+	var failed atomic.Bool
+	h.gs.Fail = func(r *http.Request) (int, string, bool) {
+		if strings.HasSuffix(r.URL.Path, "/issue/reply/create") && failed.CompareAndSwap(false, true) {
+			return 503, `{"code":503,"content":null,"errorCode":"InternalError","message":"busy","success":false,"traceId":"t"}`, true
+		}
+		return 0, "", false
+	}
+	if _, err := h.fs.DeliverWS(t.Context(), threadReply(h.fs, "om_ack2", card, "收到")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the second reply", func() bool { return len(h.botReplies(issue)) == 2 })
+	h.quietReplies()
+	if got := h.botReplies(issue); len(got) != 2 {
+		t.Errorf("replies = %q, want two", got)
+	}
+	if !failed.Load() {
+		t.Error("the second reply never met the 5xx; the test did not exercise recovery")
 	}
 }

@@ -193,9 +193,9 @@ func (t *transport) Do(r *http.Request) (*http.Response, error) {
 // sdkLogger forwards the SDK's logs to slog.
 type sdkLogger struct{ l *slog.Logger }
 
-func (s sdkLogger) Debug(ctx context.Context, args ...interface{}) {
-	s.l.DebugContext(ctx, fmt.Sprint(args...))
-}
+// Debug drops the SDK's debug lines: they carry whole event payloads, verification
+// token included.
+func (s sdkLogger) Debug(context.Context, ...interface{}) {}
 func (s sdkLogger) Info(ctx context.Context, args ...interface{}) {
 	s.l.InfoContext(ctx, fmt.Sprint(args...))
 }
