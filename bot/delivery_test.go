@@ -202,3 +202,26 @@ func TestThrottledPollBacksOff(t *testing.T) {
 func guanceQueryAll() guance.IssueQuery {
 	return guance.IssueQuery{ChannelUUID: guancetest.DefaultChannelUUID}
 }
+
+// TestFirstStartDuringOutage: when Guance is unreachable at the very first start,
+// issues created during the outage are new (carded), those from before are not.
+func TestFirstStartDuringOutage(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Second)
+	before := h.gs.AddIssue(guancetest.IssueSpec{Name: "before the bot", CreateAt: time.Now().Add(-10 * time.Minute)})
+	h.gs.Down(true)
+	h.start()
+	waitFor(t, 10*time.Second, "the first attempt", func() bool {
+		v, err := h.st.Cursor(context.Background(), cursorFirstTry)
+		return err == nil && v > 0
+	})
+	during := h.gs.AddIssue(guancetest.IssueSpec{Name: "during the outage"})
+	// Let the outage outlast 3 poll intervals and the createAt second by a margin.
+	deadline := time.Now().Add(2500 * time.Millisecond)
+	waitFor(t, 5*time.Second, "the outage to go on", func() bool { return time.Now().After(deadline) })
+	h.gs.Down(false)
+	waitFor(t, 20*time.Second, "the outage issue's card", func() bool { return h.cardsFor(during.UUID) == 1 })
+	h.quiet(2)
+	if got := h.cardsFor(before.UUID); got != 0 {
+		t.Errorf("issue from before the first start got %d cards", got)
+	}
+}

@@ -17,6 +17,7 @@ import (
 const (
 	cursorNewIssues = "issues.createAt"     // newest server createAt seen (unix s)
 	cursorBootstrap = "issues.bootstrapped" // 1 once the first poll has run
+	cursorFirstTry  = "issues.firstStart"   // unix s of the first poll attempt ever
 	leasePoller     = "poller"
 )
 
@@ -131,10 +132,6 @@ func (b *Bot) pollOnce(ctx context.Context) error {
 	defer func() { b.metrics.pollDuration.Observe(b.now().Sub(started).Seconds()) }()
 	ctx = guance.WithPriority(ctx, guance.PriorityLow)
 
-	channel, err := b.watchedChannel(ctx)
-	if err != nil {
-		return err
-	}
 	cursor, err := b.state.Cursor(ctx, cursorNewIssues)
 	if err != nil {
 		return fmt.Errorf("read poll cursor: %w", err)
@@ -143,7 +140,25 @@ func (b *Bot) pollOnce(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read bootstrap mark: %w", err)
 	}
+	if cursor > 0 {
+		booted = 1 // a crash between the two marks must not turn new issues into old ones
+	}
 	now := b.now()
+	// What "already existed" at first start is judged against the first attempt, not the
+	// first success: issues created while Guance was unreachable are new.
+	firstTry, err := b.state.Cursor(ctx, cursorFirstTry)
+	if err != nil {
+		return fmt.Errorf("read first start: %w", err)
+	}
+	if booted == 0 && firstTry == 0 {
+		if firstTry, err = b.state.AdvanceCursor(ctx, cursorFirstTry, now.Unix()); err != nil {
+			return fmt.Errorf("record first start: %w", err)
+		}
+	}
+	channel, err := b.watchedChannel(ctx)
+	if err != nil {
+		return err
+	}
 	start := now.Add(-b.cfg.FirstLookback)
 	if cursor > 0 {
 		start = time.Unix(cursor, 0).Add(-b.cfg.Overlap)
@@ -161,7 +176,7 @@ func (b *Bot) pollOnce(ctx context.Context) error {
 
 	// On the very first poll, what already exists is marked seen rather than carded
 	// (no flood), except issues young enough that someone may still be acting on them.
-	youngSince := now.Add(-3 * b.cfg.PollInterval).Unix()
+	youngSince := time.Unix(firstTry, 0).Add(-3 * b.cfg.PollInterval).Unix()
 	maxCreate := cursor
 	var old []string
 	queued := 0
