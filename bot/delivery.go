@@ -31,8 +31,6 @@ const maxChatsInFlight = 8
 type cardJob struct {
 	Issue  guance.Issue `json:"issue"`
 	ChatID string       `json:"chat_id"`
-	// Queued is when the poller found the issue, for the latency metric.
-	Queued time.Time `json:"queued"`
 	// FirstTry is when the card was first sent; Feishu's uuid dedupe lasts an hour.
 	FirstTry time.Time `json:"first_try,omitzero"`
 }
@@ -50,7 +48,7 @@ func (b *Bot) queueCard(ctx context.Context, is guance.Issue) error {
 	if chat == "" {
 		b.logger.Warn("new issue has no chat to go to; set FEISHU_CHAT_ID", "issue_uuid", is.UUID)
 	} else {
-		payload, err := json.Marshal(cardJob{Issue: is, ChatID: chat, Queued: b.now()})
+		payload, err := json.Marshal(cardJob{Issue: is, ChatID: chat})
 		if err != nil {
 			return fmt.Errorf("encode card job %s: %w", is.UUID, err)
 		}

@@ -293,52 +293,33 @@ func TestMessagesOutsideThreadsAreIgnored(t *testing.T) {
 // TestRefusedReplyIsReported: when Guance refuses a reply for good (the issue was
 // deleted), the thread gets a short bilingual note and nothing is retried.
 func TestRefusedReplyIsReported(t *testing.T) {
-	h := newHarness(t, "embedded", 18, time.Second)
-	h.intake = true
-	h.fs.AddUser("ou_alice", "张三")
-	h.start()
-	h.bootstrapped()
+	h := startReplyHarness(t, nil)
 	issue, card := h.cardedIssue("soon deleted")
 	h.gs.DeleteIssue(issue)
 	if _, err := h.fs.DeliverWS(t.Context(), threadReply(h.fs, "om_late", card, "anyone?")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the note in the thread", func() bool {
-		for _, m := range h.fs.Messages(testChat) {
-			// Inside a thread every reply hangs off the thread's root, the card.
-			if m.RootID == card && m.MsgType == "text" && strings.Contains(m.Content, "Guance Issue") {
-				return true
-			}
-		}
-		return false
-	})
+	waitFor(t, 20*time.Second, "the note in the thread", func() bool { return h.threadNotes(card, "Guance Issue") == 1 })
 	h.quietReplies()
+	if got := h.threadNotes(card, "Guance Issue"); got != 1 {
+		t.Errorf("refusal notes = %d, want 1", got)
+	}
+	if got := h.botReplies(issue); len(got) != 0 {
+		t.Errorf("a refused reply was posted after all: %q", got)
+	}
 }
 
 // TestUnreachableGuanceIsReportedOnceAndRetried: while Guance is down the reply keeps
 // being retried; after a few attempts the thread gets one bilingual note; when Guance
 // is back the reply lands once.
 func TestUnreachableGuanceIsReportedOnceAndRetried(t *testing.T) {
-	h := newHarness(t, "embedded", 18, time.Second)
-	h.cfg.RetryBase = 10 * time.Millisecond
-	h.intake = true
-	h.fs.AddUser("ou_alice", "张三")
-	h.start()
-	h.bootstrapped()
+	h := startReplyHarness(t, func(h *harness) { h.cfg.RetryBase = 10 * time.Millisecond })
 	issue, card := h.cardedIssue("guance outage")
 	h.gs.Down(true)
 	if _, err := h.fs.DeliverWS(t.Context(), threadReply(h.fs, "om_wait", card, "still there?")); err != nil {
 		t.Fatal(err)
 	}
-	notes := func() int {
-		n := 0
-		for _, m := range h.fs.Messages(testChat) {
-			if m.RootID == card && m.MsgType == "text" && strings.Contains(m.Content, "unavailable") {
-				n++
-			}
-		}
-		return n
-	}
+	notes := func() int { return h.threadNotes(card, "unavailable") }
 	waitFor(t, 20*time.Second, "the delay note", func() bool { return notes() == 1 })
 	h.gs.Down(false)
 	waitFor(t, 20*time.Second, "the reply", func() bool { return len(h.botReplies(issue)) == 1 })
@@ -355,12 +336,7 @@ func TestUnreachableGuanceIsReportedOnceAndRetried(t *testing.T) {
 // replies, even when the second's first attempt fails in a way that leaves its outcome
 // unknown (the recovery must not adopt the first message's reply).
 func TestIdenticalMessagesMakeTwoReplies(t *testing.T) {
-	h := newHarness(t, "embedded", 18, time.Second)
-	h.cfg.RetryBase = 10 * time.Millisecond
-	h.intake = true
-	h.fs.AddUser("ou_alice", "张三")
-	h.start()
-	h.bootstrapped()
+	h := startReplyHarness(t, func(h *harness) { h.cfg.RetryBase = 10 * time.Millisecond })
 	issue, card := h.cardedIssue("ack twice")
 	if _, err := h.fs.DeliverWS(t.Context(), threadReply(h.fs, "om_ack1", card, "收到")); err != nil {
 		t.Fatal(err)
@@ -386,4 +362,31 @@ func TestIdenticalMessagesMakeTwoReplies(t *testing.T) {
 	if !failed.Load() {
 		t.Error("the second reply never met the 5xx; the test did not exercise recovery")
 	}
+}
+
+// startReplyHarness starts a bot with a long-connection intake on the embedded store,
+// after setup adjusts the harness, and waits for its first poll.
+func startReplyHarness(t *testing.T, setup func(*harness)) *harness {
+	t.Helper()
+	h := newHarness(t, "embedded", 18, time.Second)
+	h.intake = true
+	h.fs.AddUser("ou_alice", "张三")
+	if setup != nil {
+		setup(h)
+	}
+	h.start()
+	h.bootstrapped()
+	return h
+}
+
+// threadNotes counts the bot's text messages in a card's thread that contain substr.
+// Inside a thread every reply hangs off the thread's root, the card.
+func (h *harness) threadNotes(card, substr string) int {
+	n := 0
+	for _, m := range h.fs.Messages(testChat) {
+		if m.RootID == card && m.MsgType == "text" && strings.Contains(m.Content, substr) {
+			n++
+		}
+	}
+	return n
 }
