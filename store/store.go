@@ -40,6 +40,7 @@ package store
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -70,6 +71,27 @@ type Issue struct {
 	SyncedReplies int       `json:"synced_replies"`
 	SentAt        time.Time `json:"sent_at"`       // when the current card was sent (14-day patch window)
 	LastActivity  time.Time `json:"last_activity"` // last chat activity in its thread
+
+	// CreateAt is the issue's Guance createAt (unix s); 0 in records written before it was kept.
+	CreateAt int64 `json:"create_at,omitempty"`
+	// Snapshot is the issue as last seen in Guance, opaque to the store (the bot re-renders the card from
+	// it without asking Guance again). It is JSON.
+	Snapshot json.RawMessage `json:"snapshot,omitempty"`
+	// RepliesScannedAt is when the issue's replies were last read from Guance; ScannedUpdateAt is the
+	// UpdateAt known at that scan, so a later UpdateAt says the issue moved since.
+	RepliesScannedAt time.Time `json:"replies_scanned_at,omitzero"`
+	ScannedUpdateAt  int64     `json:"scanned_update_at,omitempty"`
+	// LastReplyAt is the createAt (unix s) of the newest Guance reply seen on the issue.
+	LastReplyAt int64 `json:"last_reply_at,omitempty"`
+	// Refresh asks for the issue to be read again from Guance (it left the open-issue list, or a change
+	// entry appeared in its replies).
+	Refresh bool `json:"refresh,omitempty"`
+	// Gone is set once Guance says the issue no longer exists; the bot stops watching it.
+	Gone bool `json:"gone,omitempty"`
+	// ChangedBy, ChangedAction and ChangedAt describe the last status change made from the chat.
+	ChangedBy     string    `json:"changed_by,omitempty"`
+	ChangedAction string    `json:"changed_action,omitempty"`
+	ChangedAt     time.Time `json:"changed_at,omitzero"`
 }
 
 // Route sends the issues of one Guance channel to one chat, from MinLevel up.
