@@ -45,30 +45,39 @@ func PriorityFrom(ctx context.Context) Priority {
 // The Client uses Acquire.
 //
 // Waiters are served by priority (see WithPriority), then in arrival order. Penalize
-// holds everyone back until a given time. The zero value is not usable; call
-// NewWindowLimiter. A WindowLimiter is safe for concurrent use.
+// holds everyone back until a given time. WithReserve keeps some slots of every window
+// for PriorityHigh callers, and WithSharedWindow makes several limiters (one per
+// replica) share one window. The zero value is not usable; call NewWindowLimiter. A
+// WindowLimiter is safe for concurrent use.
 type WindowLimiter struct {
-	n   int
-	per time.Duration
+	n       int
+	per     time.Duration
+	reserve int          // slots of a window only PriorityHigh may take, in [0, n-1]
+	shared  SharedWindow // nil: local limiting only
 
-	mu      sync.Mutex
-	slots   []slot
-	penalty time.Time // no Wait succeeds before this
-	waiters []*waiter // by priority (high first), then arrival
-	seq     uint64
+	mu          sync.Mutex
+	slots       []slot
+	penalty     time.Time // no Wait succeeds before this
+	waiters     []*waiter // by priority (high first), then arrival
+	seq         uint64
+	asking      bool      // a waiter, out of the queue, is asking the shared window
+	sharedDown  time.Time // the shared window is not asked before this, after an error
+	sharedErrs  int
+	sharedWaits int
 }
 
 // slot is one of the n uses a window allows.
 type slot struct {
 	freeAt time.Time // when the slot may be taken again
-	held   bool      // taken by Acquire and not yet released
+	held   bool      // taken by Acquire and not yet released, or while asking the shared window
 }
 
 // waiter is one blocked Wait call.
 type waiter struct {
-	prio Priority
-	seq  uint64
-	wake chan struct{} // capacity 1: "the queue changed, look again"
+	prio    Priority
+	seq     uint64
+	wake    chan struct{} // capacity 1: "the queue changed, look again"
+	retryAt time.Time     // the shared window said to wait until then
 }
 
 // LimiterStats is a snapshot of a WindowLimiter for a status page.
@@ -78,22 +87,78 @@ type LimiterStats struct {
 	Used int
 	// Limit is n, the most Waits that may succeed in a window.
 	Limit int
-	// Waiting is the number of Waits blocked now.
+	// Reserve is the number of slots of a window that only PriorityHigh callers may take
+	// (see WithReserve).
+	Reserve int
+	// Waiting is the number of Waits blocked now, including those asking the shared
+	// window.
 	Waiting int
 	// PenalizedUntil is the end of the current penalty, zero when there is none.
 	PenalizedUntil time.Time
+	// SharedWaits counts the times the shared window (see WithSharedWindow) made a
+	// caller wait although a local slot was free: other replicas had used the window.
+	SharedWaits int
+	// SharedErrors counts the failed calls to the shared window. After each the limiter
+	// limits on its own for a while.
+	SharedErrors int
+}
+
+// SharedWindow is a sliding window kept outside the process (in Redis, say) and shared
+// by the limiters of several replicas that use one API key; see WithSharedWindow.
+//
+// TakeSlot takes a slot if fewer than limit slots were taken in the last window (of the
+// same length as the limiter's), and returns wait 0. Otherwise it takes nothing and
+// returns how long until fewer than limit are taken (wait > 0). Counting and taking must
+// be one atomic step, so that replicas never take more than limit between them. The
+// limiter passes n for PriorityHigh callers and n minus its reserve for the others, so
+// the reserve holds across replicas without the store knowing about priorities; the
+// store needs no other state than the times of the slots taken in the last window.
+//
+// An error means the window could not be asked (the store is down): the limiter then
+// grants on its own, and does not ask again for a tenth of its window.
+type SharedWindow interface {
+	TakeSlot(ctx context.Context, limit int) (wait time.Duration, err error)
+}
+
+// LimiterOption configures a WindowLimiter in NewWindowLimiter.
+type LimiterOption func(*WindowLimiter)
+
+// WithReserve keeps k slots of every window for PriorityHigh callers: a caller of lower
+// priority is not granted a slot when that would leave fewer than k free in the window,
+// while PriorityHigh callers may take every slot. So background work spends at most
+// n-k per window, and a write caused by a person usually finds a slot free at once. k
+// is clamped to [0, n-1]; the default is 0.
+func WithReserve(k int) LimiterOption {
+	return func(l *WindowLimiter) { l.reserve = k }
+}
+
+// WithSharedWindow makes the limiter grant a call only when s grants it too, so that
+// the limiters of all replicas sharing s stay within one window between them. The local
+// rules (priority, reserve, penalty) still apply first, and only the head of the queue
+// asks s, so callers are served in order. A caller turned away by s keeps its place in
+// the queue, holds no local slot meanwhile, and asks s again when s says a slot frees
+// (but at least once per window). When s fails, or takes more than two seconds, the
+// limiter falls back to local limiting without returning an error; see
+// LimiterStats.SharedErrors. s should count slots over the limiter's window length.
+func WithSharedWindow(s SharedWindow) LimiterOption {
+	return func(l *WindowLimiter) { l.shared = s }
 }
 
 // NewWindowLimiter returns a limiter that lets at most n calls through in any window of
 // length per. n < 1 is taken as 1 and per <= 0 as one minute.
-func NewWindowLimiter(n int, per time.Duration) *WindowLimiter {
+func NewWindowLimiter(n int, per time.Duration, opts ...LimiterOption) *WindowLimiter {
 	if n < 1 {
 		n = 1
 	}
 	if per <= 0 {
 		per = time.Minute
 	}
-	return &WindowLimiter{n: n, per: per, slots: make([]slot, n)}
+	l := &WindowLimiter{n: n, per: per, slots: make([]slot, n)}
+	for _, opt := range opts {
+		opt(l)
+	}
+	l.reserve = min(max(l.reserve, 0), n-1)
+	return l
 }
 
 // Wait blocks until the call may go, then counts it. Among blocked callers the one with
@@ -135,20 +200,27 @@ func (l *WindowLimiter) take(ctx context.Context, hold bool) (int, error) {
 	l.enqueue(w)
 	for {
 		var fire <-chan time.Time
-		if l.waiters[0] == w {
+		if l.waiters[0] == w && !l.asking { // one asks the shared window at a time, in order
 			now := time.Now()
-			i, at := l.nextFree()
-			if i >= 0 && !at.After(now) {
-				if hold {
-					l.slots[i].held = true
-				} else {
-					l.slots[i].freeAt = now.Add(l.per)
-				}
-				l.dequeue(w)
-				l.mu.Unlock()
-				return i, nil
+			i, at := l.nextFree(w.prio)
+			if i >= 0 && w.retryAt.After(at) {
+				at = w.retryAt
 			}
-			if i >= 0 { // else every slot is held: wait for a release
+			if i >= 0 && !at.After(now) {
+				l.dequeue(w)
+				if l.shared == nil || now.Before(l.sharedDown) {
+					l.grant(i, hold, now)
+					l.mu.Unlock()
+					return i, nil
+				}
+				granted, err := l.askShared(ctx, w, i, hold) // unlocks while asking
+				if granted || err != nil {
+					l.mu.Unlock()
+					return i, err
+				}
+				continue // turned away: w is back in the queue
+			}
+			if i >= 0 { // else too few slots are free, even later: wait for a release
 				if timer == nil {
 					timer = time.NewTimer(at.Sub(now))
 				} else {
@@ -169,6 +241,62 @@ func (l *WindowLimiter) take(ctx context.Context, hold bool) (int, error) {
 		case <-w.wake:
 		}
 		l.mu.Lock()
+	}
+}
+
+// sharedTimeout bounds one call to the shared window; a call that takes longer counts
+// as a failure. The queue waits for the call, so a stuck store must not hold it long.
+const sharedTimeout = 2 * time.Second
+
+// askShared asks the shared window for a slot on behalf of w, which has left the queue
+// and may take local slot i. Slot i is held meanwhile, so that nobody else takes it;
+// l.mu is released during the call, and nobody else asks until it returns. When the
+// shared window grants (or fails), so does askShared. When it says wait, slot i is given
+// back and w goes back to its place in the queue, to ask again then; askShared returns
+// false and no error. It returns ctx's error if ctx ends during the call. l.mu is held.
+func (l *WindowLimiter) askShared(ctx context.Context, w *waiter, i int, hold bool) (granted bool, err error) {
+	prev := l.slots[i]
+	l.slots[i].held = true
+	l.asking = true
+	limit := l.n
+	if w.prio < PriorityHigh {
+		limit -= l.reserve
+	}
+	l.mu.Unlock()
+	actx, cancel := context.WithTimeout(ctx, sharedTimeout)
+	wait, err := l.shared.TakeSlot(actx, limit)
+	cancel()
+	l.mu.Lock()
+	l.asking = false
+	defer l.wakeHead() // the next waiter may ask, and slot i may be free again
+
+	now := time.Now()
+	switch {
+	case err != nil && ctx.Err() != nil:
+		l.slots[i] = prev
+		return false, ctx.Err()
+	case err != nil:
+		l.sharedErrs++
+		l.sharedDown = now.Add(l.per / 10)
+		l.grant(i, hold, now)
+		return true, nil
+	case wait <= 0:
+		l.grant(i, hold, now)
+		return true, nil
+	}
+	l.sharedWaits++
+	l.slots[i] = prev
+	w.retryAt = now.Add(min(max(wait, time.Millisecond), l.per))
+	l.enqueue(w)
+	return false, nil
+}
+
+// grant takes slot i for a call granted at now. l.mu is held.
+func (l *WindowLimiter) grant(i int, hold bool, now time.Time) {
+	if hold {
+		l.slots[i].held = true
+	} else {
+		l.slots[i] = slot{freeAt: now.Add(l.per)}
 	}
 }
 
@@ -196,11 +324,20 @@ func (l *WindowLimiter) Stats() LimiterStats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := time.Now()
-	st := LimiterStats{Limit: l.n, Waiting: len(l.waiters)}
+	st := LimiterStats{
+		Limit:        l.n,
+		Reserve:      l.reserve,
+		Waiting:      len(l.waiters),
+		SharedWaits:  l.sharedWaits,
+		SharedErrors: l.sharedErrs,
+	}
 	for _, s := range l.slots {
 		if s.held || s.freeAt.After(now) {
 			st.Used++
 		}
+	}
+	if l.asking {
+		st.Waiting++
 	}
 	if l.penalty.After(now) {
 		st.PenalizedUntil = l.penalty
@@ -208,25 +345,38 @@ func (l *WindowLimiter) Stats() LimiterStats {
 	return st
 }
 
-// nextFree returns the slot that frees first and when it may be taken (the penalty
-// included); i is -1 when every slot is held. l.mu is held.
-func (l *WindowLimiter) nextFree() (i int, at time.Time) {
-	i = -1
+// nextFree returns the slot a caller of priority p would take, and when it may take it:
+// the penalty included, and for a caller below PriorityHigh, once reserve+1 slots are
+// free, so that reserve slots stay free after it. i is -1 when fewer slots than the
+// caller needs are not held, so that only a release can help. l.mu is held.
+func (l *WindowLimiter) nextFree(p Priority) (i int, at time.Time) {
+	need := 1
+	if p < PriorityHigh {
+		need += l.reserve
+	}
+	free := make([]int, 0, len(l.slots)) // slots not held, the earliest free first
 	for j, s := range l.slots {
-		if !s.held && (i < 0 || s.freeAt.Before(at)) {
-			i, at = j, s.freeAt
+		if !s.held {
+			free = append(free, j)
 		}
 	}
+	if len(free) < need {
+		return -1, time.Time{}
+	}
+	slices.SortFunc(free, func(a, b int) int { return l.slots[a].freeAt.Compare(l.slots[b].freeAt) })
+	i, at = free[0], l.slots[free[need-1]].freeAt
 	if l.penalty.After(at) {
 		at = l.penalty
 	}
 	return i, at
 }
 
-// enqueue adds w behind every waiter of its priority or higher. l.mu is held.
+// enqueue adds w behind every waiter of higher priority, and behind those of its
+// priority that came earlier; a waiter the shared window turned away so gets its place
+// back. l.mu is held.
 func (l *WindowLimiter) enqueue(w *waiter) {
 	i := len(l.waiters)
-	for i > 0 && l.waiters[i-1].prio < w.prio {
+	for i > 0 && (l.waiters[i-1].prio < w.prio || l.waiters[i-1].prio == w.prio && l.waiters[i-1].seq > w.seq) {
 		i--
 	}
 	l.waiters = slices.Insert(l.waiters, i, w)

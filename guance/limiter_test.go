@@ -3,6 +3,7 @@ package guance
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -277,6 +278,453 @@ func TestWindowLimiter_acquireCancel(t *testing.T) {
 		defer cancel()
 		if _, err := l.Acquire(ctx); !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("Acquire with every slot held = %v, want DeadlineExceeded", err)
+		}
+	})
+}
+
+// grantLog records when calls were granted, by name.
+type grantLog struct {
+	mu    sync.Mutex
+	times map[string][]time.Time
+}
+
+func (g *grantLog) add(name string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.times == nil {
+		g.times = make(map[string][]time.Time)
+	}
+	g.times[name] = append(g.times[name], time.Now())
+}
+
+func (g *grantLog) get(name string) []time.Time {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.times[name])
+}
+
+// waitAll starts count callers of l.Wait with priority p and logs their grants under
+// name; wg.Wait waits for them.
+func waitAll(t *testing.T, wg *sync.WaitGroup, l *WindowLimiter, p Priority, count int, log *grantLog, name string) {
+	t.Helper()
+	for range count {
+		wg.Go(func() {
+			if err := l.Wait(WithPriority(t.Context(), p)); err != nil {
+				t.Errorf("%s: Wait: %v", name, err)
+				return
+			}
+			log.add(name)
+		})
+	}
+}
+
+func TestWindowLimiter_reserve(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const n, k, per = 10, 3, time.Minute
+		l := NewWindowLimiter(n, per, WithReserve(k))
+		start := time.Now()
+		var (
+			log grantLog
+			wg  sync.WaitGroup
+		)
+		// 35 background callers: 7 a window, the last in the fifth.
+		waitAll(t, &wg, l, PriorityLow, 35, &log, "low")
+		synctest.Wait()
+		if got := len(log.get("low")); got != n-k {
+			t.Errorf("low callers granted in the first window = %d, want %d", got, n-k)
+		}
+		if st := l.Stats(); st.Used != n-k || st.Reserve != k || st.Waiting != 35-(n-k) {
+			t.Errorf("Stats = %+v, want Used %d, Reserve %d, Waiting %d", st, n-k, k, 35-(n-k))
+		}
+
+		// A person's write, behind a queue of background callers, goes at once.
+		time.Sleep(10 * time.Second)
+		if err := l.Wait(WithPriority(t.Context(), PriorityHigh)); err != nil {
+			t.Fatal(err)
+		}
+		if got := time.Since(start); got != 10*time.Second {
+			t.Errorf("high caller granted at +%v, want +10s (at once)", got)
+		}
+
+		wg.Wait()
+		low := log.get("low")
+		if got := maxInWindow(low, per); got != n-k {
+			t.Errorf("max low grants in a window = %d, want %d", got, n-k)
+		}
+		// 7 at +0, +1m, +2m, +3m; then 6 at +4m and the last once the high caller's slot
+		// of +1m10s has left the window again, at +4m10s.
+		if got, want := low[len(low)-1].Sub(start), 4*per+10*time.Second; got != want {
+			t.Errorf("last low grant at +%v, want +%v", got, want)
+		}
+	})
+}
+
+func TestWindowLimiter_reserveHighTakesEverySlot(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := NewWindowLimiter(3, time.Minute, WithReserve(2))
+		start := time.Now()
+		if err := l.Wait(WithPriority(t.Context(), PriorityNormal)); err != nil {
+			t.Fatal(err)
+		}
+		// A Normal caller is now blocked by the reserve, at the head of the queue.
+		normal := make(chan time.Duration)
+		go func() {
+			if err := l.Wait(t.Context()); err != nil {
+				t.Error(err)
+			}
+			normal <- time.Since(start)
+		}()
+		synctest.Wait()
+		for i := range 2 {
+			if err := l.Wait(WithPriority(t.Context(), PriorityHigh)); err != nil {
+				t.Fatal(err)
+			}
+			if got := time.Since(start); got != 0 {
+				t.Errorf("high caller %d granted at +%v, want at once", i, got)
+			}
+		}
+		if st := l.Stats(); st.Used != 3 || st.Waiting != 1 {
+			t.Errorf("Stats = %+v, want Used 3, Waiting 1", st)
+		}
+		// The Normal caller needs all 3 slots free, so that 2 stay free after it.
+		if got := <-normal; got != time.Minute {
+			t.Errorf("normal caller granted at +%v, want +1m", got)
+		}
+	})
+}
+
+func TestWindowLimiter_reserveWakesLowWhenEnoughFree(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := NewWindowLimiter(3, time.Minute, WithReserve(1))
+		start := time.Now()
+		for range 3 {
+			if err := l.Wait(WithPriority(t.Context(), PriorityHigh)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(10 * time.Second)
+		}
+		// Slots free at +60s, +70s and +80s; a Low caller needs two free.
+		if err := l.Wait(WithPriority(t.Context(), PriorityLow)); err != nil {
+			t.Fatal(err)
+		}
+		if got := time.Since(start); got != 70*time.Second {
+			t.Errorf("low caller granted at +%v, want +70s (when the second slot frees)", got)
+		}
+	})
+}
+
+func TestWindowLimiter_reservePenalize(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := NewWindowLimiter(10, time.Minute, WithReserve(3))
+		start := time.Now()
+		l.Penalize(start.Add(45 * time.Second))
+		var wg sync.WaitGroup
+		for _, p := range []Priority{PriorityHigh, PriorityLow} {
+			wg.Go(func() {
+				if err := l.Wait(WithPriority(t.Context(), p)); err != nil {
+					t.Error(err)
+				}
+				if got := time.Since(start); got != 45*time.Second {
+					t.Errorf("priority %d granted at +%v, want +45s (the penalty)", p, got)
+				}
+			})
+		}
+		wg.Wait()
+	})
+}
+
+func TestWithReserve_clamped(t *testing.T) {
+	for _, tc := range []struct{ n, k, want int }{
+		{10, -1, 0}, {10, 0, 0}, {10, 3, 3}, {10, 10, 9}, {10, 50, 9}, {1, 1, 0}, {0, 5, 0},
+	} {
+		if got := NewWindowLimiter(tc.n, time.Minute, WithReserve(tc.k)).Stats().Reserve; got != tc.want {
+			t.Errorf("n %d WithReserve(%d): Reserve = %d, want %d", tc.n, tc.k, got, tc.want)
+		}
+	}
+}
+
+// fakeShared is a SharedWindow in memory: a sliding window of length per that several
+// WindowLimiters (replicas) share, as the store does in Redis.
+type fakeShared struct {
+	per   time.Duration
+	delay time.Duration // the round trip to the store
+
+	mu          sync.Mutex
+	taken       []time.Time // slots taken in the last per, oldest first
+	calls       int
+	limits      []int // the limit of every call
+	err         error // returned by every call when set
+	inFlight    int
+	maxInFlight int
+}
+
+func (f *fakeShared) TakeSlot(ctx context.Context, limit int) (time.Duration, error) {
+	f.mu.Lock()
+	f.inFlight++
+	f.maxInFlight = max(f.maxInFlight, f.inFlight)
+	f.mu.Unlock()
+	time.Sleep(f.delay)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.inFlight--
+	f.calls++
+	f.limits = append(f.limits, limit)
+	if f.err != nil {
+		return 0, f.err
+	}
+	now := time.Now()
+	f.taken = slices.DeleteFunc(f.taken, func(t time.Time) bool { return !t.Add(f.per).After(now) })
+	if len(f.taken) < limit {
+		f.taken = append(f.taken, now)
+		return 0, nil
+	}
+	// Fewer than limit are taken once the oldest len-limit+1 have left the window.
+	return f.taken[len(f.taken)-limit].Add(f.per).Sub(now), nil
+}
+
+func (f *fakeShared) setErr(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.err = err
+}
+
+func (f *fakeShared) stats() (calls int, limits []int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls, slices.Clone(f.limits)
+}
+
+func TestWindowLimiter_sharedTwoReplicas(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const n, per = 10, time.Minute
+		shared := &fakeShared{per: per}
+		a := NewWindowLimiter(n, per, WithSharedWindow(shared))
+		b := NewWindowLimiter(n, per, WithSharedWindow(shared))
+		start := time.Now()
+		var (
+			log grantLog
+			wg  sync.WaitGroup
+		)
+		// 30 callers over two replicas, each of which alone would grant 10 a window.
+		waitAll(t, &wg, a, PriorityNormal, 15, &log, "all")
+		waitAll(t, &wg, b, PriorityNormal, 15, &log, "all")
+		synctest.Wait()
+		if got := len(log.get("all")); got != n {
+			t.Errorf("granted in the first window = %d, want %d", got, n)
+		}
+		// The replicas' waiters hold no local slots while the shared window is full.
+		if ua, ub := a.Stats().Used, b.Stats().Used; ua+ub != n {
+			t.Errorf("local Used = %d + %d, want %d in all", ua, ub, n)
+		}
+		wg.Wait()
+		all := log.get("all")
+		if got := maxInWindow(all, per); got != n {
+			t.Errorf("max grants in a window over both replicas = %d, want %d", got, n)
+		}
+		if got, want := all[len(all)-1].Sub(start), 2*per; got != want {
+			t.Errorf("last grant at +%v, want +%v", got, want)
+		}
+		if sa, sb := a.Stats(), b.Stats(); sa.SharedWaits+sb.SharedWaits == 0 || sa.SharedErrors+sb.SharedErrors != 0 {
+			t.Errorf("Stats = %+v and %+v, want some SharedWaits and no SharedErrors", sa, sb)
+		}
+	})
+}
+
+func TestWindowLimiter_sharedReserveAndHigh(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const n, k, per = 4, 1, time.Minute
+		shared := &fakeShared{per: per}
+		a := NewWindowLimiter(n, per, WithReserve(k), WithSharedWindow(shared))
+		b := NewWindowLimiter(n, per, WithReserve(k), WithSharedWindow(shared))
+		start := time.Now()
+		// Replica b's background work takes n-k of the shared window.
+		for range n - k {
+			if err := b.Wait(WithPriority(t.Context(), PriorityLow)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Replica a has every local slot free, but its Low caller must wait for the
+		// shared window, at the head of a's queue and holding no local slot.
+		ctx, cancel := context.WithCancel(t.Context())
+		cancelled := make(chan error)
+		go func() { cancelled <- a.Wait(WithPriority(ctx, PriorityLow)) }()
+		low := make(chan time.Duration)
+		go func() {
+			if err := a.Wait(WithPriority(t.Context(), PriorityLow)); err != nil {
+				t.Error(err)
+			}
+			low <- time.Since(start)
+		}()
+		synctest.Wait()
+		if st := a.Stats(); st.Used != 0 || st.Waiting != 2 {
+			t.Errorf("a.Stats = %+v, want Used 0, Waiting 2", st)
+		}
+		// A click on replica a takes the reserved slot at once.
+		if err := a.Wait(WithPriority(t.Context(), PriorityHigh)); err != nil {
+			t.Fatal(err)
+		}
+		if got := time.Since(start); got != 0 {
+			t.Errorf("high caller granted at +%v, want at once", got)
+		}
+		cancel()
+		if err := <-cancelled; !errors.Is(err, context.Canceled) {
+			t.Errorf("cancelled Wait = %v, want context.Canceled", err)
+		}
+		// The window is now full for everyone: the next click waits for b's first slot.
+		if err := a.Wait(WithPriority(t.Context(), PriorityHigh)); err != nil {
+			t.Fatal(err)
+		}
+		if got := time.Since(start); got != per {
+			t.Errorf("second high caller granted at +%v, want +%v", got, per)
+		}
+		// The Low caller needs 2 of the 4 shared slots free, so it goes then too.
+		if got := <-low; got != per {
+			t.Errorf("low caller granted at +%v, want +%v", got, per)
+		}
+		_, limits := shared.stats()
+		if !slices.Contains(limits, n) || !slices.Contains(limits, n-k) || slices.ContainsFunc(limits, func(l int) bool { return l != n && l != n-k }) {
+			t.Errorf("shared limits asked = %v, want only %d (high) and %d (others)", limits, n, n-k)
+		}
+		if st := a.Stats(); st.Used != 2 || st.Waiting != 0 {
+			t.Errorf("a.Stats = %+v, want Used 2 (the first click left the window), Waiting 0", st)
+		}
+	})
+}
+
+func TestWindowLimiter_sharedWaitKeepsPlace(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const per = time.Minute
+		shared := &fakeShared{per: per, delay: time.Millisecond}
+		a := NewWindowLimiter(2, per, WithSharedWindow(shared))
+		b := NewWindowLimiter(2, per, WithSharedWindow(shared))
+		for range 2 {
+			if err := b.Wait(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		order := make(chan int, 3)
+		for i := range 3 {
+			go func() {
+				if err := a.Wait(t.Context()); err != nil {
+					t.Error(err)
+				}
+				order <- i
+			}()
+			synctest.Wait() // turned away by the shared window, then the next arrives
+		}
+		for want := range 3 {
+			if got := <-order; got != want {
+				t.Errorf("served %d, want %d", got, want)
+			}
+		}
+		// Only the head asks, so that a later caller's answer cannot overtake it.
+		shared.mu.Lock()
+		defer shared.mu.Unlock()
+		if shared.maxInFlight != 1 {
+			t.Errorf("at most %d calls to the shared window at once, want 1", shared.maxInFlight)
+		}
+	})
+}
+
+func TestWindowLimiter_sharedAcquire(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const per = 10 * time.Second
+		shared := &fakeShared{per: per}
+		l := NewWindowLimiter(1, per, WithSharedWindow(shared))
+		start := time.Now()
+		done, err := l.Acquire(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(25 * time.Second) // the request
+		done()
+		// The shared window freed its slot at +10s, the local one frees at +35s.
+		if err := l.Wait(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if got := time.Since(start); got != 35*time.Second {
+			t.Errorf("next Wait at +%v, want +35s", got)
+		}
+		if calls, _ := shared.stats(); calls != 2 {
+			t.Errorf("shared window asked %d times, want 2", calls)
+		}
+	})
+}
+
+func TestWindowLimiter_sharedErrorFallsBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const n, per = 3, time.Minute
+		shared := &fakeShared{per: per, err: errors.New("redis down")}
+		l := NewWindowLimiter(n, per, WithSharedWindow(shared))
+		start := time.Now()
+		var (
+			log grantLog
+			wg  sync.WaitGroup
+		)
+		// Local limiting still holds: 3 now, 2 a window later; no caller sees the error.
+		waitAll(t, &wg, l, PriorityNormal, 5, &log, "all")
+		wg.Wait()
+		all := log.get("all")
+		if got := maxInWindow(all, per); got != n {
+			t.Errorf("max grants in a window = %d, want %d", got, n)
+		}
+		if got := all[len(all)-1].Sub(start); got != per {
+			t.Errorf("last grant at +%v, want +%v", got, per)
+		}
+		// The first failure makes the limiter skip the shared window for per/10, so
+		// only the first grant of each window asked it.
+		if calls, _ := shared.stats(); calls != 2 {
+			t.Errorf("shared window asked %d times, want 2", calls)
+		}
+		if st := l.Stats(); st.SharedErrors != 2 {
+			t.Errorf("SharedErrors = %d, want 2", st.SharedErrors)
+		}
+
+		// Once it is back and per/10 has passed, the shared window is asked again.
+		shared.setErr(nil)
+		time.Sleep(per)
+		if err := l.Wait(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if calls, _ := shared.stats(); calls != 3 {
+			t.Errorf("shared window asked %d times, want 3", calls)
+		}
+		shared.mu.Lock()
+		taken := len(shared.taken)
+		shared.mu.Unlock()
+		if taken != 1 {
+			t.Errorf("shared window holds %d slots, want 1", taken)
+		}
+		if st := l.Stats(); st.SharedErrors != 2 {
+			t.Errorf("SharedErrors = %d after recovery, want 2", st.SharedErrors)
+		}
+	})
+}
+
+// stuckShared is a SharedWindow whose store never answers.
+type stuckShared struct{}
+
+func (stuckShared) TakeSlot(ctx context.Context, limit int) (time.Duration, error) {
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+func TestWindowLimiter_sharedStuckFallsBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := NewWindowLimiter(3, time.Minute, WithSharedWindow(stuckShared{}))
+		start := time.Now()
+		for range 3 {
+			if err := l.Wait(t.Context()); err != nil {
+				t.Fatalf("Wait = %v, want no error", err)
+			}
+		}
+		// The first call gives up on the store after sharedTimeout; the others, within
+		// per/10 of that, do not ask it.
+		if got := time.Since(start); got != sharedTimeout {
+			t.Errorf("3 Waits took %v, want %v", got, sharedTimeout)
+		}
+		if st := l.Stats(); st.SharedErrors != 1 || st.Used != 3 {
+			t.Errorf("Stats = %+v, want SharedErrors 1, Used 3", st)
 		}
 	})
 }
