@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -43,6 +45,10 @@ type Embedded struct {
 	now func() time.Time
 	// lastSweep is only touched inside write transactions, which bbolt serializes.
 	lastSweep time.Time
+
+	// rateMu guards rates, the times of the slots taken in each rate window (see TakeRateSlot).
+	rateMu sync.Mutex
+	rates  map[string][]time.Time
 }
 
 // OpenEmbedded opens (creating if needed) the embedded store file at path. If another process holds the file,
@@ -69,7 +75,7 @@ func OpenEmbedded(path string, opts ...Option) (*Embedded, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open embedded store %s: %w", path, err)
 	}
-	return &Embedded{db: db, now: o.now}, nil
+	return &Embedded{db: db, now: o.now, rates: make(map[string][]time.Time)}, nil
 }
 
 // Kind returns "embedded".
@@ -226,31 +232,36 @@ func (e *Embedded) PutIssue(ctx context.Context, is Issue) error {
 		return fmt.Errorf("put issue %s: encode: %w", is.IssueUUID, err)
 	}
 	err = e.update(ctx, func(tx *bolt.Tx, now time.Time) error {
-		issues := tx.Bucket(bucketIssues)
-		if issues.Get([]byte(is.IssueUUID)) == nil {
-			// A record that comes back keeps its seen replies for good again (see DeleteIssue).
-			if err := setReplyExpiry(tx, is.IssueUUID, expiryAt(now, 0)); err != nil {
-				return err
-			}
-		}
-		if err := issues.Put([]byte(is.IssueUUID), data); err != nil {
-			return err
-		}
-		index := tx.Bucket(bucketIndex)
-		for _, id := range []string{is.CardMessageID, is.ThreadID} {
-			if id == "" {
-				continue
-			}
-			if err := index.Put([]byte(id), []byte(is.IssueUUID)); err != nil {
-				return err
-			}
-		}
-		return tx.Bucket(bucketSeen).Put([]byte(is.IssueUUID), encodeTime(now))
+		return putIssue(tx, now, is, data)
 	})
 	if err != nil {
 		return fmt.Errorf("put issue %s: %w", is.IssueUUID, err)
 	}
 	return nil
+}
+
+// putIssue writes the record data of is, its message and thread mappings and its seen mark.
+func putIssue(tx *bolt.Tx, now time.Time, is Issue, data []byte) error {
+	issues := tx.Bucket(bucketIssues)
+	if issues.Get([]byte(is.IssueUUID)) == nil {
+		// A record that comes back keeps its seen replies for good again (see DeleteIssue).
+		if err := setReplyExpiry(tx, is.IssueUUID, expiryAt(now, 0)); err != nil {
+			return err
+		}
+	}
+	if err := issues.Put([]byte(is.IssueUUID), data); err != nil {
+		return err
+	}
+	index := tx.Bucket(bucketIndex)
+	for _, id := range []string{is.CardMessageID, is.ThreadID} {
+		if id == "" {
+			continue
+		}
+		if err := index.Put([]byte(id), []byte(is.IssueUUID)); err != nil {
+			return err
+		}
+	}
+	return tx.Bucket(bucketSeen).Put([]byte(is.IssueUUID), encodeTime(now))
 }
 
 func getIssue(tx *bolt.Tx, issueUUID string) (Issue, error) {
@@ -322,6 +333,36 @@ func (e *Embedded) LinkThread(ctx context.Context, threadID, issueUUID string) e
 		return fmt.Errorf("link thread %s to issue %s: %w", threadID, issueUUID, err)
 	}
 	return nil
+}
+
+// UpdateIssue reads the record, applies fn and writes the result with PutIssue's side effects, all in one
+// write transaction, so fn runs exactly once per call. fn runs while the transaction holds the file's write
+// lock: it must be quick and must not call the store, or it deadlocks.
+func (e *Embedded) UpdateIssue(ctx context.Context, issueUUID string, fn func(*Issue) error) (Issue, error) {
+	var out Issue
+	err := e.update(ctx, func(tx *bolt.Tx, now time.Time) error {
+		// decodeIssue copies the value out of bbolt's memory, so fn gets a copy that may outlive tx.
+		is, err := getIssue(tx, issueUUID)
+		if err != nil {
+			return err
+		}
+		if err := applyUpdate(&is, fn); err != nil {
+			return err
+		}
+		data, err := json.Marshal(is)
+		if err != nil {
+			return fmt.Errorf("encode issue record: %w", err)
+		}
+		if err := putIssue(tx, now, is, data); err != nil {
+			return err
+		}
+		out = is
+		return nil
+	})
+	if err != nil {
+		return Issue{}, fmt.Errorf("update issue %s: %w", issueUUID, err)
+	}
+	return out, nil
 }
 
 // ListIssues returns every record, sorted by IssueUUID (the bucket's key order).
@@ -752,4 +793,28 @@ func (e *Embedded) CountJobs(ctx context.Context, queue string) (int, error) {
 		return 0, fmt.Errorf("count jobs in %s: %w", queue, err)
 	}
 	return n, nil
+}
+
+// TakeRateSlot takes a slot of the rate limit name by the store's clock. The windows are kept in memory, not
+// in the file: the file lock confines the embedded store to one process, so a mutex is enough to share a
+// limit among its callers, and the windows start empty when the store is opened.
+func (e *Embedded) TakeRateSlot(ctx context.Context, name string, limit int, window time.Duration) (time.Duration, error) {
+	if err := checkRate(limit, window); err != nil {
+		return 0, fmt.Errorf("take rate slot %s: %w", name, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("take rate slot %s: %w", name, err)
+	}
+	e.rateMu.Lock()
+	defer e.rateMu.Unlock()
+	now := e.now()
+	slots := slices.DeleteFunc(e.rates[name], func(t time.Time) bool { return now.Sub(t) >= window })
+	if len(slots) < limit {
+		e.rates[name] = append(slots, now)
+		return 0, nil
+	}
+	e.rates[name] = slots
+	// Not slots[0]: a clock that went back breaks call order. The bounds keep the promised (0, window].
+	wait := slices.MinFunc(slots, time.Time.Compare).Add(window).Sub(now)
+	return min(max(wait, 1), window), nil
 }

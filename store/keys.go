@@ -40,3 +40,6 @@ func (k keys) jobs(queue string) string { return k.prefix + "job:" + queue }
 
 // due is the zset of one queue's job ids by NotBefore.
 func (k keys) due(queue string) string { return k.prefix + "due:" + queue }
+
+// rateLimit is the zset of the slots taken in one named rate window.
+func (k keys) rateLimit(name string) string { return k.prefix + "ratelimit:" + name }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/url"
 	"slices"
 	"strconv"
@@ -110,25 +111,30 @@ func (r *Redis) PutIssue(ctx context.Context, is Issue) error {
 	if err != nil {
 		return fmt.Errorf("put issue %s: encode: %w", is.IssueUUID, err)
 	}
-	now := r.now()
 	_, err = r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Set(ctx, r.keys.issue(is.IssueUUID), data, 0)
-		p.SAdd(ctx, r.keys.issues(), is.IssueUUID)
-		if is.CardMessageID != "" {
-			p.Set(ctx, r.keys.msg(is.CardMessageID), is.IssueUUID, 0)
-		}
-		if is.ThreadID != "" {
-			p.Set(ctx, r.keys.msg(is.ThreadID), is.IssueUUID, 0)
-		}
-		p.ZAdd(ctx, r.keys.seenIssues(), redis.Z{Score: unixMilli(now), Member: is.IssueUUID})
-		p.ZRemRangeByScore(ctx, r.keys.seenIssues(), "-inf", "("+r.seenCutoff())
-		p.Persist(ctx, r.keys.replies(is.IssueUUID))
+		r.queuePutIssue(ctx, p, is, data)
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("put issue %s: %w", is.IssueUUID, err)
 	}
 	return nil
+}
+
+// queuePutIssue queues the writes of PutIssue on p: the record data of is, its message and thread mappings,
+// the issue set, the seen mark, and no TTL on its seen replies.
+func (r *Redis) queuePutIssue(ctx context.Context, p redis.Pipeliner, is Issue, data []byte) {
+	p.Set(ctx, r.keys.issue(is.IssueUUID), data, 0)
+	p.SAdd(ctx, r.keys.issues(), is.IssueUUID)
+	if is.CardMessageID != "" {
+		p.Set(ctx, r.keys.msg(is.CardMessageID), is.IssueUUID, 0)
+	}
+	if is.ThreadID != "" {
+		p.Set(ctx, r.keys.msg(is.ThreadID), is.IssueUUID, 0)
+	}
+	p.ZAdd(ctx, r.keys.seenIssues(), redis.Z{Score: unixMilli(r.now()), Member: is.IssueUUID})
+	p.ZRemRangeByScore(ctx, r.keys.seenIssues(), "-inf", "("+r.seenCutoff())
+	p.Persist(ctx, r.keys.replies(is.IssueUUID))
 }
 
 // GetIssue returns the record of an issue, or ErrNotFound.
@@ -222,6 +228,81 @@ func (r *Redis) LinkThread(ctx context.Context, threadID, issueUUID string) erro
 		return nil
 	}
 	return fmt.Errorf("link thread %s to issue %s: record kept changing", threadID, issueUUID)
+}
+
+// maxTxBackoff caps the wait between two tries of UpdateIssue's optimistic transaction.
+const maxTxBackoff = 50 * time.Millisecond
+
+// txBackoff waits a random time of up to 1ms·2^attempt (at most maxTxBackoff) before another try of an
+// optimistic transaction, so that writers that keep colliding on one record spread out instead of colliding
+// again until maxTxRetries runs out. It returns early with ctx's error.
+func txBackoff(ctx context.Context, attempt int) error {
+	d := min(time.Millisecond<<min(attempt, 16), maxTxBackoff)
+	t := time.NewTimer(rand.N(d) + 1)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// UpdateIssue reads the record, applies fn and writes the result with PutIssue's side effects in a
+// WATCH/MULTI transaction on the record. When another client changes the record in between, the transaction
+// is retried from the read, up to maxTxRetries tries, so fn may run more than once, each time on a fresh copy.
+func (r *Redis) UpdateIssue(ctx context.Context, issueUUID string, fn func(*Issue) error) (Issue, error) {
+	recKey := r.keys.issue(issueUUID)
+	var (
+		out   Issue
+		fnErr error // an error of fn's (or a changed uuid): final, never retried
+	)
+	txf := func(tx *redis.Tx) error {
+		data, err := tx.Get(ctx, recKey).Bytes()
+		if errors.Is(err, redis.Nil) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		is, err := decodeIssue(data)
+		if err != nil {
+			return err
+		}
+		if err := applyUpdate(&is, fn); err != nil {
+			fnErr = err
+			return err
+		}
+		data, err = json.Marshal(is)
+		if err != nil {
+			return fmt.Errorf("encode issue record: %w", err)
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			r.queuePutIssue(ctx, p, is, data)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		out = is
+		return nil
+	}
+	for attempt := range maxTxRetries {
+		if attempt > 0 {
+			if err := txBackoff(ctx, attempt); err != nil {
+				return Issue{}, fmt.Errorf("update issue %s: %w", issueUUID, err)
+			}
+		}
+		err := r.client.Watch(ctx, txf, recKey)
+		if fnErr == nil && errors.Is(err, redis.TxFailedErr) {
+			continue
+		}
+		if err != nil {
+			return Issue{}, fmt.Errorf("update issue %s: %w", issueUUID, err)
+		}
+		return out, nil
+	}
+	return Issue{}, fmt.Errorf("update issue %s: record kept changing (%d tries)", issueUUID, maxTxRetries)
 }
 
 // listChunk bounds the number of keys in one MGET.
@@ -625,4 +706,58 @@ func (r *Redis) CountJobs(ctx context.Context, queue string) (int, error) {
 		return 0, fmt.Errorf("count jobs in %s: %w", queue, err)
 	}
 	return int(n), nil
+}
+
+// takeRateSlotScript takes a slot of a sliding-window rate limit. It reads the Redis server's clock, not the
+// client's, so that replicas whose clocks disagree still share one window.
+//
+//	KEYS[1] -> <prefix>ratelimit:<name>
+//	ARGV[1] -> limit
+//	ARGV[2] -> window in microseconds
+//	ARGV[3] -> window in milliseconds, rounded up (the key's PEXPIRE)
+//	ARGV[4] -> random suffix that makes the new member unique among replicas
+//
+// It drops members whose score (server time in unix µs) is at least a window old. If fewer than ARGV[1]
+// remain, it adds one member for now, sets the TTL and returns 0; otherwise it returns the microseconds until
+// the oldest member is a window old (at least 1, at most the window, even if the server's clock went back).
+var takeRateSlotScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  local score = t[1] .. string.format('%06d', tonumber(t[2]))
+  redis.call('ZADD', KEYS[1], score, score .. '-' .. ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 0
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local wait = tonumber(oldest[2]) + window - now
+if wait < 1 then
+  wait = 1
+elseif wait > window then
+  wait = window
+end
+return wait
+`)
+
+// ceilDiv returns d/unit rounded up.
+func ceilDiv(d, unit time.Duration) int64 {
+	return int64((d + unit - 1) / unit)
+}
+
+// TakeRateSlot takes a slot of the rate limit name, shared by every client of the same Redis and prefix, in
+// one Lua script timed by the Redis server's clock. The window is kept to the microsecond.
+func (r *Redis) TakeRateSlot(ctx context.Context, name string, limit int, window time.Duration) (time.Duration, error) {
+	if err := checkRate(limit, window); err != nil {
+		return 0, fmt.Errorf("take rate slot %s: %w", name, err)
+	}
+	us, err := takeRateSlotScript.Run(ctx, r.client, []string{r.keys.rateLimit(name)},
+		limit, ceilDiv(window, time.Microsecond), ceilDiv(window, time.Millisecond),
+		strconv.FormatUint(rand.Uint64(), 36)).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("take rate slot %s (%d per %v): %w", name, limit, window, err)
+	}
+	// The script counts whole microseconds; a window that is not a whole number of them still caps the wait.
+	return min(time.Duration(us)*time.Microsecond, window), nil
 }

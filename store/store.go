@@ -27,6 +27,9 @@
 //	lease:<name>             string  caller's   owner of the lease, SET … PX ttl
 //	job:<queue>              hash    none       field job id → JSON [Job]
 //	due:<queue>              zset    none       job id, score = NotBefore in unix µs
+//	ratelimit:<name>         zset    window     one member per slot taken by TakeRateSlot, score = the Redis
+//	                                            server's time in unix µs; members older than the window are
+//	                                            dropped on every call, and each granted slot sets PEXPIRE window
 //
 // Multi-key operations run in MULTI/EXEC or Lua scripts. On Redis Cluster, give the prefix a hash tag (for
 // example "{issuebot}:") so that every key lands in one slot.
@@ -34,7 +37,9 @@
 // # Embedded store
 //
 // The embedded store is one bbolt file with one bucket per concern, mirroring the keys above. Values that
-// expire carry their expiry time; expired entries are invisible to reads and are swept during writes.
+// expire carry their expiry time; expired entries are invisible to reads and are swept during writes. Rate
+// windows (TakeRateSlot) are the exception: they live in memory only, since the file lock already confines
+// the store to one process.
 package store
 
 import (
@@ -134,6 +139,14 @@ type Store interface {
 	LinkThread(ctx context.Context, threadID, issueUUID string) error
 	// ListIssues returns every record, sorted by IssueUUID.
 	ListIssues(ctx context.Context) ([]Issue, error)
+	// UpdateIssue atomically reads, modifies and writes the record of an issue. It calls fn on a copy of the
+	// record and, if fn returns nil, writes the result with the side effects of PutIssue (the possibly new
+	// CardMessageID and ThreadID are mapped to the issue, older mappings kept) and returns it. If the issue
+	// has no record it returns ErrNotFound without calling fn. If fn returns an error, nothing is written and
+	// UpdateIssue returns that error wrapped. fn must not change IssueUUID (UpdateIssue fails if it does),
+	// may be called more than once (the Redis implementation retries when the record changes concurrently),
+	// should be quick, and must not call the store.
+	UpdateIssue(ctx context.Context, issueUUID string, fn func(*Issue) error) (Issue, error)
 	// DeleteIssue deletes the record of an issue; its message and thread mappings may stay, and its seen
 	// replies are kept for Retention. Deleting a missing record is not an error.
 	DeleteIssue(ctx context.Context, issueUUID string) error
@@ -188,6 +201,13 @@ type Store interface {
 	DeleteJob(ctx context.Context, queue, id string) error
 	// CountJobs returns the number of jobs in queue, due or not.
 	CountJobs(ctx context.Context, queue string) (int, error)
+
+	// TakeRateSlot takes one slot of the sliding-window rate limit name: at most limit slots within any
+	// window. It atomically forgets slots older than window and, if fewer than limit remain, takes one and
+	// returns 0; otherwise it takes nothing and returns how long until the oldest slot leaves the window
+	// (more than 0, at most window). Callers sharing a Redis store share the limit. limit must be at least 1
+	// and window more than 0.
+	TakeRateSlot(ctx context.Context, name string, limit int, window time.Duration) (wait time.Duration, err error)
 }
 
 // Compile-time checks that both implementations satisfy Store.
@@ -218,8 +238,9 @@ func WithPrefix(p string) Option {
 	return func(o *options) { o.prefix = p }
 }
 
-// WithClock sets the clock. The embedded store uses it for every TTL; the Redis store only for the
-// timestamps of seen sets (Redis itself expires claims and leases).
+// WithClock sets the clock. The embedded store uses it for every TTL and rate window; the Redis store only
+// for the timestamps of seen sets (Redis itself expires claims and leases, and rate windows use the Redis
+// server's clock).
 func WithClock(now func() time.Time) Option {
 	return func(o *options) {
 		if now != nil {
@@ -265,6 +286,30 @@ func checkRoute(chatID, channelUUID string) error {
 	}
 	if strings.ContainsRune(chatID, 0) || strings.ContainsRune(channelUUID, 0) {
 		return errors.New("chat id or channel uuid contains NUL")
+	}
+	return nil
+}
+
+// checkRate rejects rate limits that cannot grant anything or have no window.
+func checkRate(limit int, window time.Duration) error {
+	if limit < 1 {
+		return fmt.Errorf("limit %d is below 1", limit)
+	}
+	if window <= 0 {
+		return fmt.Errorf("window %v is not positive", window)
+	}
+	return nil
+}
+
+// applyUpdate runs the fn of UpdateIssue on is and checks that it kept the issue uuid. An error of fn's own is
+// wrapped, so that callers can match it with errors.Is.
+func applyUpdate(is *Issue, fn func(*Issue) error) error {
+	uuid := is.IssueUUID
+	if err := fn(is); err != nil {
+		return fmt.Errorf("update function: %w", err)
+	}
+	if is.IssueUUID != uuid {
+		return fmt.Errorf("update function changed the issue uuid to %q", is.IssueUUID)
 	}
 	return nil
 }

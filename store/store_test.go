@@ -211,3 +211,65 @@ func TestRedisRepliesOfUntrackedIssueExpire(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisRateSlotKey checks the documented key of a rate window: a zset with a TTL of the window, so that
+// an idle window leaves nothing behind.
+func TestRedisRateSlotKey(t *testing.T) {
+	s := storetest.Redis(t)
+	ctx := t.Context()
+	raw := redis.NewClient(&redis.Options{Addr: storetest.RedisAddr(t)})
+	t.Cleanup(func() { _ = raw.Close() })
+	key := s.Prefix() + "ratelimit:guance"
+	const window = 300 * time.Millisecond
+
+	if wait, err := s.TakeRateSlot(ctx, "guance", 5, window); err != nil || wait != 0 {
+		t.Fatalf("TakeRateSlot = %v, %v, want 0, nil", wait, err)
+	}
+	if typ, err := raw.Type(ctx, key).Result(); err != nil || typ != "zset" {
+		t.Errorf("TYPE %s = %q, %v, want zset", key, typ, err)
+	}
+	if ttl, err := raw.PTTL(ctx, key).Result(); err != nil || ttl <= 0 || ttl > window {
+		t.Errorf("PTTL %s = %v, %v, want within (0, %v]", key, ttl, err, window)
+	}
+	deadline := time.Now().Add(window + 5*time.Second)
+	for {
+		n, err := raw.Exists(ctx, key).Result()
+		if err != nil {
+			t.Fatalf("EXISTS %s: %v", key, err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still exists %v after its window of %v", key, 5*time.Second, window)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// TestRedisRateSlotIgnoresClientClocks checks that two replicas whose clocks are a day apart share one rate
+// window: the script reads the Redis server's time.
+func TestRedisRateSlotIgnoresClientClocks(t *testing.T) {
+	now := time.Now()
+	a := storetest.Redis(t, store.WithClock(func() time.Time { return now }))
+	b := store.NewRedis(redis.NewClient(&redis.Options{Addr: storetest.RedisAddr(t)}),
+		store.WithPrefix(a.Prefix()), store.WithClock(func() time.Time { return now.Add(24 * time.Hour) }))
+	t.Cleanup(func() { _ = b.Close() })
+	ctx := t.Context()
+	const limit, window = 2, time.Minute
+	for i, s := range []*store.Redis{a, b} {
+		if wait, err := s.TakeRateSlot(ctx, "guance", limit, window); err != nil || wait != 0 {
+			t.Fatalf("slot %d: TakeRateSlot = %v, %v, want 0, nil", i+1, wait, err)
+		}
+	}
+	for i, s := range []*store.Redis{a, b} {
+		wait, err := s.TakeRateSlot(ctx, "guance", limit, window)
+		if err != nil || wait <= 0 || wait > window {
+			t.Errorf("replica %d beyond the shared limit: TakeRateSlot = %v, %v, want a wait in (0, %v]", i+1, wait, err, window)
+		}
+	}
+}

@@ -1,9 +1,11 @@
 package storetest
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -47,6 +49,18 @@ func Contract(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Lease", testLease},
 		{"LeaseExpires", testLeaseExpires},
 		{"Jobs", testJobs},
+		{"IssueEveryFieldRoundTrip", testIssueEveryField},
+		{"UpdateIssue", testUpdateIssue},
+		{"UpdateIssueNotFound", testUpdateIssueNotFound},
+		{"UpdateIssueFuncErrorAborts", testUpdateIssueFuncError},
+		{"UpdateIssueKeepsUUID", testUpdateIssueKeepsUUID},
+		{"UpdateIssueMapsNewIDs", testUpdateIssueMapsNewIDs},
+		{"UpdateIssueConcurrent", testUpdateIssueConcurrent},
+		{"RateSlotLimit", testRateSlotLimit},
+		{"RateSlotWindowPasses", testRateSlotWindowPasses},
+		{"RateSlotNamesIndependent", testRateSlotNames},
+		{"RateSlotConcurrent", testRateSlotConcurrent},
+		{"RateSlotInvalid", testRateSlotInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -105,20 +119,33 @@ func mustNotFound(t *testing.T, what string, err error) {
 	}
 }
 
+// sampleIssue returns a record with every field set (testIssueEveryField checks that), so that round trips
+// cover every field. Its Snapshot is compact JSON, as the stores return it.
 func sampleIssue(uuid string) store.Issue {
+	cst := time.FixedZone("CST", 8*3600)
 	return store.Issue{
-		IssueUUID:     uuid,
-		ChatID:        "oc_chat1",
-		CardMessageID: "om_card_" + uuid,
-		ThreadID:      "omt_thread_" + uuid,
-		CardRevision:  3,
-		UpdateAt:      1767225600,
-		StatusType:    10,
-		Level:         "P1",
-		Name:          "CPU 使用率过高 on db-1",
-		SyncedReplies: 2,
-		SentAt:        time.Date(2026, 1, 1, 8, 0, 0, 123456789, time.UTC),
-		LastActivity:  time.Date(2026, 1, 2, 9, 30, 0, 0, time.FixedZone("CST", 8*3600)),
+		IssueUUID:        uuid,
+		ChatID:           "oc_chat1",
+		CardMessageID:    "om_card_" + uuid,
+		ThreadID:         "omt_thread_" + uuid,
+		CardRevision:     3,
+		UpdateAt:         1767225600,
+		StatusType:       10,
+		Level:            "P1",
+		Name:             "CPU 使用率过高 on db-1",
+		SyncedReplies:    2,
+		SentAt:           time.Date(2026, 1, 1, 8, 0, 0, 123456789, time.UTC),
+		LastActivity:     time.Date(2026, 1, 2, 9, 30, 0, 0, cst),
+		CreateAt:         1767222000,
+		Snapshot:         json.RawMessage(`{"uuid":"` + uuid + `","name":"CPU 使用率过高 on db-1","level":"P1","tags":["db"]}`),
+		RepliesScannedAt: time.Date(2026, 1, 2, 10, 0, 0, 987654321, time.UTC),
+		ScannedUpdateAt:  1767225500,
+		LastReplyAt:      1767225550,
+		Refresh:          true,
+		Gone:             true,
+		ChangedBy:        "ou_user1",
+		ChangedAction:    "resolve",
+		ChangedAt:        time.Date(2026, 1, 2, 11, 15, 0, 42, cst),
 	}
 }
 
@@ -653,5 +680,304 @@ func testReopen(t *testing.T, s store.Store, r Reopener) {
 	must(t, "DueJobs", err)
 	if diff := cmp.Diff([]store.Job{j}, jobs); diff != "" {
 		t.Errorf("DueJobs after reopen mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func testIssueEveryField(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	want := sampleIssue("issue-1")
+	v := reflect.ValueOf(want)
+	for i := range v.NumField() {
+		if v.Field(i).IsZero() {
+			t.Errorf("sampleIssue leaves store.Issue.%s zero; set it so that the round trips cover it", v.Type().Field(i).Name)
+		}
+	}
+	must(t, "PutIssue", s.PutIssue(ctx, want))
+	got, err := s.GetIssue(ctx, want.IssueUUID)
+	must(t, "GetIssue", err)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("GetIssue after PutIssue mismatch (-want +got):\n%s", diff)
+	}
+	got, err = s.UpdateIssue(ctx, want.IssueUUID, func(is *store.Issue) error {
+		if diff := cmp.Diff(want, *is); diff != "" {
+			t.Errorf("UpdateIssue passed fn a different record (-want +got):\n%s", diff)
+		}
+		return nil
+	})
+	must(t, "UpdateIssue", err)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("UpdateIssue result mismatch (-want +got):\n%s", diff)
+	}
+	got, err = s.GetIssue(ctx, want.IssueUUID)
+	must(t, "GetIssue", err)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("GetIssue after UpdateIssue mismatch (-want +got):\n%s", diff)
+	}
+	list, err := s.ListIssues(ctx)
+	must(t, "ListIssues", err)
+	if diff := cmp.Diff([]store.Issue{want}, list); diff != "" {
+		t.Errorf("ListIssues mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func testUpdateIssue(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	before := sampleIssue("issue-1")
+	must(t, "PutIssue", s.PutIssue(ctx, before))
+	must(t, "PutIssue other", s.PutIssue(ctx, sampleIssue("issue-2")))
+
+	want := before
+	want.StatusType, want.CardRevision, want.Name = 20, before.CardRevision+1, "renamed"
+	want.Snapshot = json.RawMessage(`{"status":"resolved"}`)
+	got, err := s.UpdateIssue(ctx, before.IssueUUID, func(is *store.Issue) error {
+		if diff := cmp.Diff(before, *is); diff != "" {
+			t.Errorf("UpdateIssue passed fn a different record (-want +got):\n%s", diff)
+		}
+		is.StatusType, is.CardRevision, is.Name = 20, is.CardRevision+1, "renamed"
+		is.Snapshot = json.RawMessage(`{"status":"resolved"}`)
+		return nil
+	})
+	must(t, "UpdateIssue", err)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("UpdateIssue result mismatch (-want +got):\n%s", diff)
+	}
+	got, err = s.GetIssue(ctx, before.IssueUUID)
+	must(t, "GetIssue", err)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("GetIssue after UpdateIssue mismatch (-want +got):\n%s", diff)
+	}
+	// Other records are untouched.
+	got, err = s.GetIssue(ctx, "issue-2")
+	must(t, "GetIssue issue-2", err)
+	if diff := cmp.Diff(sampleIssue("issue-2"), got); diff != "" {
+		t.Errorf("GetIssue(issue-2) after updating issue-1 mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func testUpdateIssueNotFound(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	called := false
+	_, err := s.UpdateIssue(ctx, "missing", func(*store.Issue) error {
+		called = true
+		return nil
+	})
+	mustNotFound(t, "UpdateIssue", err)
+	if called {
+		t.Error("UpdateIssue of a missing issue called fn, want it not called")
+	}
+	_, err = s.GetIssue(ctx, "missing")
+	mustNotFound(t, "GetIssue after UpdateIssue of a missing issue", err)
+	list, err := s.ListIssues(ctx)
+	must(t, "ListIssues", err)
+	if len(list) != 0 {
+		t.Errorf("ListIssues after UpdateIssue of a missing issue = %v, want none", list)
+	}
+}
+
+func testUpdateIssueFuncError(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	want := sampleIssue("issue-1")
+	must(t, "PutIssue", s.PutIssue(ctx, want))
+	errBoom := errors.New("boom")
+	_, err := s.UpdateIssue(ctx, want.IssueUUID, func(is *store.Issue) error {
+		is.Name, is.CardMessageID, is.ThreadID = "changed", "om_aborted", "omt_aborted"
+		return errBoom
+	})
+	if !errors.Is(err, errBoom) {
+		t.Errorf("UpdateIssue with a failing fn: err = %v, want it to wrap fn's error", err)
+	}
+	got, err := s.GetIssue(ctx, want.IssueUUID)
+	must(t, "GetIssue", err)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("record changed although fn failed (-want +got):\n%s", diff)
+	}
+	for _, id := range []string{"om_aborted", "omt_aborted"} {
+		_, err := s.IssueByMessage(ctx, id)
+		mustNotFound(t, "IssueByMessage("+id+") after a failed update", err)
+	}
+}
+
+func testUpdateIssueKeepsUUID(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	want := sampleIssue("issue-1")
+	must(t, "PutIssue", s.PutIssue(ctx, want))
+	_, err := s.UpdateIssue(ctx, want.IssueUUID, func(is *store.Issue) error {
+		is.IssueUUID, is.Name = "issue-2", "changed"
+		return nil
+	})
+	if err == nil {
+		t.Error("UpdateIssue whose fn changed IssueUUID succeeded, want an error")
+	}
+	got, err := s.GetIssue(ctx, want.IssueUUID)
+	must(t, "GetIssue", err)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("record changed although fn changed its uuid (-want +got):\n%s", diff)
+	}
+	_, err = s.GetIssue(ctx, "issue-2")
+	mustNotFound(t, "GetIssue of the uuid fn set", err)
+}
+
+func testUpdateIssueMapsNewIDs(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	old := sampleIssue("issue-1")
+	must(t, "PutIssue", s.PutIssue(ctx, old))
+	want := old
+	want.CardMessageID, want.ThreadID, want.CardRevision = "om_new", "omt_new", 1
+	got, err := s.UpdateIssue(ctx, old.IssueUUID, func(is *store.Issue) error {
+		is.CardMessageID, is.ThreadID, is.CardRevision = "om_new", "omt_new", 1
+		return nil
+	})
+	must(t, "UpdateIssue", err)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("UpdateIssue result mismatch (-want +got):\n%s", diff)
+	}
+	for _, id := range []string{old.CardMessageID, old.ThreadID, want.CardMessageID, want.ThreadID} {
+		got, err := s.IssueByMessage(ctx, id)
+		must(t, "IssueByMessage "+id, err)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("IssueByMessage(%q) after UpdateIssue mismatch (-want +got):\n%s", id, diff)
+		}
+	}
+	list, err := s.ListIssues(ctx)
+	must(t, "ListIssues", err)
+	if diff := cmp.Diff([]store.Issue{want}, list); diff != "" {
+		t.Errorf("ListIssues after UpdateIssue mismatch (-want +got):\n%s", diff)
+	}
+	seen, err := s.IssueSeen(ctx, old.IssueUUID)
+	must(t, "IssueSeen", err)
+	if !seen {
+		t.Errorf("IssueSeen(%q) = false after UpdateIssue, want true", old.IssueUUID)
+	}
+}
+
+// testUpdateIssueConcurrent fails when UpdateIssue is a plain read then write: concurrent increments get lost.
+func testUpdateIssueConcurrent(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	const workers, perWorker = 20, 10
+	is := sampleIssue("issue-1")
+	is.SyncedReplies = 0
+	must(t, "PutIssue", s.PutIssue(ctx, is))
+	errs := make(chan error, workers)
+	concurrently(workers, func(int) {
+		for range perWorker {
+			_, err := s.UpdateIssue(ctx, is.IssueUUID, func(is *store.Issue) error {
+				is.SyncedReplies++
+				return nil
+			})
+			if err != nil {
+				errs <- err
+				return
+			}
+		}
+	})
+	close(errs)
+	for err := range errs {
+		t.Errorf("UpdateIssue: %v", err)
+	}
+	got, err := s.GetIssue(ctx, is.IssueUUID)
+	must(t, "GetIssue", err)
+	if got.SyncedReplies != workers*perWorker {
+		t.Errorf("SyncedReplies after %d×%d concurrent increments = %d, want %d",
+			workers, perWorker, got.SyncedReplies, workers*perWorker)
+	}
+}
+
+// takeSlot calls TakeRateSlot and fails the test on an error.
+func takeSlot(t *testing.T, s store.Store, name string, limit int, window time.Duration) time.Duration {
+	t.Helper()
+	wait, err := s.TakeRateSlot(t.Context(), name, limit, window)
+	must(t, "TakeRateSlot "+name, err)
+	return wait
+}
+
+// checkRefused checks that a TakeRateSlot result refused a slot with a wait in (0, window].
+func checkRefused(t *testing.T, what string, wait, window time.Duration) {
+	t.Helper()
+	if wait <= 0 || wait > window {
+		t.Errorf("%s: wait = %v, want a refusal with a wait in (0, %v]", what, wait, window)
+	}
+}
+
+func testRateSlotLimit(t *testing.T, s store.Store) {
+	const limit, window = 3, time.Minute
+	for i := range limit {
+		if wait := takeSlot(t, s, "guance", limit, window); wait != 0 {
+			t.Fatalf("slot %d of %d: wait = %v, want 0 (granted)", i+1, limit, wait)
+		}
+	}
+	for i := range 3 {
+		checkRefused(t, fmt.Sprintf("call %d beyond the limit", i+1), takeSlot(t, s, "guance", limit, window), window)
+	}
+}
+
+func testRateSlotWindowPasses(t *testing.T, s store.Store) {
+	const limit, window = 2, shortTTL
+	for range limit {
+		if wait := takeSlot(t, s, "guance", limit, window); wait != 0 {
+			t.Fatalf("slot within the limit: wait = %v, want 0", wait)
+		}
+	}
+	wait := takeSlot(t, s, "guance", limit, window)
+	if wait <= 0 || wait > window {
+		t.Fatalf("slot beyond the limit: wait = %v, want a refusal with a wait in (0, %v]", wait, window)
+	}
+	// Refused calls take no slot, so polling does not keep the window full.
+	waitExpired(t, s, wait, "rate window", func() bool {
+		return takeSlot(t, s, "guance", limit, window) == 0
+	})
+}
+
+func testRateSlotNames(t *testing.T, s store.Store) {
+	const window = time.Minute
+	for _, name := range []string{"a", "b"} {
+		if wait := takeSlot(t, s, name, 1, window); wait != 0 {
+			t.Errorf("first slot of %s: wait = %v, want 0: names must be independent", name, wait)
+		}
+		checkRefused(t, "second slot of "+name, takeSlot(t, s, name, 1, window), window)
+	}
+}
+
+// testRateSlotConcurrent fails when the count and the add are separate steps: callers that count at the same
+// time all see room. Each caller calls more than once, so that the calls overlap even when the first ones are
+// spread out by connection setup.
+func testRateSlotConcurrent(t *testing.T, s store.Store) {
+	const callers, calls, limit, window = 50, 4, 10, time.Minute
+	var granted atomic.Int32
+	errs := make(chan error, callers)
+	concurrently(callers, func(int) {
+		for range calls {
+			wait, err := s.TakeRateSlot(t.Context(), "guance", limit, window)
+			switch {
+			case err != nil:
+				errs <- err
+				return
+			case wait == 0:
+				granted.Add(1)
+			case wait < 0 || wait > window:
+				errs <- fmt.Errorf("refused with wait %v, want one in (0, %v]", wait, window)
+				return
+			}
+		}
+	})
+	close(errs)
+	for err := range errs {
+		t.Errorf("TakeRateSlot: %v", err)
+	}
+	if got := granted.Load(); got != limit {
+		t.Errorf("%d concurrent calls got %d slots within one window, want exactly the limit %d",
+			callers*calls, got, limit)
+	}
+}
+
+func testRateSlotInvalid(t *testing.T, s store.Store) {
+	for _, c := range []struct {
+		limit  int
+		window time.Duration
+	}{
+		{0, time.Second}, {-1, time.Second}, {1, 0}, {1, -time.Second},
+	} {
+		if _, err := s.TakeRateSlot(t.Context(), "guance", c.limit, c.window); err == nil {
+			t.Errorf("TakeRateSlot(limit %d, window %v) succeeded, want an error", c.limit, c.window)
+		}
 	}
 }
