@@ -27,6 +27,7 @@ type Config struct {
 	GuanceConsoleURL        string        `env:"GUANCE_CONSOLE_URL" envDefault:"https://console.guance.com"`
 	GuanceRateLimit         int           `env:"GUANCE_RATE_LIMIT" envDefault:"18"`
 	PollInterval            time.Duration `env:"POLL_INTERVAL" envDefault:"10s"`
+	QuietAfter              time.Duration `env:"QUIET_AFTER" envDefault:"24h"`
 	HTTPAddr                string        `env:"HTTP_ADDR" envDefault:":8080"`
 	RedisURL                string        `env:"REDIS_URL,unset"`
 	DataDir                 string        `env:"DATA_DIR" envDefault:"./data"`
@@ -88,6 +89,8 @@ func parseConfig(environ []string) (Config, error) {
 		"must be between 1 and 200 requests per minute (Guance allows 20 per key)")
 	check("POLL_INTERVAL", cfg.PollInterval >= time.Second && cfg.PollInterval <= time.Hour,
 		"must be between 1s and 1h")
+	check("QUIET_AFTER", cfg.QuietAfter >= time.Minute && cfg.QuietAfter <= 90*24*time.Hour,
+		"must be between 1m and 2160h (90 days)")
 	check("HTTP_ADDR", cfg.HTTPAddr != "", "must not be empty")
 	check("REDIS_URL", cfg.RedisURL == "" || strings.HasPrefix(cfg.RedisURL, "redis://") || strings.HasPrefix(cfg.RedisURL, "rediss://"),
 		"must start with redis:// or rediss://")

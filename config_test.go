@@ -27,7 +27,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		FeishuBaseURL: "https://open.feishu.cn", FeishuEventMode: "ws",
 		GuanceAPIKey: "guance-key-XYZ", GuanceBaseURL: "https://openapi.guance.com",
 		GuanceConsoleURL: "https://console.guance.com", GuanceRateLimit: 18,
-		PollInterval: 10 * time.Second, HTTPAddr: ":8080", DataDir: "./data",
+		PollInterval: 10 * time.Second, QuietAfter: 24 * time.Hour, HTTPAddr: ":8080", DataDir: "./data",
 		LogLevel: "info", LogFormat: "json",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -51,7 +51,7 @@ func TestParseConfigNamesEveryBadVariable(t *testing.T) {
 			"REDIS_URL=localhost:6379"),
 			[]string{"POLL_INTERVAL", "GUANCE_RATE_LIMIT", "FEISHU_EVENT_MODE", "LOG_LEVEL", "LOG_FORMAT",
 				"FEISHU_CHAT_ID", "GUANCE_BASE_URL", "REDIS_URL"}},
-		{"out of range", requiredEnv("POLL_INTERVAL=10ms", "GUANCE_RATE_LIMIT=0"), []string{"POLL_INTERVAL", "GUANCE_RATE_LIMIT"}},
+		{"out of range", requiredEnv("POLL_INTERVAL=10ms", "GUANCE_RATE_LIMIT=0", "QUIET_AFTER=1s"), []string{"POLL_INTERVAL", "GUANCE_RATE_LIMIT", "QUIET_AFTER"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

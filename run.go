@@ -39,9 +39,16 @@ func run(ctx context.Context, environ []string, stdout io.Writer, listening func
 	}()
 
 	metrics := bot.NewMetrics(nil)
+	// One budget for the key: people's writes keep a reserve that background work
+	// never spends, and replicas sharing Redis share the window.
+	limOpts := []guance.LimiterOption{guance.WithReserve(bot.Reserve(cfg.GuanceRateLimit))}
+	if st.Kind() == "redis" {
+		limOpts = append(limOpts, guance.WithSharedWindow(rateSlots{st: st, name: "guance", window: time.Minute}))
+	}
+	limiter := guance.NewWindowLimiter(cfg.GuanceRateLimit, time.Minute, limOpts...)
 	gc, err := guance.NewClient(cfg.GuanceBaseURL, cfg.GuanceAPIKey,
 		guance.WithHTTPClient(&http.Client{Timeout: 30 * time.Second, Transport: metrics.InstrumentGuance(nil)}),
-		guance.WithLimiter(guance.NewWindowLimiter(cfg.GuanceRateLimit, time.Minute)),
+		guance.WithLimiter(limiter),
 		guance.WithLogger(logger.With("component", "guance")),
 		guance.WithOnThrottle(metrics.GuanceThrottled),
 	)
@@ -57,7 +64,7 @@ func run(ctx context.Context, environ []string, stdout io.Writer, listening func
 	}
 	b := bot.New(bot.Config{
 		ChatID: cfg.FeishuChatID, PollInterval: cfg.PollInterval, RateLimit: cfg.GuanceRateLimit,
-		ConsoleURL: cfg.GuanceConsoleURL,
+		ConsoleURL: cfg.GuanceConsoleURL, QuietAfter: cfg.QuietAfter, Budget: limiter.Stats,
 	}, fc, gc, st, metrics, logger)
 	intake, err := feishu.NewIntake(feishu.IntakeConfig{
 		AppID: cfg.FeishuAppID, AppSecret: cfg.FeishuAppSecret, BaseURL: cfg.FeishuBaseURL,
@@ -115,4 +122,19 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// rateSlots lets the Guance limiter count against a window kept in the store, shared
+// by every replica that uses the same key.
+type rateSlots struct {
+	st interface {
+		TakeRateSlot(ctx context.Context, name string, limit int, window time.Duration) (time.Duration, error)
+	}
+	name   string
+	window time.Duration
+}
+
+// TakeSlot implements guance.SharedWindow.
+func (r rateSlots) TakeSlot(ctx context.Context, limit int) (time.Duration, error) {
+	return r.st.TakeRateSlot(ctx, r.name, limit, r.window)
 }

@@ -1,7 +1,9 @@
 // Package bot is issuebot's application: it takes Feishu events and card callbacks,
 // talks to Guance through package guance, keeps its state in package store, and
 // speaks to Feishu through package bot/feishu. Each flow lives in its own file:
-// poller.go finds new issues, delivery.go posts their cards exactly once.
+// poller.go finds new issues, delivery.go posts their cards exactly once, replies.go
+// takes thread messages to Guance, sync.go and thread.go bring Guance's changes and
+// replies back, livecard.go keeps cards current, status.go handles the buttons.
 package bot
 
 import (
@@ -27,6 +29,7 @@ type Messenger interface {
 	SendCard(ctx context.Context, chatID string, card []byte, uuid string) (feishu.Sent, error)
 	ReplyText(ctx context.Context, messageID, text string, inThread bool, uuid string) (feishu.Sent, error)
 	ReplyCard(ctx context.Context, messageID string, card []byte, inThread bool, uuid string) (feishu.Sent, error)
+	PatchCard(ctx context.Context, messageID string, card []byte) error
 	AddReaction(ctx context.Context, messageID, emoji string) error
 	UserName(ctx context.Context, openID string) (string, error)
 }
@@ -35,6 +38,9 @@ type Messenger interface {
 type Tracker interface {
 	ListChannels(ctx context.Context) ([]guance.Channel, error)
 	ListAllIssues(ctx context.Context, q guance.IssueQuery) ([]guance.Issue, error)
+	ListIssues(ctx context.Context, q guance.IssueQuery) ([]guance.Issue, guance.PageInfo, error)
+	GetIssue(ctx context.Context, issueUUID string) (*guance.Issue, error)
+	SetStatus(ctx context.Context, issueUUID string, s guance.StatusType) (*guance.Issue, error)
 	ListLevels(ctx context.Context) ([]guance.Level, error)
 	CreateReply(ctx context.Context, issueUUID, content string) (*guance.Reply, error)
 	ListReplies(ctx context.Context, issueUUID string, o guance.ReplyListOptions) ([]guance.Reply, guance.PageInfo, error)
@@ -46,6 +52,10 @@ type State interface {
 	Ping(ctx context.Context) error
 	PutIssue(ctx context.Context, is store.Issue) error
 	GetIssue(ctx context.Context, issueUUID string) (store.Issue, error)
+	UpdateIssue(ctx context.Context, issueUUID string, fn func(*store.Issue) error) (store.Issue, error)
+	ListIssues(ctx context.Context) ([]store.Issue, error)
+	MarkRepliesSeen(ctx context.Context, issueUUID string, replyUUIDs ...string) error
+	ReplySeen(ctx context.Context, issueUUID, replyUUID string) (bool, error)
 	MarkIssuesSeen(ctx context.Context, uuids ...string) error
 	IssueSeen(ctx context.Context, uuid string) (bool, error)
 	Cursor(ctx context.Context, name string) (int64, error)
@@ -94,6 +104,11 @@ type Config struct {
 	Location *time.Location
 	// InstanceID names this replica in the poller lease; "" means random.
 	InstanceID string
+	// QuietAfter is how long a resolved or closed issue stays watched for replies after
+	// its last change or chat activity; 0 means 24 hours.
+	QuietAfter time.Duration
+	// Budget, when set, reports the Guance limiter's use for the status command.
+	Budget func() guance.LimiterStats
 }
 
 // Bot is the application. Build it with New, hand it to a feishu.Intake as the event
@@ -111,6 +126,12 @@ type Bot struct {
 
 	wakeDelivery chan struct{}
 	wakeReplies  chan struct{}
+	wakePatches  chan struct{}
+	wakeThread   chan struct{}
+	wakeStatus   chan struct{}
+	pacer        *chatPacer
+	patches      patchClock
+	watch        watcher
 	bg           sync.WaitGroup // background answers to chat messages
 	bgSlots      chan struct{}
 	lastPoll     atomic.Int64 // unix ns of the last successful poll
@@ -160,19 +181,27 @@ func New(cfg Config, fs Messenger, gc Tracker, st State, metrics *Metrics, logge
 	if cfg.Location == nil {
 		cfg.Location = time.Local
 	}
+	if cfg.QuietAfter <= 0 {
+		cfg.QuietAfter = 24 * time.Hour
+	}
 	if cfg.InstanceID == "" {
 		var b [6]byte
 		_, _ = rand.Read(b[:])
 		cfg.InstanceID = hex.EncodeToString(b[:])
 	}
-	return &Bot{
+	b := &Bot{
 		cfg: cfg, feishu: fs, guance: gc, state: st, metrics: metrics,
 		logger:       logger.With("component", "bot"),
 		now:          time.Now,
 		wakeDelivery: make(chan struct{}, 1),
 		wakeReplies:  make(chan struct{}, 1),
+		wakePatches:  make(chan struct{}, 1),
+		wakeThread:   make(chan struct{}, 1),
+		wakeStatus:   make(chan struct{}, 1),
 		bgSlots:      make(chan struct{}, 16),
 	}
+	b.pacer = newChatPacer(cfg.ChatSendInterval, func() time.Time { return b.now() })
+	return b
 }
 
 // Run does the bot's background work until ctx is done: it learns the bot's own

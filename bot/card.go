@@ -55,8 +55,12 @@ type CardData struct {
 	ChannelName string
 	// Revision is the card's revision, put into every button's value.
 	Revision int64
-	// LastChange is who last changed the status from the chat; nil if nobody did.
+	// LastChange is who last changed the status (from the chat, or in Guance); nil if
+	// nobody did.
 	LastChange *CardChange
+	// Deleted says the issue was deleted in Guance: the card says so and has no
+	// status buttons.
+	Deleted bool
 	// SyncedReplies is the number of replies synced, shown in the footer.
 	SyncedReplies int
 	// ConsoleURL is the Guance console base, e.g. "https://console.guance.com". Empty
@@ -75,11 +79,15 @@ type CardChange struct {
 }
 
 // CardAction is a decoded button click: the value object of a card button,
-// {"action": "resolve"|"pending"|"reopen", "issue": "<issue uuid>", "rev": <revision>}.
+// {"action": "resolve"|"pending"|"reopen", "issue": "<issue uuid>", "rev": <revision>,
+// "st": <status shown>}.
 type CardAction struct {
 	Action    string
 	IssueUUID string
 	Revision  int64
+	// Shown is the status the card showed when clicked; 0 for cards rendered before
+	// buttons carried it.
+	Shown guance.StatusType
 }
 
 // Status returns the issue status the action sets: Resolved, Pending or Open (reopen);
@@ -120,6 +128,9 @@ func ParseCardAction(v map[string]any) (CardAction, error) {
 		return CardAction{}, fmt.Errorf("parse card action: %w", err)
 	}
 	a.Revision = rev
+	if st, err := cardRevision(v["st"]); err == nil && st < 1000 {
+		a.Shown = guance.StatusType(st)
+	}
 	return a, nil
 }
 
@@ -273,6 +284,10 @@ func newCardView(d CardData) *cardView {
 		c.tagColor = "neutral" // text_tag has no grey
 	}
 	c.statusZH, c.statusEN = cardStatus(d.Issue.StatusType)
+	if d.Deleted {
+		c.statusZH, c.statusEN = "已删除", "Deleted"
+		c.template, c.tagColor = "grey", "neutral"
+	}
 	return c
 }
 
@@ -559,11 +574,11 @@ func (c *cardView) buttons() cardColumnSet {
 			Type: typ,
 			Behaviors: []cardBehavior{{
 				Type:  "callback",
-				Value: &cardButtonValue{Action: action, Issue: is.UUID, Rev: c.d.Revision},
+				Value: &cardButtonValue{Action: action, Issue: is.UUID, Rev: c.d.Revision, St: int(is.StatusType)},
 			}},
 		})
 	}
-	if is.UUID != "" {
+	if is.UUID != "" && !c.d.Deleted {
 		if !done {
 			callback(cardActionResolve, "解决", "Resolve", "primary")
 		}
@@ -803,5 +818,8 @@ type (
 		Action string `json:"action"`
 		Issue  string `json:"issue"`
 		Rev    int64  `json:"rev"`
+		// St is the status the card showed; a click on a card that showed another
+		// status than the issue has now is stale.
+		St int `json:"st"`
 	}
 )

@@ -205,7 +205,7 @@ var cardAllowed = map[string][]string{
 	"button":     {"tag", "text", "type", "behaviors"},
 	"callback":   {"type", "value"},
 	"open_url":   {"type", "default_url"},
-	"value":      {"action", "issue", "rev"},
+	"value":      {"action", "issue", "rev", "st"},
 }
 
 var (
@@ -608,13 +608,15 @@ func TestParseCardAction(t *testing.T) {
 		in   map[string]any
 		want CardAction
 	}{
-		{decoded(`{"action":"resolve","issue":"issue_1","rev":3}`), CardAction{"resolve", "issue_1", 3}},
-		{number(`{"action":"pending","issue":"issue_1","rev":12}`), CardAction{"pending", "issue_1", 12}},
-		{decoded(`{"action":"reopen","issue":"issue_1","rev":"7"}`), CardAction{"reopen", "issue_1", 7}},
-		{decoded(`{"action":" Resolve ","issue":"issue_1","rev":"7.0"}`), CardAction{"resolve", "issue_1", 7}},
-		{map[string]any{"action": "resolve", "issue": "i", "rev": int64(5)}, CardAction{"resolve", "i", 5}},
-		{map[string]any{"action": "resolve", "issue": "i", "rev": 0}, CardAction{"resolve", "i", 0}},
-		{decoded(`{"action":"resolve","issue":"i","rev":9007199254740992}`), CardAction{"resolve", "i", 1 << 53}},
+		{decoded(`{"action":"resolve","issue":"issue_1","rev":3}`), CardAction{"resolve", "issue_1", 3, 0}},
+		{number(`{"action":"pending","issue":"issue_1","rev":12}`), CardAction{"pending", "issue_1", 12, 0}},
+		{decoded(`{"action":"reopen","issue":"issue_1","rev":"7"}`), CardAction{"reopen", "issue_1", 7, 0}},
+		{decoded(`{"action":" Resolve ","issue":"issue_1","rev":"7.0"}`), CardAction{"resolve", "issue_1", 7, 0}},
+		{map[string]any{"action": "resolve", "issue": "i", "rev": int64(5)}, CardAction{"resolve", "i", 5, 0}},
+		{map[string]any{"action": "resolve", "issue": "i", "rev": 0}, CardAction{"resolve", "i", 0, 0}},
+		{decoded(`{"action":"resolve","issue":"i","rev":9007199254740992}`), CardAction{"resolve", "i", 1 << 53, 0}},
+		{decoded(`{"action":"resolve","issue":"i","rev":4,"st":20}`), CardAction{"resolve", "i", 4, 20}},
+		{decoded(`{"action":"reopen","issue":"i","rev":4,"st":"oops"}`), CardAction{"reopen", "i", 4, 0}},
 	}
 	for _, tt := range ok {
 		got, err := ParseCardAction(tt.in)

@@ -15,6 +15,7 @@ const (
 	cmdResolve                    // resolve / pending / reopen: text forms of the card buttons
 	cmdPending
 	cmdReopen
+	cmdStatus // status: the bridge's health
 )
 
 // command is a parsed message.
@@ -53,6 +54,8 @@ func parseCommand(text string, addressed bool) command {
 		return command{kind: cmdPending}
 	case "reopen", "重新打开", "/reopen":
 		return command{kind: cmdReopen}
+	case "status", "状态", "/status":
+		return command{kind: cmdStatus}
 	}
 	return command{}
 }

@@ -155,11 +155,8 @@ func (b *Bot) runDelivery(ctx context.Context) {
 // and the whole chat waits as long as that job does (a throttled or broken chat is
 // not hammered, and its cards keep their order).
 func (b *Bot) deliverChat(ctx context.Context, chat string, jobs []store.Job) time.Time {
-	for i, j := range jobs {
-		if i > 0 && !sleepCtx(ctx, b.cfg.ChatSendInterval) {
-			break
-		}
-		if ctx.Err() != nil {
+	for _, j := range jobs {
+		if !b.pacer.wait(ctx, chat) {
 			break
 		}
 		err := b.withWorkClaim(ctx, "card:"+j.ID, func() error { return b.deliverCard(ctx, j) })

@@ -8,14 +8,6 @@ import (
 
 var _ feishu.Handler = (*Bot)(nil)
 
-// HandleCardAction receives card.action.trigger. Until the button flow is wired it
-// acknowledges the click without changing the card.
-func (b *Bot) HandleCardAction(ctx context.Context, a feishu.CardAction) (feishu.CardResponse, error) {
-	b.metrics.observeEvent("card_action", b.now(), a.EventTime)
-	b.logger.DebugContext(ctx, "card action received", "message_id", a.MessageID, "chat_id", a.ChatID)
-	return feishu.CardResponse{}, nil
-}
-
 // HandleBotAdded receives im.chat.member.bot.added_v1.
 func (b *Bot) HandleBotAdded(ctx context.Context, e feishu.ChatEvent) error {
 	b.metrics.observeEvent("bot_added", b.now(), e.EventTime)

@@ -27,6 +27,15 @@ type Metrics struct {
 	replyFailures   prometheus.Counter
 	replyLatency    prometheus.Histogram
 	repliesQueued   prometheus.Gauge
+	queued          *prometheus.GaugeVec
+	repliesToChat   prometheus.Counter
+	replyStaleness  prometheus.Histogram
+	cardPatches     prometheus.Counter
+	statusChanges   *prometheus.CounterVec
+	watched         prometheus.Gauge
+	scanOldest      prometheus.Gauge
+	sweepPages      prometheus.Counter
+	replyScans      prometheus.Counter
 }
 
 // NewMetrics registers issuebot's metrics (plus Go and process collectors) on reg;
@@ -97,10 +106,49 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 			Name: "issuebot_replies_queued",
 			Help: "Chat messages waiting to be posted to Guance.",
 		}),
+		queued: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "issuebot_jobs_queued",
+			Help: "Jobs waiting, by queue: thread (Guance replies for the chat), patches (cards to re-render), status (status changes).",
+		}, []string{"queue"}),
+		repliesToChat: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "issuebot_replies_to_chat_total",
+			Help: "Guance replies posted into card threads.",
+		}),
+		replyStaleness: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "issuebot_reply_sync_staleness_seconds",
+			Help:    "Time from a reply's createAt in Guance to its post in the card's thread.",
+			Buckets: []float64{5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600},
+		}),
+		cardPatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "issuebot_card_patches_total",
+			Help: "Cards re-rendered in place.",
+		}),
+		statusChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "issuebot_status_changes_total",
+			Help: "Issue status changes made from the chat, by path: button (answered in the callback) or queued.",
+		}, []string{"path"}),
+		watched: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "issuebot_issues_watched",
+			Help: "Carded issues still watched for Guance changes and replies.",
+		}),
+		scanOldest: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "issuebot_reply_scan_oldest_seconds",
+			Help: "The longest any watched open issue has waited for its replies to be read (reply-sync staleness bound).",
+		}),
+		sweepPages: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "issuebot_open_list_pages_total",
+			Help: "Pages of the open-issue list read to find status, level and title changes.",
+		}),
+		replyScans: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "issuebot_reply_scans_total",
+			Help: "Reply pages read from Guance to find new replies.",
+		}),
 	}
 	reg.MustRegister(m.events, m.eventLag, m.guanceRequests, m.guanceThrottles, m.polls, m.pollDuration,
 		m.cardsSent, m.cardFailures, m.cardLatency, m.cardsQueued,
 		m.repliesToGuance, m.replyFailures, m.replyLatency, m.repliesQueued,
+		m.queued, m.repliesToChat, m.replyStaleness, m.cardPatches, m.statusChanges, m.watched, m.scanOldest,
+		m.sweepPages, m.replyScans,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

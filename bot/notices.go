@@ -27,9 +27,15 @@ var (
 	noticeDelayed = notice{"delayed",
 		"⏳ Guance 暂时不可用，这条回复会在恢复后自动同步。",
 		"⏳ Guance is unavailable right now; this reply will be synced once it recovers."}
-	noticeStatusLater = notice{"status-later",
-		"状态命令尚未开放，请使用卡片上的按钮。",
-		"Status commands are not available yet; please use the card's buttons."}
+	noticeNotInThread = notice{"not-in-thread",
+		"请在 Issue 卡片的话题里使用 resolve / pending / reopen。",
+		"Use resolve / pending / reopen inside an issue card's thread."}
+	noticeStatusRefused = notice{"status-refused",
+		"⚠️ Guance 拒绝了状态修改（权限不足？）。",
+		"⚠️ Guance refused the status change (missing permission?)."}
+	noticeNoIssueStatus = notice{"status-no-issue",
+		"⚠️ 找不到对应的 Guance Issue（可能已被删除），状态未修改。",
+		"⚠️ The Guance issue no longer exists (deleted?); the status was not changed."}
 )
 
 // notify replies to a chat message with a notice, in its thread. It is idempotent per
@@ -63,6 +69,8 @@ func helpCard() []byte {
 		"Guance 中的回复和状态变化会回到话题和卡片里。\n\n" +
 		"**命令**（@机器人）：\n" +
 		"- `help`：显示本帮助\n" +
+		"- `status`：桥接状态（上次轮询、Guance 配额、同步延迟）\n" +
+		"- 在卡片话题里：`resolve` / `pending` / `reopen` 修改状态（与卡片按钮相同）\n" +
 		"- `#issue_xxx#内容`：把内容回复到指定 Issue（兼容旧用法）"
 	const en = "**Reply in a card's thread** and your message becomes a reply on the Guance issue, with your name; " +
 		"a ✅ reaction shows it was synced.\n" +
@@ -70,6 +78,8 @@ func helpCard() []byte {
 		"Replies and status changes made in Guance come back to the thread and the card.\n\n" +
 		"**Commands** (@ the bot):\n" +
 		"- `help`: show this help\n" +
+		"- `status`: bridge health (last poll, Guance budget, sync delay)\n" +
+		"- in a card's thread: `resolve` / `pending` / `reopen` change the status (like the card's buttons)\n" +
 		"- `#issue_xxx#text`: post text to that issue (the old form)"
 	card := map[string]any{
 		"schema": "2.0",

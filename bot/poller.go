@@ -87,8 +87,15 @@ func (b *Bot) lead(ctx context.Context, ttl time.Duration) {
 			return nil
 		})
 	}
+	if err := b.requeuePatches(gctx); err != nil && gctx.Err() == nil {
+		b.logger.Warn("look for cards left unpatched", "err", err)
+	}
 	g.Go(func() error { b.runDelivery(gctx); return nil })
 	g.Go(func() error { b.runReplies(gctx); return nil })
+	g.Go(func() error { b.runStatus(gctx); return nil })
+	g.Go(func() error { b.runThread(gctx); return nil })
+	g.Go(func() error { b.runPatches(gctx); return nil })
+	g.Go(func() error { b.runSync(gctx); return nil })
 	g.Go(func() error {
 		every := b.pollEvery()
 		for {
@@ -130,7 +137,7 @@ func (b *Bot) logPollError(err error) {
 func (b *Bot) pollOnce(ctx context.Context) error {
 	started := b.now()
 	defer func() { b.metrics.pollDuration.Observe(b.now().Sub(started).Seconds()) }()
-	ctx = guance.WithPriority(ctx, guance.PriorityLow)
+	ctx = guance.WithPriority(ctx, guance.PriorityNormal)
 
 	cursor, err := b.state.Cursor(ctx, cursorNewIssues)
 	if err != nil {
@@ -225,6 +232,9 @@ func (b *Bot) pollOnce(ctx context.Context) error {
 	}
 	b.metrics.polls.Inc()
 	b.lastPoll.Store(now.UnixNano())
+	if _, err := b.state.AdvanceCursor(ctx, cursorLastPoll, now.Unix()); err != nil {
+		b.logger.Warn("record the poll time", "err", err)
+	}
 	if queued > 0 {
 		b.logger.Info("new issues queued for cards", "count", queued, "listed", len(issues))
 		b.kickDelivery()
@@ -300,8 +310,8 @@ func (c *levelCache) get(ref guance.LevelRef) (guance.Level, bool) {
 // storeIssue is the record kept for a carded issue.
 func storeIssue(is guance.Issue, chatID, messageID string, sentAt time.Time) store.Issue {
 	return store.Issue{
-		IssueUUID: is.UUID, ChatID: chatID, CardMessageID: messageID, CardRevision: 1,
+		IssueUUID: is.UUID, ChatID: chatID, CardMessageID: messageID, CardRevision: 1, PatchedRevision: 1,
 		UpdateAt: is.UpdateAt.Unix(), StatusType: int(is.StatusType), Level: string(is.Level),
-		Name: is.Name, SentAt: sentAt,
+		Name: is.Name, SentAt: sentAt, CreateAt: is.CreateAt.Unix(), Snapshot: snapshot(is),
 	}
 }

@@ -71,6 +71,9 @@ func (b *Bot) HandleMessage(ctx context.Context, m feishu.Message) error {
 	if !inThread && !addressed {
 		return nil
 	}
+	if inThread {
+		b.noteActivity(ctx, rec)
+	}
 	text := messageText(m, botID)
 	cmd := parseCommand(text, addressed)
 	issueUUID := rec.IssueUUID
@@ -78,7 +81,12 @@ func (b *Bot) HandleMessage(ctx context.Context, m feishu.Message) error {
 	case cmdHelp:
 		return b.once(ctx, m, func() { b.sendHelp(m) })
 	case cmdResolve, cmdPending, cmdReopen:
-		return b.once(ctx, m, func() { b.sendNotice(m, noticeStatusLater) })
+		if !inThread {
+			return b.once(ctx, m, func() { b.sendNotice(m, noticeNotInThread) })
+		}
+		return b.queueStatusCommand(ctx, m, rec, cmd.kind)
+	case cmdStatus:
+		return b.once(ctx, m, func() { b.sendStatus(m) })
 	case cmdCompat:
 		issueUUID, text = cmd.issueUUID, cmd.text
 	case cmdNone:
@@ -254,6 +262,9 @@ func (b *Bot) replyDone(ctx context.Context, j store.Job, p replyJob, replyUUID 
 			return b.rescheduleReply(ctx, j, p, fmt.Errorf("record own reply %s: %w", replyUUID, err))
 		}
 	}
+	if err := b.countSynced(ctx, p.IssueUUID, "chat:"+p.MessageID); err != nil {
+		b.logger.Warn("count a synced reply on the card", "issue_uuid", p.IssueUUID, "err", err)
+	}
 	if err := b.feishu.AddReaction(ctx, p.MessageID, "DONE"); err != nil {
 		b.logger.Warn("react to a synced message", "message_id", p.MessageID, "err", err)
 	}
@@ -379,4 +390,42 @@ func (b *Bot) withWorkClaim(ctx context.Context, key string, fn func() error) er
 		_ = b.state.Release(rctx, "work:"+key)
 	}()
 	return fn()
+}
+
+// noteActivity records chat activity in an issue's thread (at most once a minute), so
+// the watcher looks at that issue's Guance replies more often.
+func (b *Bot) noteActivity(ctx context.Context, rec store.Issue) {
+	if b.now().Sub(rec.LastActivity) < time.Minute {
+		return
+	}
+	now := b.now()
+	if _, _, err := b.updateIssue(ctx, rec.IssueUUID, func(r *store.Issue) error {
+		r.LastActivity = now
+		return nil
+	}); err != nil {
+		b.logger.Warn("record thread activity", "issue_uuid", rec.IssueUUID, "err", err)
+	}
+}
+
+// queueStatusCommand queues the status change a text command in a card's thread asks
+// for; the status worker makes it, patches the card and reacts to the message.
+func (b *Bot) queueStatusCommand(ctx context.Context, m feishu.Message, rec store.Issue, kind commandKind) error {
+	action := map[commandKind]string{cmdResolve: cardActionResolve, cmdPending: cardActionPending, cmdReopen: cardActionReopen}[kind]
+	first, err := b.state.Claim(ctx, "msg:"+m.MessageID, messageDedupeTTL)
+	if err != nil {
+		return fmt.Errorf("claim message %s: %w", m.MessageID, err)
+	}
+	if !first {
+		return nil
+	}
+	job := statusJob{
+		IssueUUID: rec.IssueUUID, Target: CardAction{Action: action}.Status(), Action: action,
+		WhoOpenID: m.SenderOpenID, MessageID: m.MessageID, At: b.now(),
+	}
+	if err := b.queueStatusJob(ctx, "msg:"+m.MessageID, job); err != nil {
+		_ = b.state.Release(context.WithoutCancel(ctx), "msg:"+m.MessageID)
+		return err
+	}
+	b.logger.Info("status command queued", "issue_uuid", rec.IssueUUID, "message_id", m.MessageID, "action", action)
+	return nil
 }

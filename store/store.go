@@ -64,18 +64,20 @@ const Retention = 30 * 24 * time.Hour
 
 // Issue is what the bot remembers about one carded Guance issue.
 type Issue struct {
-	IssueUUID     string    `json:"issue_uuid"`
-	ChatID        string    `json:"chat_id"`
-	CardMessageID string    `json:"card_message_id"` // om_… of the current card
-	ThreadID      string    `json:"thread_id"`       // omt_… once the card has a thread ("" before)
-	CardRevision  int64     `json:"card_revision"`
-	UpdateAt      int64     `json:"update_at"` // last seen Guance updateAt (unix s)
-	StatusType    int       `json:"status_type"`
-	Level         string    `json:"level"`
-	Name          string    `json:"name"`
-	SyncedReplies int       `json:"synced_replies"`
-	SentAt        time.Time `json:"sent_at"`       // when the current card was sent (14-day patch window)
-	LastActivity  time.Time `json:"last_activity"` // last chat activity in its thread
+	IssueUUID     string `json:"issue_uuid"`
+	ChatID        string `json:"chat_id"`
+	CardMessageID string `json:"card_message_id"` // om_… of the current card
+	ThreadID      string `json:"thread_id"`       // omt_… once the card has a thread ("" before)
+	CardRevision  int64  `json:"card_revision"`
+	// PatchedRevision is the revision the card message shows; below CardRevision, a re-render is due.
+	PatchedRevision int64     `json:"patched_revision,omitempty"`
+	UpdateAt        int64     `json:"update_at"` // last seen Guance updateAt (unix s)
+	StatusType      int       `json:"status_type"`
+	Level           string    `json:"level"`
+	Name            string    `json:"name"`
+	SyncedReplies   int       `json:"synced_replies"`
+	SentAt          time.Time `json:"sent_at"`       // when the current card was sent (14-day patch window)
+	LastActivity    time.Time `json:"last_activity"` // last chat activity in its thread
 
 	// CreateAt is the issue's Guance createAt (unix s); 0 in records written before it was kept.
 	CreateAt int64 `json:"create_at,omitempty"`

@@ -129,6 +129,7 @@ func sampleIssue(uuid string) store.Issue {
 		CardMessageID:    "om_card_" + uuid,
 		ThreadID:         "omt_thread_" + uuid,
 		CardRevision:     3,
+		PatchedRevision:  2,
 		UpdateAt:         1767225600,
 		StatusType:       10,
 		Level:            "P1",

@@ -1,0 +1,370 @@
+package bot
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"issuebot/bot/feishu"
+	"issuebot/guance"
+	"issuebot/store"
+)
+
+// queuePatches is the store queue of cards to re-render. A job's id is the issue uuid,
+// so any number of changes to one issue make one job; the job carries nothing, and the
+// card is rendered from the issue record when the job runs (the latest state wins).
+const queuePatches = "patches"
+
+// patchEvery is the least time between two patches of one card: Feishu allows 5 per
+// second per message, and a burst of changes is better shown as its end state.
+const patchEvery = time.Second
+
+// patchMaxAge is how old a card may be and still be patched. Feishu refuses patches
+// to cards older than 14 days; an hour of margin covers clock differences.
+const patchMaxAge = 14*24*time.Hour - time.Hour
+
+// snapshotDescRunes bounds the description kept in an issue's snapshot: the card
+// shows at most cardDescRunes of it.
+const snapshotDescRunes = 2 * cardDescRunes
+
+// snapshot is the part of an issue the card is rendered from, kept in its record so
+// that a re-render needs no Guance request.
+func snapshot(is guance.Issue) json.RawMessage {
+	is.Description = Truncate(is.Description, snapshotDescRunes, "")
+	is.Extend = guance.Extend{Text: Truncate(is.Extend.Text, snapshotDescRunes, ""), SourceLink: is.Extend.SourceLink}
+	b, err := json.Marshal(is)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// recordIssue returns the issue a record describes: its snapshot, with the fields the
+// record keeps itself (the latest known) laid over it.
+func recordIssue(rec store.Issue) guance.Issue {
+	var is guance.Issue
+	if len(rec.Snapshot) > 0 {
+		_ = json.Unmarshal(rec.Snapshot, &is)
+	}
+	is.UUID = rec.IssueUUID
+	is.Name = rec.Name
+	is.StatusType = guance.StatusType(rec.StatusType)
+	is.Level = guance.LevelRef(rec.Level)
+	if rec.UpdateAt > 0 {
+		is.UpdateAt = guance.Time(rec.UpdateAt)
+	}
+	if is.CreateAt.IsZero() && rec.CreateAt > 0 {
+		is.CreateAt = guance.Time(rec.CreateAt)
+	}
+	return is
+}
+
+// recordCard renders the card of a record at its current revision.
+func (b *Bot) recordCard(rec store.Issue) ([]byte, error) {
+	d := b.cardData(recordIssue(rec), rec.CardRevision)
+	d.SyncedReplies = rec.SyncedReplies
+	d.Deleted = rec.Gone
+	if rec.ChangedBy != "" || rec.ChangedAction != "" {
+		d.LastChange = &CardChange{Who: rec.ChangedBy, Action: rec.ChangedAction, At: rec.ChangedAt}
+	}
+	return RenderCard(d)
+}
+
+// errUnchanged aborts an UpdateIssue that has nothing to write.
+var errUnchanged = errors.New("unchanged")
+
+// updateIssue runs store.UpdateIssue, treating errUnchanged as "nothing to do".
+func (b *Bot) updateIssue(ctx context.Context, issueUUID string, fn func(*store.Issue) error) (store.Issue, bool, error) {
+	rec, err := b.state.UpdateIssue(ctx, issueUUID, fn)
+	if errors.Is(err, errUnchanged) {
+		return store.Issue{}, false, nil
+	}
+	if err != nil {
+		return store.Issue{}, false, fmt.Errorf("update issue %s: %w", issueUUID, err)
+	}
+	return rec, true, nil
+}
+
+// observe applies an issue as Guance just returned it (a list row, a get, a modify
+// answer) to its record. A change the card shows (status, level, title) raises the
+// card's revision and queues a patch. Data older than the record's is ignored, so a
+// list row read before a button click cannot undo the click.
+func (b *Bot) observe(ctx context.Context, is guance.Issue) error {
+	if is.Deleted() {
+		return b.markGone(ctx, is.UUID)
+	}
+	var visible bool
+	rec, ok, err := b.updateIssue(ctx, is.UUID, func(r *store.Issue) error {
+		up := is.UpdateAt.Unix()
+		if up < r.UpdateAt || (up == r.UpdateAt && !r.Refresh && sameCardFields(*r, is)) {
+			return errUnchanged
+		}
+		visible = !sameCardFields(*r, is)
+		if visible && r.StatusType != int(is.StatusType) && !b.isBotKey(is.Updator) {
+			// Changed in Guance: the footer says by whom.
+			r.ChangedBy, r.ChangedAt = guanceActor(is), is.UpdateAt.Time()
+			r.ChangedAction = statusAction(guance.StatusType(r.StatusType), is.StatusType)
+		}
+		r.UpdateAt = max(r.UpdateAt, up)
+		r.StatusType, r.Level, r.Name = int(is.StatusType), string(is.Level), is.Name
+		if !is.CreateAt.IsZero() {
+			r.CreateAt = is.CreateAt.Unix()
+		}
+		r.Snapshot = snapshot(is)
+		r.Refresh = false
+		if visible {
+			r.CardRevision++
+		}
+		return nil
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil // not carded by this bot
+	}
+	if err != nil || !ok {
+		return err
+	}
+	if visible {
+		b.logger.Info("issue changed in Guance; card will be updated", "issue_uuid", is.UUID,
+			"status", is.StatusType.String(), "revision", rec.CardRevision)
+		return b.queuePatch(ctx, rec.IssueUUID)
+	}
+	return nil
+}
+
+// sameCardFields reports whether a record already shows what the card shows of is.
+func sameCardFields(r store.Issue, is guance.Issue) bool {
+	return r.StatusType == int(is.StatusType) && r.Level == string(is.Level) && r.Name == is.Name
+}
+
+// guanceActor names who last changed an issue in Guance, for the card's footer.
+func guanceActor(is guance.Issue) string {
+	if is.UpdatorInfo != nil && is.UpdatorInfo.Name != "" {
+		return is.UpdatorInfo.Name + " (Guance)"
+	}
+	return "Guance"
+}
+
+// statusAction names a status change as the card's footer words it.
+func statusAction(from, to guance.StatusType) string {
+	switch to {
+	case guance.StatusResolved, guance.StatusClosed:
+		return cardActionResolve
+	case guance.StatusPending:
+		return cardActionPending
+	case guance.StatusOpen:
+		if from != guance.StatusOpen {
+			return cardActionReopen
+		}
+	}
+	return ""
+}
+
+// isBotKey reports whether an account uuid is an API key (the bot's own writes).
+func (b *Bot) isBotKey(account string) bool {
+	return len(account) > 5 && account[:5] == "wsak_"
+}
+
+// markGone records that Guance no longer has the issue: the card says so, and the
+// issue is no longer watched.
+func (b *Bot) markGone(ctx context.Context, issueUUID string) error {
+	rec, ok, err := b.updateIssue(ctx, issueUUID, func(r *store.Issue) error {
+		if r.Gone {
+			return errUnchanged
+		}
+		r.Gone, r.Refresh = true, false
+		r.CardRevision++
+		return nil
+	})
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !ok) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	b.logger.Info("issue deleted in Guance; card marked", "issue_uuid", issueUUID)
+	return b.queuePatch(ctx, rec.IssueUUID)
+}
+
+// queuePatch asks for an issue's card to be re-rendered, no sooner than patchEvery
+// after its last patch.
+func (b *Bot) queuePatch(ctx context.Context, issueUUID string) error {
+	at := latest(b.now(), b.patches.last(issueUUID).Add(patchEvery))
+	if err := b.state.PutJob(ctx, queuePatches, store.Job{ID: issueUUID, NotBefore: at}); err != nil {
+		return fmt.Errorf("queue card patch for issue %s: %w", issueUUID, err)
+	}
+	b.kick(b.wakePatches)
+	return nil
+}
+
+// patchClock remembers when each card was last patched (this process's view; the
+// leader does every patch).
+type patchClock struct {
+	mu sync.Mutex
+	at map[string]time.Time
+}
+
+func (c *patchClock) last(issueUUID string) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.at[issueUUID]
+}
+
+func (c *patchClock) mark(issueUUID string, at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.at == nil {
+		c.at = map[string]time.Time{}
+	}
+	c.at[issueUUID] = at
+	if len(c.at) > 4096 {
+		for k, t := range c.at {
+			if at.Sub(t) > patchEvery {
+				delete(c.at, k)
+			}
+		}
+	}
+}
+
+// runPatches re-renders queued cards until ctx ends. A card patched less than
+// patchEvery ago waits for its turn, so a burst of changes makes at most two patches
+// a second. A card too old to patch gets a fresh card in its thread instead.
+func (b *Bot) runPatches(ctx context.Context) {
+	b.runQueue(ctx, queuePatches, b.wakePatches, func(ctx context.Context, j store.Job) error {
+		return b.patchCard(ctx, j)
+	})
+}
+
+// requeuePatches queues a patch for every card that shows an older revision than its
+// record (a patch cut short by a crash); the leader runs it when it starts.
+func (b *Bot) requeuePatches(ctx context.Context) error {
+	recs, err := b.state.ListIssues(ctx)
+	if err != nil {
+		return fmt.Errorf("list issues for pending patches: %w", err)
+	}
+	for _, r := range recs {
+		if r.CardMessageID != "" && r.CardRevision > r.PatchedRevision {
+			if err := b.queuePatch(ctx, r.IssueUUID); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// patchCard renders an issue's card from its record and patches it in place. The job
+// is removed first: a change made while the patch is under way queues a new job, and
+// the record's PatchedRevision tells what the card shows.
+func (b *Bot) patchCard(ctx context.Context, j store.Job) error {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if wait := b.patches.last(j.ID).Add(patchEvery); b.now().Before(wait) {
+		j.NotBefore = wait
+		return b.state.PutJob(wctx, queuePatches, j)
+	}
+	rec, err := b.state.GetIssue(wctx, j.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		return b.state.DeleteJob(wctx, queuePatches, j.ID)
+	}
+	if err != nil {
+		return b.retryJob(wctx, queuePatches, j, fmt.Errorf("read issue record: %w", err))
+	}
+	if rec.PatchedRevision >= rec.CardRevision {
+		return b.state.DeleteJob(wctx, queuePatches, j.ID) // already shown (a click's answer, say)
+	}
+	if err := b.state.DeleteJob(wctx, queuePatches, j.ID); err != nil {
+		return fmt.Errorf("take patch job %s: %w", j.ID, err)
+	}
+	if b.now().Sub(rec.SentAt) > patchMaxAge {
+		return b.recard(wctx, j, rec)
+	}
+	card, err := b.recordCard(rec)
+	if err != nil {
+		return fmt.Errorf("render card of issue %s: %w", rec.IssueUUID, err)
+	}
+	b.patches.mark(rec.IssueUUID, b.now())
+	err = b.feishu.PatchCard(wctx, rec.CardMessageID, card)
+	var fe *feishu.Error
+	if errors.As(err, &fe) && fe.PatchWindowEnded() {
+		return b.recard(wctx, j, rec)
+	}
+	if err != nil {
+		return b.retryJob(wctx, queuePatches, j, fmt.Errorf("patch card %s: %w", rec.CardMessageID, err))
+	}
+	b.metrics.cardPatches.Inc()
+	return b.patched(wctx, rec.IssueUUID, rec.CardMessageID, rec.CardRevision)
+}
+
+// patched records that the card message shows revision rev, and queues another patch
+// if the record moved on meanwhile.
+func (b *Bot) patched(ctx context.Context, issueUUID, messageID string, rev int64) error {
+	rec, _, err := b.updateIssue(ctx, issueUUID, func(r *store.Issue) error {
+		if r.CardMessageID != messageID || r.PatchedRevision >= rev {
+			return errUnchanged
+		}
+		r.PatchedRevision = rev
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if rec.IssueUUID != "" && rec.CardRevision > rev {
+		return b.queuePatch(ctx, issueUUID)
+	}
+	return nil
+}
+
+// recard posts a fresh card into the thread of a card too old to patch, and moves the
+// issue to it: its buttons work again and later changes patch it.
+func (b *Bot) recard(ctx context.Context, j store.Job, rec store.Issue) error {
+	rec.CardRevision++
+	card, err := b.recordCard(rec)
+	if err != nil {
+		return fmt.Errorf("render card of issue %s: %w", rec.IssueUUID, err)
+	}
+	sum := sha256.Sum256([]byte(rec.IssueUUID + "\x00" + rec.CardMessageID))
+	uuid := "ibn-" + hex.EncodeToString(sum[:])[:40]
+	if err := b.pacer.wait(ctx, rec.ChatID); !err {
+		return b.retryJob(ctx, queuePatches, j, ctx.Err())
+	}
+	sent, err := b.feishu.ReplyCard(ctx, rec.CardMessageID, card, true, uuid)
+	if err != nil {
+		return b.retryJob(ctx, queuePatches, j, fmt.Errorf("post a fresh card for issue %s: %w", rec.IssueUUID, err))
+	}
+	old := rec.CardMessageID
+	_, _, err = b.updateIssue(ctx, rec.IssueUUID, func(r *store.Issue) error {
+		if r.CardMessageID != old {
+			return errUnchanged // moved already
+		}
+		r.CardMessageID, r.SentAt = sent.MessageID, b.now()
+		if r.ThreadID == "" {
+			r.ThreadID = sent.ThreadID
+		}
+		r.CardRevision = max(r.CardRevision, rec.CardRevision)
+		r.PatchedRevision = rec.CardRevision
+		return nil
+	})
+	if err != nil {
+		// The new card is out; the retry posts with the same uuid and gets it back.
+		return b.retryJob(ctx, queuePatches, j, fmt.Errorf("record the fresh card %s: %w", sent.MessageID, err))
+	}
+	b.metrics.cardsSent.Inc()
+	b.logger.Info("card older than 14 days: posted a fresh one in its thread", "issue_uuid", rec.IssueUUID,
+		"old_message_id", old, "message_id", sent.MessageID)
+	return b.patched(ctx, rec.IssueUUID, sent.MessageID, rec.CardRevision)
+}
+
+// latest returns the latest of the times given (the zero time for none).
+func latest(ts ...time.Time) time.Time {
+	var l time.Time
+	for _, t := range ts {
+		if t.After(l) {
+			l = t
+		}
+	}
+	return l
+}

@@ -1,0 +1,117 @@
+package bot
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"issuebot/bot/feishu"
+)
+
+// cursorLastPoll is the store cursor holding the unix time of the last successful
+// poll, so any replica can report it.
+const cursorLastPoll = "status.lastPoll"
+
+// Report is the bridge's health as the status command shows it. Everything in it is
+// read from the store or this process, so any replica can answer.
+type Report struct {
+	Store        string
+	LastPoll     time.Time
+	PollEvery    time.Duration
+	BudgetUsed   int
+	BudgetLimit  int
+	BudgetWindow time.Duration
+	Tracked      int
+	Watched      int
+	// OldestScan is the longest any watched open issue has waited for a reply scan:
+	// the current reply-sync staleness bound.
+	OldestScan time.Duration
+	// Cycle estimates how long scanning every watched issue once takes.
+	Cycle  time.Duration
+	Queues map[string]int
+}
+
+// report gathers the Report.
+func (b *Bot) report(ctx context.Context) (Report, error) {
+	r := Report{Store: b.state.Kind(), PollEvery: b.pollEvery(), BudgetWindow: b.cfg.BudgetWindow,
+		BudgetLimit: b.cfg.RateLimit, Queues: map[string]int{}}
+	if b.cfg.Budget != nil {
+		st := b.cfg.Budget()
+		r.BudgetUsed, r.BudgetLimit = st.Used, st.Limit
+	}
+	if t, err := b.state.Cursor(ctx, cursorLastPoll); err == nil && t > 0 {
+		r.LastPoll = time.Unix(t, 0)
+	}
+	recs, err := b.state.ListIssues(ctx)
+	if err != nil {
+		return r, fmt.Errorf("list issue records: %w", err)
+	}
+	now := b.now()
+	r.Tracked = len(recs)
+	for _, rec := range recs {
+		if !b.watchedIssue(rec, now) {
+			continue
+		}
+		r.Watched++
+		if statusDone(rec.StatusType) {
+			continue
+		}
+		since := rec.RepliesScannedAt
+		if since.IsZero() {
+			since = rec.SentAt
+		}
+		r.OldestScan = max(r.OldestScan, now.Sub(since))
+	}
+	r.Cycle = time.Duration(float64(r.Watched) * 1.5 * float64(b.syncEvery()))
+	for _, q := range []string{queueCards, queueReplies, queueThread, queuePatches, queueStatus} {
+		if n, err := b.state.CountJobs(ctx, q); err == nil {
+			r.Queues[q] = n
+		}
+	}
+	return r, nil
+}
+
+// Text renders the report in both languages, one line per fact.
+func (r Report) Text(now time.Time) string {
+	ago := func(t time.Time) string {
+		if t.IsZero() {
+			return "从未 / never"
+		}
+		return roundDur(now.Sub(t)).String() + " 前 / ago"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "issuebot 状态 / status\n")
+	fmt.Fprintf(&b, "上次轮询 / last poll: %s（每 / every %s）\n", ago(r.LastPoll), roundDur(r.PollEvery))
+	fmt.Fprintf(&b, "Guance 配额 / budget: %d / %d 每 / per %s\n", r.BudgetUsed, r.BudgetLimit, roundDur(r.BudgetWindow))
+	fmt.Fprintf(&b, "存储 / store: %s\n", r.Store)
+	fmt.Fprintf(&b, "卡片 / cards: 跟踪 tracked %d，监视 watched %d\n", r.Tracked, r.Watched)
+	fmt.Fprintf(&b, "回复同步 / reply sync: 最久未扫 oldest unscanned %s，轮转一周约 full round ≈ %s\n",
+		roundDur(r.OldestScan), roundDur(r.Cycle))
+	fmt.Fprintf(&b, "队列 / queues: cards %d · replies %d · thread %d · patches %d · status %d",
+		r.Queues[queueCards], r.Queues[queueReplies], r.Queues[queueThread], r.Queues[queuePatches], r.Queues[queueStatus])
+	return b.String()
+}
+
+// roundDur rounds a duration for people: seconds below an hour, minutes above.
+func roundDur(d time.Duration) time.Duration {
+	if d >= time.Hour {
+		return d.Round(time.Minute)
+	}
+	return d.Round(time.Second)
+}
+
+// sendStatus answers the status command.
+func (b *Bot) sendStatus(m feishu.Message) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := b.report(ctx)
+	text := r.Text(b.now())
+	if err != nil {
+		b.logger.Warn("status report incomplete", "err", err)
+		text += "\n⚠️ 存储不可用 / the store is unreachable"
+	}
+	if _, err := b.feishu.ReplyText(ctx, m.MessageID, text, false, feedbackUUID(m.MessageID, "status")); err != nil {
+		b.logger.Warn("post the status report", "message_id", m.MessageID, "err", err)
+	}
+}

@@ -1,0 +1,286 @@
+package bot
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"issuebot/bot/feishu"
+	"issuebot/guance"
+	"issuebot/store"
+)
+
+// Status changes from the chat: card buttons (card.action.trigger) and the text
+// commands resolve / pending / reopen in a card's thread. Both send Guance exactly
+// {"statusType": N} (never extend, which could wipe owners and members).
+
+// queueStatus is the store queue of status changes that could not be made at once (a
+// text command, or a click while Guance was busy).
+const queueStatus = "status"
+
+// clickBudget is how long a click may wait for Guance: Feishu wants the callback's
+// answer within 3 s.
+const clickBudget = 2200 * time.Millisecond
+
+// statusJob is a status change to make in Guance.
+type statusJob struct {
+	IssueUUID string            `json:"issue_uuid"`
+	Target    guance.StatusType `json:"target"`
+	Action    string            `json:"action"`
+	// Expect is the status the person saw; the change is dropped if the issue has
+	// moved on since (0: no expectation, a text command).
+	Expect guance.StatusType `json:"expect,omitempty"`
+	Who    string            `json:"who"`
+	// WhoOpenID names the person when Who is not known yet (a text command).
+	WhoOpenID string `json:"who_open_id,omitempty"`
+	// MessageID is the chat message of a text command, which gets a reaction.
+	MessageID string    `json:"message_id,omitempty"`
+	At        time.Time `json:"at"`
+}
+
+// HandleCardAction receives card.action.trigger: a Resolve, Pending or Reopen click. It
+// changes the status in Guance and answers with a toast and the re-rendered card. A
+// click on a card that showed another status than the issue has now (someone was
+// quicker) changes nothing and answers with the current card. When Guance cannot be
+// reached in time the change is queued, and the card is patched once it is made.
+func (b *Bot) HandleCardAction(ctx context.Context, a feishu.CardAction) (feishu.CardResponse, error) {
+	b.metrics.observeEvent("card_action", b.now(), a.EventTime)
+	start := b.now()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), clickBudget+500*time.Millisecond)
+	defer cancel()
+	log := b.logger.With("message_id", a.MessageID, "chat_id", a.ChatID)
+	act, err := ParseCardAction(a.Value)
+	if err != nil {
+		log.Warn("unknown card action", "err", err)
+		return toastOnly("error", "无法识别的操作。", "Unknown action."), nil
+	}
+	log = log.With("issue_uuid", act.IssueUUID, "action", act.Action)
+	rec, err := b.state.GetIssue(ctx, act.IssueUUID)
+	if errors.Is(err, store.ErrNotFound) {
+		return toastOnly("error", "找不到这个 Issue 的记录。", "This issue is not known to the bot."), nil
+	}
+	if err != nil {
+		log.Error("card action: read issue record", "err", err)
+		return toastOnly("error", "机器人暂时无法处理，请稍后再试。", "The bot cannot handle this right now; try again shortly."), nil
+	}
+	if rec.Gone {
+		return b.answer(rec, "warning", "这个 Issue 已在 Guance 中删除。", "This issue was deleted in Guance.")
+	}
+	if b.staleClick(act, rec) {
+		zh, en := cardStatus(guance.StatusType(rec.StatusType))
+		log.Info("stale card click answered with the current state", "clicked_rev", act.Revision, "revision", rec.CardRevision)
+		return b.answer(rec, "warning", "卡片已过期：当前状态为「"+zh+"」，未做修改。",
+			"The card was out of date: the issue is "+en+" now; nothing was changed.")
+	}
+	target := act.Status()
+	if int(target) == rec.StatusType {
+		zh, en := cardStatus(target)
+		return b.answer(rec, "info", "已经是「"+zh+"」。", "Already "+en+".")
+	}
+	who := b.operatorName(ctx, a.OperatorOpenID)
+	job := statusJob{
+		IssueUUID: rec.IssueUUID, Target: target, Action: act.Action, Expect: guance.StatusType(rec.StatusType),
+		Who: who, At: b.now(),
+	}
+	gctx, gcancel := context.WithTimeout(guance.WithPriority(ctx, guance.PriorityHigh), clickBudget-b.now().Sub(start))
+	defer gcancel()
+	rec2, err := b.applyStatus(gctx, job, true)
+	switch {
+	case err == nil:
+		b.metrics.statusChanges.WithLabelValues("button").Inc()
+		zh, en := cardStatus(target)
+		log.Info("status changed from the card", "status", target.String())
+		return b.answer(rec2, "success", "已将状态改为「"+zh+"」。", "Status changed to "+en+".")
+	case errors.Is(err, guance.ErrNotFound):
+		return toastOnly("error", "Guance 中找不到这个 Issue（可能已删除）。", "Guance no longer has this issue (deleted?)."), nil
+	case refused(err):
+		log.Error("Guance refused a status change", "err", err)
+		return toastOnly("error", "Guance 拒绝了修改："+guanceReason(err), "Guance refused the change: "+guanceReason(err)), nil
+	}
+	// Guance is busy or slow: keep the change and make it as soon as it can be made.
+	log.Warn("status change queued: Guance did not answer in time", "err", err)
+	if qerr := b.queueStatusJob(ctx, "click:"+a.EventID+":"+a.Token, job); qerr != nil {
+		log.Error("queue a status change", "err", qerr)
+		return toastOnly("error", "Guance 暂时不可用，请稍后再试。", "Guance is unavailable; please try again shortly."), nil
+	}
+	return toastOnly("info", "Guance 繁忙，修改已排队，完成后卡片会更新。",
+		"Guance is busy: the change is queued and the card will update when it is done."), nil
+}
+
+// staleClick reports whether a click was made on a card that showed another status
+// than the issue has now. Buttons of older cards carry only the revision; then any
+// other revision is stale.
+func (b *Bot) staleClick(act CardAction, rec store.Issue) bool {
+	if act.Shown != 0 {
+		return int(act.Shown) != rec.StatusType
+	}
+	return act.Revision != rec.CardRevision
+}
+
+// answer is a callback answer with a toast and the record's card.
+func (b *Bot) answer(rec store.Issue, typ, zh, en string) (feishu.CardResponse, error) {
+	resp := toastOnly(typ, zh, en)
+	card, err := b.recordCard(rec)
+	if err != nil {
+		b.logger.Error("render card for a callback answer", "issue_uuid", rec.IssueUUID, "err", err)
+		return resp, nil
+	}
+	resp.Card = card
+	return resp, nil
+}
+
+func toastOnly(typ, zh, en string) feishu.CardResponse {
+	return feishu.CardResponse{Toast: &feishu.Toast{Type: typ, ZhCN: zh, EnUS: en}}
+}
+
+// operatorName is the clicking person's name, looked up briefly; the open_id if the
+// contact API does not answer in time.
+func (b *Bot) operatorName(ctx context.Context, openID string) string {
+	nctx, cancel := context.WithTimeout(ctx, 600*time.Millisecond)
+	defer cancel()
+	if n, err := b.feishu.UserName(nctx, openID); err == nil && n != "" {
+		return n
+	}
+	if openID == "" {
+		return "?"
+	}
+	return openID
+}
+
+// refused reports whether Guance answered a write with a refusal a retry will not cure.
+func refused(err error) bool {
+	var ge *guance.Error
+	return errors.As(err, &ge) && !ge.Temporary() && !errors.Is(err, guance.ErrBadKey)
+}
+
+// guanceReason is the part of a Guance error a person can act on.
+func guanceReason(err error) string {
+	var ge *guance.Error
+	if errors.As(err, &ge) {
+		if ge.Message != "" {
+			return Truncate(ge.Message, 100, "…")
+		}
+		if ge.Code != "" {
+			return ge.Code
+		}
+		return fmt.Sprintf("HTTP %d", ge.StatusCode)
+	}
+	return "?"
+}
+
+// applyStatus makes a status change in Guance and records it: the card's next
+// revision shows the new status and who changed it. With answered the caller shows
+// that card itself (a callback answer), so the record says the card shows it;
+// otherwise a patch is queued.
+func (b *Bot) applyStatus(ctx context.Context, job statusJob, answered bool) (store.Issue, error) {
+	is, err := b.guance.SetStatus(ctx, job.IssueUUID, job.Target)
+	if err != nil {
+		return store.Issue{}, err
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	rec, _, err := b.updateIssue(wctx, job.IssueUUID, func(r *store.Issue) error {
+		r.StatusType = int(job.Target)
+		if is != nil && is.UUID == job.IssueUUID {
+			up := is.UpdateAt.Unix()
+			if up >= r.UpdateAt {
+				r.UpdateAt = up
+				r.Level, r.Name = string(is.Level), is.Name
+				r.StatusType = int(is.StatusType)
+				r.Snapshot = snapshot(*is)
+			}
+			// The bot's own change is not news: a scan need not look for it.
+			if r.ScannedUpdateAt >= r.UpdateAt-1 || r.ScannedUpdateAt == 0 {
+				r.ScannedUpdateAt = r.UpdateAt
+			}
+		}
+		r.ChangedBy, r.ChangedAction, r.ChangedAt = job.Who, job.Action, job.At
+		r.CardRevision++
+		if answered {
+			r.PatchedRevision = r.CardRevision
+		}
+		return nil
+	})
+	if err != nil {
+		return store.Issue{}, fmt.Errorf("record the status change: %w", err)
+	}
+	if !answered {
+		if err := b.queuePatch(wctx, job.IssueUUID); err != nil {
+			return rec, err
+		}
+	}
+	return rec, nil
+}
+
+// queueStatusJob stores a status change to be made by the status worker.
+func (b *Bot) queueStatusJob(ctx context.Context, id string, job statusJob) error {
+	payload, err := json.Marshal(job)
+	if err != nil {
+		return fmt.Errorf("encode status job: %w", err)
+	}
+	if err := b.state.PutJob(ctx, queueStatus, store.Job{ID: id, Payload: payload, NotBefore: b.now()}); err != nil {
+		return fmt.Errorf("queue status change of issue %s: %w", job.IssueUUID, err)
+	}
+	b.kick(b.wakeStatus)
+	return nil
+}
+
+// runStatus makes queued status changes until ctx ends.
+func (b *Bot) runStatus(ctx context.Context) {
+	b.runQueue(ctx, queueStatus, b.wakeStatus, b.statusWork)
+}
+
+// statusWork makes one queued status change, unless the issue moved on since it was
+// asked for, and reacts to the text command that asked for it.
+func (b *Bot) statusWork(ctx context.Context, j store.Job) error {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
+	defer cancel()
+	var p statusJob
+	if err := json.Unmarshal(j.Payload, &p); err != nil {
+		b.logger.Error("dropping unreadable status job", "job_id", j.ID, "err", err)
+		return b.state.DeleteJob(wctx, queueStatus, j.ID)
+	}
+	log := b.logger.With("issue_uuid", p.IssueUUID, "action", p.Action)
+	rec, err := b.state.GetIssue(wctx, p.IssueUUID)
+	if errors.Is(err, store.ErrNotFound) {
+		return b.state.DeleteJob(wctx, queueStatus, j.ID)
+	}
+	if err != nil {
+		return b.retryJob(wctx, queueStatus, j, fmt.Errorf("read issue record: %w", err))
+	}
+	if p.Expect != 0 && rec.StatusType != int(p.Expect) && rec.StatusType != int(p.Target) {
+		log.Info("queued status change dropped: the issue changed meanwhile", "status", rec.StatusType)
+		return b.state.DeleteJob(wctx, queueStatus, j.ID)
+	}
+	if p.Who == "" {
+		p.Who = b.operatorName(wctx, p.WhoOpenID)
+	}
+	_, err = b.applyStatus(guance.WithPriority(wctx, guance.PriorityHigh), p, false)
+	switch {
+	case err == nil:
+		b.metrics.statusChanges.WithLabelValues("queued").Inc()
+		log.Info("queued status change made", "status", p.Target.String())
+		if p.MessageID != "" {
+			if err := b.feishu.AddReaction(wctx, p.MessageID, "DONE"); err != nil {
+				log.Warn("react to a status command", "message_id", p.MessageID, "err", err)
+			}
+		}
+	case errors.Is(err, guance.ErrNotFound):
+		if err := b.markGone(wctx, p.IssueUUID); err != nil {
+			return b.retryJob(wctx, queueStatus, j, err)
+		}
+		if p.MessageID != "" {
+			b.notify(wctx, p.MessageID, noticeNoIssueStatus)
+		}
+	case refused(err):
+		log.Error("Guance refused a status change", "err", err)
+		if p.MessageID != "" {
+			b.notify(wctx, p.MessageID, noticeStatusRefused)
+		}
+	default:
+		return b.retryJob(wctx, queueStatus, j, err)
+	}
+	return b.state.DeleteJob(wctx, queueStatus, j.ID)
+}

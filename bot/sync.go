@@ -1,0 +1,336 @@
+package bot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"issuebot/guance"
+	"issuebot/store"
+)
+
+// Change detection (Guance → chat) within the API budget.
+//
+// Guance has no change feed, and every reply scan costs one request per issue, so the
+// watcher spends a fixed number of requests per budget window — one per step, at a
+// pace set by the budget left after new-issue polling and a reserve for people's
+// writes — however many issues are carded. Each step does the most useful thing:
+//
+//  1. read again (issue/get) an issue flagged by an earlier step (it left the open list,
+//     or a change entry appeared in its replies);
+//  2. scan the replies of an issue whose updateAt moved since its last scan;
+//  3. every third step while a sweep is due, read one page of the open-issue list
+//     (statusType ≠ 20, ≠ 25, created since the oldest watched issue): status, level
+//     and title changes come from there, and issues missing from a complete sweep are
+//     flagged for (1);
+//  4. otherwise scan the replies of the watched issue that waited longest, an issue
+//     with recent chat activity or a young card counting its wait four times, a
+//     resolved one half.
+//
+// A scan reads replies newest first and stops at the first one already seen; human
+// replies become thread posts (thread.go), change entries flag the issue for (1). So
+// whether or not a new reply bumps the issue's updateAt, every reply arrives: through
+// (2) when it does, through (4) — within the round-robin bound that `status`
+// reports — when it does not. Resolved issues quiet for Config.QuietAfter are no longer
+// watched; chat activity in their thread wakes them.
+
+// Tuning of the watcher.
+const (
+	// scanPageSize is the reply page a scan reads; more pages only if all are new.
+	scanPageSize = 20
+	// scanMaxPages bounds one scan: 200 new replies between two scans of one issue.
+	scanMaxPages = 10
+	// sweepPageSize is the open-issue list page.
+	sweepPageSize = 100
+	// sweepMargin widens the sweep's window before the oldest watched issue.
+	sweepMargin = time.Hour
+)
+
+// watcher is the state of change detection that lives in the leader's memory.
+type watcher struct {
+	mu        sync.Mutex
+	step      int
+	sweepPage int             // next page of the running sweep; 0: none running
+	sweepFrom time.Time       // the running sweep's window start
+	sweepSeen map[string]bool // issues listed by the running sweep
+	sweepDone time.Time       // when the last sweep completed
+	failed    map[string]time.Time
+}
+
+// syncEvery is the pace of the watcher: the budget window divided by the requests
+// left for it after polling and the reserve for people's writes.
+func (b *Bot) syncEvery() time.Duration {
+	polls := int((b.cfg.BudgetWindow + b.pollEvery() - 1) / b.pollEvery())
+	n := max(b.cfg.RateLimit-Reserve(b.cfg.RateLimit)-polls, minSyncPerWindow)
+	return b.cfg.BudgetWindow / time.Duration(n)
+}
+
+// minSyncPerWindow is the least the watcher may spend per budget window.
+const minSyncPerWindow = 2
+
+// Reserve is how many requests per budget window are kept for people's writes
+// (thread replies, buttons): background work never spends them, so a click finds a
+// free slot at once. run.go gives it to the Guance limiter.
+func Reserve(rateLimit int) int {
+	return min(max(2, rateLimit/9), max(rateLimit-1, 0))
+}
+
+// sweepEvery is how often a new sweep of the open-issue list may start.
+func (b *Bot) sweepEvery() time.Duration {
+	return max(3*b.cfg.PollInterval, b.cfg.BudgetWindow/2)
+}
+
+// runSync runs the watcher until ctx ends, one request per step.
+func (b *Bot) runSync(ctx context.Context) {
+	every := b.syncEvery()
+	b.logger.Info("watching carded issues for changes", "request_every", every)
+	for {
+		start := b.now()
+		if err := b.syncStep(guance.WithPriority(ctx, guance.PriorityLow)); err != nil && ctx.Err() == nil {
+			b.logPollError(fmt.Errorf("watch issues: %w", err))
+		}
+		if !sleepCtx(ctx, every-b.now().Sub(start)) {
+			return
+		}
+	}
+}
+
+// watchedIssue reports whether the watcher still looks at a record.
+func (b *Bot) watchedIssue(r store.Issue, now time.Time) bool {
+	if r.Gone || r.CardMessageID == "" {
+		return false
+	}
+	if !statusDone(r.StatusType) {
+		return true
+	}
+	last := latest(time.Unix(r.UpdateAt, 0), time.Unix(r.LastReplyAt, 0), r.LastActivity, r.ChangedAt, r.SentAt)
+	return now.Sub(last) < b.cfg.QuietAfter
+}
+
+func statusDone(s int) bool {
+	return guance.StatusType(s) == guance.StatusResolved || guance.StatusType(s) == guance.StatusClosed
+}
+
+// syncStep makes at most one Guance request of the watcher.
+func (b *Bot) syncStep(ctx context.Context) error {
+	recs, err := b.state.ListIssues(ctx)
+	if err != nil {
+		return fmt.Errorf("list issue records: %w", err)
+	}
+	now := b.now()
+	w := &b.watch
+	w.mu.Lock()
+	w.step++
+	step := w.step
+	w.mu.Unlock()
+
+	var (
+		watched                []store.Issue
+		refresh, dirty, bestRR *store.Issue
+		bestScore              float64
+		oldest                 time.Duration
+		openFrom               time.Time
+	)
+	minGap := b.pollEvery() // no issue is scanned more often, unless it moved
+	for i := range recs {
+		r := &recs[i]
+		if !b.watchedIssue(*r, now) {
+			continue
+		}
+		watched = append(watched, *r)
+		if !statusDone(r.StatusType) {
+			created := time.Unix(r.CreateAt, 0)
+			if r.CreateAt == 0 {
+				created = r.SentAt
+			}
+			if openFrom.IsZero() || created.Before(openFrom) {
+				openFrom = created
+			}
+		}
+		if b.recentlyFailed(r.IssueUUID, now) {
+			continue
+		}
+		switch {
+		case r.Refresh:
+			if refresh == nil {
+				refresh = r
+			}
+			continue
+		case r.UpdateAt > r.ScannedUpdateAt && !r.RepliesScannedAt.IsZero():
+			if dirty == nil || r.RepliesScannedAt.Before(dirty.RepliesScannedAt) {
+				dirty = r
+			}
+			continue
+		}
+		since := r.RepliesScannedAt
+		if since.IsZero() {
+			since = r.SentAt
+		}
+		wait := now.Sub(since)
+		if !statusDone(r.StatusType) {
+			oldest = max(oldest, wait)
+		}
+		if !r.RepliesScannedAt.IsZero() && wait < minGap {
+			continue
+		}
+		score := wait.Seconds() * b.scanWeight(*r, now)
+		if r.RepliesScannedAt.IsZero() {
+			score += 1e9 // a new card's first scan sets its baseline
+		}
+		if bestRR == nil || score > bestScore {
+			bestRR, bestScore = r, score
+		}
+	}
+	w.mu.Lock()
+	sweepRunning := w.sweepPage > 0
+	sweepDue := sweepRunning || now.Sub(w.sweepDone) >= b.sweepEvery()
+	w.mu.Unlock()
+	b.metrics.watched.Set(float64(len(watched)))
+	b.metrics.scanOldest.Set(oldest.Seconds())
+
+	switch {
+	case refresh != nil:
+		return b.refreshIssue(ctx, *refresh)
+	case dirty != nil:
+		return b.scanReplies(ctx, *dirty)
+	case sweepDue && !openFrom.IsZero() && (step%3 == 0 || bestRR == nil):
+		return b.sweepPage(ctx, openFrom, watched)
+	case bestRR != nil:
+		return b.scanReplies(ctx, *bestRR)
+	}
+	return nil
+}
+
+// scanWeight is how much faster than others an issue's wait counts.
+func (b *Bot) scanWeight(r store.Issue, now time.Time) float64 {
+	hot := 30 * b.cfg.BudgetWindow // half an hour at Guance's real budget
+	switch {
+	case statusDone(r.StatusType):
+		return 0.5
+	case now.Sub(r.LastActivity) < hot, now.Sub(r.SentAt) < hot, now.Sub(time.Unix(r.LastReplyAt, 0)) < hot:
+		return 4
+	}
+	return 1
+}
+
+// recentlyFailed reports whether a request about the issue failed in the last minute
+// (so one broken issue does not take every step).
+func (b *Bot) recentlyFailed(issueUUID string, now time.Time) bool {
+	b.watch.mu.Lock()
+	defer b.watch.mu.Unlock()
+	t, ok := b.watch.failed[issueUUID]
+	return ok && now.Sub(t) < b.cfg.BudgetWindow
+}
+
+func (b *Bot) noteFailure(issueUUID string, err error) {
+	if err == nil || errors.Is(err, guance.ErrThrottled) || errors.Is(err, context.Canceled) {
+		return
+	}
+	b.watch.mu.Lock()
+	defer b.watch.mu.Unlock()
+	if b.watch.failed == nil {
+		b.watch.failed = map[string]time.Time{}
+	}
+	b.watch.failed[issueUUID] = b.now()
+}
+
+// sweepPage reads the next page of the open-issue list and applies what it shows.
+// When a sweep is complete, watched open issues it did not list are flagged to be read
+// again: they were resolved, closed or deleted (or the list filters differently).
+func (b *Bot) sweepPage(ctx context.Context, openFrom time.Time, watched []store.Issue) error {
+	w := &b.watch
+	w.mu.Lock()
+	if w.sweepPage == 0 {
+		w.sweepPage, w.sweepFrom, w.sweepSeen = 1, openFrom.Add(-sweepMargin), map[string]bool{}
+	}
+	page, from := w.sweepPage, w.sweepFrom
+	w.mu.Unlock()
+
+	channel, err := b.watchedChannel(ctx)
+	if err != nil {
+		return err
+	}
+	rows, pi, err := b.guance.ListIssues(ctx, guance.IssueQuery{
+		ChannelUUID: channel, Start: from, End: b.now().Add(skewMargin),
+		PageIndex: page, PageSize: sweepPageSize,
+		// With AND semantics this lists open issues; with OR it lists all of them.
+		// Either way every open issue is among the rows.
+		Filters: []guance.Filter{
+			{Key: "statusType", Value: int(guance.StatusResolved), Equal: false},
+			{Key: "statusType", Value: int(guance.StatusClosed), Equal: false},
+		},
+	})
+	if err != nil {
+		if errors.Is(err, guance.ErrNotFound) {
+			b.forgetChannel()
+		}
+		return fmt.Errorf("list open issues (page %d): %w", page, err)
+	}
+	b.metrics.sweepPages.Inc()
+	for _, is := range rows {
+		if is.UUID == "" {
+			continue
+		}
+		w.mu.Lock()
+		w.sweepSeen[is.UUID] = true
+		w.mu.Unlock()
+		if err := b.observe(ctx, is); err != nil {
+			return err
+		}
+	}
+	last := len(rows) < sweepPageSize || (pi.TotalCount > 0 && page*sweepPageSize >= pi.TotalCount)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !last && page < 1000 {
+		w.sweepPage++
+		return nil
+	}
+	seen := w.sweepSeen
+	w.sweepPage, w.sweepSeen, w.sweepDone = 0, nil, b.now()
+	for _, r := range watched {
+		if seen[r.IssueUUID] || statusDone(r.StatusType) || r.Refresh {
+			continue
+		}
+		if r.CreateAt > 0 && time.Unix(r.CreateAt, 0).Before(from) {
+			continue
+		}
+		uuid := r.IssueUUID
+		if _, _, err := b.updateIssue(ctx, uuid, func(x *store.Issue) error {
+			if x.Refresh || statusDone(x.StatusType) {
+				return errUnchanged
+			}
+			x.Refresh = true
+			return nil
+		}); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
+// refreshIssue reads one issue again and applies it; an issue Guance no longer has is
+// marked gone.
+func (b *Bot) refreshIssue(ctx context.Context, rec store.Issue) error {
+	is, err := b.guance.GetIssue(ctx, rec.IssueUUID)
+	if errors.Is(err, guance.ErrNotFound) {
+		return b.markGone(ctx, rec.IssueUUID)
+	}
+	if err != nil {
+		b.noteFailure(rec.IssueUUID, err)
+		return fmt.Errorf("read issue %s again: %w", rec.IssueUUID, err)
+	}
+	if err := b.observe(ctx, *is); err != nil {
+		return err
+	}
+	// observe leaves the flag when Guance's answer is not newer than the record.
+	_, _, err = b.updateIssue(ctx, rec.IssueUUID, func(r *store.Issue) error {
+		if !r.Refresh {
+			return errUnchanged
+		}
+		r.Refresh = false
+		return nil
+	})
+	return err
+}

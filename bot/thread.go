@@ -1,0 +1,270 @@
+package bot
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"issuebot/guance"
+	"issuebot/store"
+)
+
+// queueThread is the store queue of Guance replies on their way into card threads; a
+// job's id is the reply uuid, so a reply is queued once however often it is scanned.
+const queueThread = "thread"
+
+// threadTextRunes bounds a reply posted into a thread; the rest is in Guance.
+const threadTextRunes = 4000
+
+// threadJob is a human Guance reply to post into its issue's card thread.
+type threadJob struct {
+	IssueUUID string    `json:"issue_uuid"`
+	ReplyUUID string    `json:"reply_uuid"`
+	Author    string    `json:"author"`
+	CreateAt  int64     `json:"create_at"`
+	Text      string    `json:"text"`
+	Found     time.Time `json:"found"` // when the scan found it (staleness)
+}
+
+// scanReplies reads an issue's replies newest first, down to the first one already
+// seen, and queues the new human ones for its thread. Change entries written by
+// someone else than the bot flag the issue to be read again (its card may be out of
+// date). The seen marks are written after the jobs, so a crash repeats, never loses.
+func (b *Bot) scanReplies(ctx context.Context, rec store.Issue) error {
+	uuid := rec.IssueUUID
+	first := rec.RepliesScannedAt.IsZero()
+	var fresh []guance.Reply
+	var boundary int64 // createAt of the newest reply already seen
+	for page := 1; page <= scanMaxPages; page++ {
+		rows, _, err := b.guance.ListReplies(ctx, uuid, guance.ReplyListOptions{
+			Ordering: "-createAt", PageIndex: page, PageSize: scanPageSize,
+		})
+		if errors.Is(err, guance.ErrNotFound) {
+			return b.markGone(ctx, uuid)
+		}
+		if err != nil {
+			b.noteFailure(uuid, err)
+			return fmt.Errorf("scan replies of issue %s: %w", uuid, err)
+		}
+		b.metrics.replyScans.Inc()
+		for _, r := range rows {
+			if r.UUID == "" {
+				continue
+			}
+			// Replies written in the same second as the newest seen one may be listed
+			// after it: look at those too, then stop.
+			if boundary != 0 && r.CreateAt.Unix() < boundary {
+				break
+			}
+			seen, err := b.state.ReplySeen(ctx, uuid, r.UUID)
+			if err != nil {
+				return fmt.Errorf("check reply %s seen: %w", r.UUID, err)
+			}
+			if seen {
+				if boundary == 0 {
+					boundary = r.CreateAt.Unix()
+				}
+				continue
+			}
+			fresh = append(fresh, r)
+		}
+		if boundary != 0 || len(rows) < scanPageSize || first {
+			break // a new card's first scan reads one page (older replies predate the card)
+		}
+	}
+	slices.Reverse(fresh) // oldest first: the thread shows them in order
+
+	now := b.now()
+	refresh := false
+	var lastReply int64
+	var done []string
+	for i, r := range fresh {
+		lastReply = max(lastReply, r.CreateAt.Unix())
+		done = append(done, r.UUID)
+		human, err := b.humanReply(ctx, r)
+		if err != nil {
+			return err
+		}
+		if r.Type == "change" && !r.ByAPIKey() && r.CreateAt.Unix() >= rec.UpdateAt {
+			refresh = true
+		}
+		if !human {
+			continue
+		}
+		payload, err := json.Marshal(threadJob{
+			IssueUUID: uuid, ReplyUUID: r.UUID, Author: replyAuthor(r), CreateAt: r.CreateAt.Unix(),
+			Text: replyText(r), Found: now,
+		})
+		if err != nil {
+			return fmt.Errorf("encode thread job %s: %w", r.UUID, err)
+		}
+		// Microsecond steps keep the replies of one scan in order in the queue.
+		j := store.Job{ID: r.UUID, Payload: payload, NotBefore: now.Add(time.Duration(i) * time.Microsecond)}
+		if err := b.state.PutJob(ctx, queueThread, j); err != nil {
+			return fmt.Errorf("queue reply %s for the thread: %w", r.UUID, err)
+		}
+	}
+	if len(done) > 0 {
+		if err := b.state.MarkRepliesSeen(ctx, uuid, done...); err != nil {
+			return fmt.Errorf("mark replies of issue %s seen: %w", uuid, err)
+		}
+		b.kick(b.wakeThread)
+	}
+	_, _, err := b.updateIssue(ctx, uuid, func(r *store.Issue) error {
+		r.RepliesScannedAt = now
+		r.ScannedUpdateAt = max(r.ScannedUpdateAt, rec.UpdateAt)
+		r.LastReplyAt = max(r.LastReplyAt, lastReply)
+		r.Refresh = r.Refresh || refresh
+		return nil
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// humanReply reports whether a reply was written by a person: a "reply" entry, not
+// deleted, not created with an API key (the bot's own, or another integration's) and
+// not one of the uuids the bot created. Unknown types (monitor-appended events) and
+// change entries are not posted.
+func (b *Bot) humanReply(ctx context.Context, r guance.Reply) (bool, error) {
+	if r.Type != "reply" || r.ByAPIKey() || !r.DeleteAt.IsZero() {
+		return false, nil
+	}
+	own, err := b.state.IsOwnReply(ctx, r.UUID)
+	if err != nil {
+		return false, fmt.Errorf("check reply %s: %w", r.UUID, err)
+	}
+	return !own, nil
+}
+
+// replyAuthor names a reply's author.
+func replyAuthor(r guance.Reply) string {
+	if r.CreatorInfo != nil {
+		if n := strings.TrimSpace(r.CreatorInfo.Name); n != "" {
+			return n
+		}
+		if n := strings.TrimSpace(r.CreatorInfo.Username); n != "" {
+			return n
+		}
+	}
+	if r.Creator != "" {
+		return r.Creator
+	}
+	return "?"
+}
+
+// replyText is a reply's text for the chat: extend.text when set, else the HTML
+// content made plain, cut to threadTextRunes.
+func replyText(r guance.Reply) string {
+	t := strings.TrimSpace(r.Extend.Text)
+	if t == "" {
+		t = PlainText(r.Content)
+	} else {
+		t = plainClean(t, false)
+	}
+	return Truncate(t, threadTextRunes, "\n…（完整内容见 Guance / see Guance for the rest）")
+}
+
+// threadPost is the text of a Guance reply in the chat: who, when, then the reply.
+func (b *Bot) threadPost(p threadJob) string {
+	at := time.Unix(p.CreateAt, 0).In(b.cfg.Location).Format(cardTimeLayout)
+	text := p.Text
+	if text == "" {
+		text = "（空回复 / empty reply）"
+	}
+	return "[Guance] " + p.Author + " · " + at + "\n" + text
+}
+
+// threadUUID is the Feishu idempotency key of a reply's post into a chat.
+func threadUUID(replyUUID, chatID string) string {
+	sum := sha256.Sum256([]byte(replyUUID + "\x00" + chatID))
+	return "ibt-" + hex.EncodeToString(sum[:])[:40]
+}
+
+// runThread posts queued Guance replies into card threads until ctx ends.
+func (b *Bot) runThread(ctx context.Context) {
+	b.runQueue(ctx, queueThread, b.wakeThread, b.postToThread)
+}
+
+// postToThread posts one Guance reply into its card's thread (creating the thread on
+// the first one), records the thread, counts the reply on the card, and removes the
+// job. The post carries a deterministic uuid, so a retry after a lost answer or a
+// crash yields the same message.
+func (b *Bot) postToThread(ctx context.Context, j store.Job) error {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	var p threadJob
+	if err := json.Unmarshal(j.Payload, &p); err != nil {
+		b.logger.Error("dropping unreadable thread job", "job_id", j.ID, "err", err)
+		return b.state.DeleteJob(wctx, queueThread, j.ID)
+	}
+	rec, err := b.state.GetIssue(wctx, p.IssueUUID)
+	if errors.Is(err, store.ErrNotFound) {
+		return b.state.DeleteJob(wctx, queueThread, j.ID)
+	}
+	if err != nil {
+		return b.retryJob(wctx, queueThread, j, fmt.Errorf("read issue record: %w", err))
+	}
+	if !b.pacer.wait(ctx, rec.ChatID) {
+		return errAbandoned
+	}
+	sent, err := b.feishu.ReplyText(wctx, rec.CardMessageID, b.threadPost(p), true, threadUUID(p.ReplyUUID, rec.ChatID))
+	if err != nil {
+		if j.Attempts+1 == replyNotifyAfter {
+			b.logger.Error("a Guance reply cannot be posted to its thread; still retrying", "issue_uuid", p.IssueUUID,
+				"reply_uuid", p.ReplyUUID, "message_id", rec.CardMessageID, "err", err)
+		}
+		return b.retryJob(wctx, queueThread, j, fmt.Errorf("post reply %s into the thread: %w", p.ReplyUUID, err))
+	}
+	if sent.ThreadID != "" && rec.ThreadID == "" {
+		if err := b.state.LinkThread(wctx, sent.ThreadID, rec.IssueUUID); err != nil {
+			return b.retryJob(wctx, queueThread, j, fmt.Errorf("record thread %s: %w", sent.ThreadID, err))
+		}
+	}
+	if err := b.countSynced(wctx, rec.IssueUUID, "guance:"+p.ReplyUUID); err != nil {
+		return b.retryJob(wctx, queueThread, j, err)
+	}
+	if err := b.state.DeleteJob(wctx, queueThread, j.ID); err != nil {
+		return fmt.Errorf("remove thread job %s: %w", j.ID, err)
+	}
+	b.metrics.repliesToChat.Inc()
+	b.metrics.replyStaleness.Observe(max(b.now().Sub(time.Unix(p.CreateAt, 0)), 0).Seconds())
+	b.logger.Info("Guance reply posted to the thread", "issue_uuid", p.IssueUUID, "reply_uuid", p.ReplyUUID,
+		"message_id", sent.MessageID, "chat_id", rec.ChatID)
+	return nil
+}
+
+// countSynced adds one synced reply to an issue's card (once per key, so a retried
+// job does not count twice) and queues the card's patch.
+func (b *Bot) countSynced(ctx context.Context, issueUUID, key string) error {
+	first, err := b.state.Claim(ctx, "synced:"+key, store.Retention)
+	if err != nil {
+		return fmt.Errorf("claim reply count %s: %w", key, err)
+	}
+	if !first {
+		return nil
+	}
+	_, ok, err := b.updateIssue(ctx, issueUUID, func(r *store.Issue) error {
+		r.SyncedReplies++
+		r.CardRevision++
+		return nil
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		_ = b.state.Release(context.WithoutCancel(ctx), "synced:"+key)
+		return err
+	}
+	if ok {
+		return b.queuePatch(ctx, issueUUID)
+	}
+	return nil
+}
