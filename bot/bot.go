@@ -144,6 +144,9 @@ type Bot struct {
 	afterSend func(issueUUID string) error
 	// afterReply, likewise, runs after Guance accepted a reply and before it is recorded.
 	afterReply func(messageID string) error
+	// afterThreadPost, likewise, runs after Feishu accepted a Guance reply's thread post
+	// and before it is recorded.
+	afterThreadPost func(replyUUID string) error
 }
 
 // New returns a Bot. logger nil discards logs; metrics nil uses a private registry.

@@ -77,7 +77,7 @@ func newHarness(t testing.TB, kind string, limit int, win time.Duration, fsOpts 
 		t.Fatal(err)
 	}
 	h.gc, err = guance.NewClient(h.gs.URL, h.gs.APIKey,
-		guance.WithLimiter(guance.NewWindowLimiter(limit, win)), guance.WithLogger(h.logger()))
+		guance.WithLimiter(guance.NewWindowLimiter(limit, win, guance.WithReserve(Reserve(limit)))), guance.WithLogger(h.logger()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -188,9 +188,74 @@ func threadUUID(replyUUID, chatID string) string {
 	return "ibt-" + hex.EncodeToString(sum[:])[:40]
 }
 
-// runThread posts queued Guance replies into card threads until ctx ends.
+// runThread posts queued Guance replies into card threads until ctx ends. The replies
+// of one issue go in the order they were written: only the oldest queued reply of an
+// issue is posted, so one that failed holds back the later ones of its issue (and no
+// other issue's).
 func (b *Bot) runThread(ctx context.Context) {
-	b.runQueue(ctx, queueThread, b.wakeThread, b.postToThread)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		progress := false
+		all, err := b.state.DueJobs(ctx, queueThread, b.now().Add(100*365*24*time.Hour), 0)
+		if err != nil && ctx.Err() == nil {
+			b.logger.Warn("read queued thread posts", "err", err)
+		}
+		for _, j := range threadHeads(all, b.now()) {
+			if ctx.Err() != nil {
+				return
+			}
+			err := b.withWorkClaim(ctx, queueThread+":"+j.ID, func() error { return b.postToThread(ctx, j) })
+			switch {
+			case err == nil:
+				progress = true
+			case !errors.Is(err, errAbandoned) && ctx.Err() == nil:
+				b.logger.Warn("Guance reply not posted to its thread yet", "reply_uuid", j.ID, "err", err)
+			}
+		}
+		b.metrics.queued.WithLabelValues(queueThread).Set(float64(len(all)))
+		if progress {
+			continue // the next reply of an issue may go now
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-b.wakeThread:
+		case <-tick.C:
+		}
+	}
+}
+
+// threadHeads picks, for every issue with queued replies, its oldest one, if it is due.
+// Unreadable jobs are returned too (postToThread drops them).
+func threadHeads(jobs []store.Job, now time.Time) []store.Job {
+	type head struct {
+		job store.Job
+		at  int64
+	}
+	heads := map[string]head{}
+	var order []string
+	var out []store.Job
+	for _, j := range jobs {
+		var p threadJob
+		if json.Unmarshal(j.Payload, &p) != nil {
+			out = append(out, j)
+			continue
+		}
+		h, ok := heads[p.IssueUUID]
+		if !ok {
+			order = append(order, p.IssueUUID)
+		}
+		if !ok || p.CreateAt < h.at || (p.CreateAt == h.at && j.NotBefore.Before(h.job.NotBefore)) {
+			heads[p.IssueUUID] = head{j, p.CreateAt}
+		}
+	}
+	for _, id := range order {
+		if h := heads[id]; !h.job.NotBefore.After(now) {
+			out = append(out, h.job)
+		}
+	}
+	return out
 }
 
 // postToThread posts one Guance reply into its card's thread (creating the thread on
@@ -222,6 +287,11 @@ func (b *Bot) postToThread(ctx context.Context, j store.Job) error {
 				"reply_uuid", p.ReplyUUID, "message_id", rec.CardMessageID, "err", err)
 		}
 		return b.retryJob(wctx, queueThread, j, fmt.Errorf("post reply %s into the thread: %w", p.ReplyUUID, err))
+	}
+	if b.afterThreadPost != nil {
+		if err := b.afterThreadPost(p.ReplyUUID); err != nil {
+			return errAbandoned
+		}
 	}
 	if sent.ThreadID != "" && rec.ThreadID == "" {
 		if err := b.state.LinkThread(wctx, sent.ThreadID, rec.IssueUUID); err != nil {

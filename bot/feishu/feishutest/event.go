@@ -310,5 +310,8 @@ func (s *Server) DeliverHTTP(ctx context.Context, url string, payload []byte, o 
 	if err != nil {
 		return resp.StatusCode, body, fmt.Errorf("feishutest: read event answer: %w", err)
 	}
+	if resp.StatusCode == http.StatusOK {
+		s.applyCallbackAnswer(payload, body)
+	}
 	return resp.StatusCode, body, nil
 }

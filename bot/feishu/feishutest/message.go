@@ -21,6 +21,9 @@ type Message struct {
 	SenderType string // "app" or "user"
 	Created    time.Time
 	Patches    []string
+	// Answered holds every card that replaced this one through a card callback's answer,
+	// in order (the platform shows it to everyone, as a patch would).
+	Answered []string
 	// Reactions holds the emoji type of every reaction added, duplicates included, so a test
 	// can see a bot reacting twice.
 	Reactions []string
@@ -29,6 +32,7 @@ type Message struct {
 func (m *Message) clone() Message {
 	c := *m
 	c.Patches = append([]string(nil), m.Patches...)
+	c.Answered = append([]string(nil), m.Answered...)
 	c.Reactions = append([]string(nil), m.Reactions...)
 	return c
 }
@@ -370,4 +374,44 @@ func (s *Server) createReaction(w *recorder, r *http.Request) {
 		"action_time":   strconv.FormatInt(s.Now().UnixMilli(), 10),
 		"reaction_type": map[string]any{"emoji_type": emoji},
 	})
+}
+
+// applyCallbackAnswer does what the platform does with a card callback's answer: a
+// "card" of type "raw" replaces the clicked card's content for everyone. payload is the
+// callback event that was delivered, answer the handler's response body.
+func (s *Server) applyCallbackAnswer(payload, answer []byte) {
+	var ev struct {
+		Header struct {
+			EventType string `json:"event_type"`
+		} `json:"header"`
+		Event struct {
+			Context struct {
+				OpenMessageID string `json:"open_message_id"`
+			} `json:"context"`
+		} `json:"event"`
+	}
+	if json.Unmarshal(payload, &ev) != nil || ev.Header.EventType != "card.action.trigger" {
+		return
+	}
+	var resp struct {
+		Card *struct {
+			Type string          `json:"type"`
+			Data json.RawMessage `json:"data"`
+		} `json:"card"`
+	}
+	if json.Unmarshal(answer, &resp) != nil || resp.Card == nil || resp.Card.Type != "raw" || len(resp.Card.Data) == 0 {
+		return
+	}
+	if code, msg := checkContent("interactive", string(resp.Card.Data)); code != 0 {
+		s.t.Errorf("feishutest: card callback answered with a card the platform refuses: %d %s", code, msg)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.msgs[ev.Event.Context.OpenMessageID]
+	if !ok {
+		return
+	}
+	m.Content = string(resp.Card.Data)
+	m.Answered = append(m.Answered, m.Content)
 }

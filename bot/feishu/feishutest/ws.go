@@ -259,6 +259,9 @@ func (s *Server) DeliverWS(ctx context.Context, payload []byte) (Ack, error) {
 	}
 	select {
 	case a := <-ch:
+		if a.Code == http.StatusOK {
+			s.applyCallbackAnswer(payload, a.Data)
+		}
 		return a, nil
 	case <-c.closed:
 		giveUp()

@@ -1,0 +1,572 @@
+package bot
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"issuebot/bot/feishu/feishutest"
+	"issuebot/guance"
+	"issuebot/guance/guancetest"
+	"issuebot/store"
+)
+
+// guancePosts returns the bot's posts of Guance replies in a card's thread.
+func (h *harness) guancePosts(card string) []feishutest.Message {
+	var out []feishutest.Message
+	for _, m := range h.fs.Messages(testChat) {
+		if m.RootID == card && m.MsgType == "text" && strings.Contains(m.Content, "[Guance]") {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// textOf decodes a text message's content.
+func textOf(t testing.TB, content string) string {
+	t.Helper()
+	var v struct {
+		Text string `json:"text"`
+	}
+	if err := json.Unmarshal([]byte(content), &v); err != nil {
+		t.Fatalf("text content %s: %v", content, err)
+	}
+	return v.Text
+}
+
+// record reads an issue's record.
+func (h *harness) record(issueUUID string) store.Issue {
+	h.t.Helper()
+	rec, err := h.st.GetIssue(context.Background(), issueUUID)
+	if err != nil {
+		h.t.Fatalf("read record of %s: %v", issueUUID, err)
+	}
+	return rec
+}
+
+// scannedTwice waits until the issue's replies were read twice more from now on, so
+// anything that was going to be posted has been.
+func (h *harness) scannedTwice(issueUUID string) {
+	h.t.Helper()
+	last, n := h.record(issueUUID).RepliesScannedAt, 0
+	waitFor(h.t, 60*time.Second, "two more reply scans of "+issueUUID, func() bool {
+		if at := h.record(issueUUID).RepliesScannedAt; at.After(last) {
+			last, n = at, n+1
+		}
+		return n >= 2
+	})
+	waitFor(h.t, 20*time.Second, "an empty thread queue", func() bool {
+		c, err := h.st.CountJobs(context.Background(), queueThread)
+		return err == nil && c == 0
+	})
+}
+
+// cardContent is the current content of a card message.
+func (h *harness) cardContent(card string) string {
+	m, ok := h.fs.Message(card)
+	if !ok {
+		h.t.Fatalf("no message %s", card)
+	}
+	return m.Content
+}
+
+// buttonValue finds the callback value of the card's button for action.
+func buttonValue(t testing.TB, content, action string) map[string]any {
+	t.Helper()
+	var found map[string]any
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			if val, ok := x["value"].(map[string]any); ok && val["action"] == action {
+				found = val
+			}
+			for _, c := range x {
+				walk(c)
+			}
+		case []any:
+			for _, c := range x {
+				walk(c)
+			}
+		}
+	}
+	var card any
+	if err := json.Unmarshal([]byte(content), &card); err != nil {
+		t.Fatalf("card is not JSON: %v", err)
+	}
+	walk(card)
+	if found == nil {
+		t.Fatalf("card has no %s button:\n%s", action, content)
+	}
+	return found
+}
+
+// TestGuanceRepliesReachThreadOnce: a reply written in Guance appears once in the
+// card's thread, with its author and time, HTML made plain; the bot's own replies (by
+// uuid and by API key) and change entries never come back; an outage of Guance, Feishu
+// 5xx, a restart and a kill between post and record lose and repeat nothing. In both
+// behaviours of updateAt.
+func TestGuanceRepliesReachThreadOnce(t *testing.T) {
+	for _, bumps := range []bool{true, false} {
+		t.Run(fmt.Sprintf("replyBumpsUpdateAt=%v", bumps), func(t *testing.T) {
+			h := newHarness(t, "embedded", 18, time.Second)
+			h.gs.ReplyBumpsUpdateAt = bumps
+			h.intake = true
+			h.fs.AddUser("ou_alice", "张三")
+			crashed := make(chan string, 1)
+			var once sync.Once
+			crashOn := ""
+			h.start()
+			h.bootstrapped()
+			issue, card := h.cardedIssue("db-1 down")
+
+			h.gs.AddHumanReply(issue, "王五", "<p>已重启 <b>db-1</b> &amp; 观察中</p>")
+			waitFor(t, 30*time.Second, "the first Guance reply in the thread", func() bool { return len(h.guancePosts(card)) == 1 })
+			post := h.guancePosts(card)[0]
+			if text := textOf(t, post.Content); !strings.HasPrefix(text, "[Guance] 王五 · "+time.Now().UTC().Format("2006-01-02")) ||
+				!strings.HasSuffix(text, "\n已重启 db-1 & 观察中") {
+				t.Errorf("thread post = %q", text)
+			}
+			rec := h.record(issue)
+			if rec.ThreadID == "" || post.ThreadID != rec.ThreadID {
+				t.Errorf("thread not recorded: record %q, post %q", rec.ThreadID, post.ThreadID)
+			}
+			if got, err := h.st.IssueByMessage(t.Context(), rec.ThreadID); err != nil || got.IssueUUID != issue {
+				t.Errorf("thread %s maps to %q, %v", rec.ThreadID, got.IssueUUID, err)
+			}
+
+			// The bot's own replies: one synced from the thread, one written with its key.
+			if ack, err := h.fs.DeliverWS(t.Context(), threadReply(h.fs, "om_mine", card, "已处理")); err != nil || ack.Code != 200 {
+				t.Fatalf("deliver: %v %v", ack, err)
+			}
+			waitFor(t, 20*time.Second, "the chat reply in Guance", func() bool { return len(h.botReplies(issue)) == 1 })
+			if _, err := h.gc.CreateReply(guance.WithPriority(t.Context(), guance.PriorityHigh), issue, "written by another integration"); err != nil {
+				t.Fatal(err)
+			}
+			// A status change in Guance: a change entry, shown on the card, not in the thread.
+			h.gs.SetStatus(issue, 30)
+
+			// Guance down while a reply is written.
+			h.gs.Down(true)
+			h.gs.AddHumanReply(issue, "王五", "during the outage")
+			// The outage lasts until the bot has failed some requests.
+			waitFor(t, 20*time.Second, "requests failing during the outage", func() bool {
+				n := 0
+				for _, r := range h.gs.Requests() {
+					if r.Status == 503 {
+						n++
+					}
+				}
+				return n >= 3
+			})
+			h.gs.Down(false)
+			// Feishu failing the next posts.
+			h.fs.FailNext(2, 500, feishutest.CodeInternal)
+			h.gs.AddHumanReply(issue, "王五", "while Feishu fails")
+			waitFor(t, 30*time.Second, "three replies in the thread", func() bool { return len(h.guancePosts(card)) == 3 })
+
+			// A restart, then a kill after Feishu accepted a post and before it was recorded.
+			h.terminate()
+			h.start(func(b *Bot) {
+				ctx := h.ctx
+				b.afterThreadPost = func(replyUUID string) error {
+					if replyUUID != crashOn {
+						return nil
+					}
+					hit := false
+					once.Do(func() { hit = true })
+					if !hit {
+						return nil
+					}
+					crashed <- replyUUID
+					<-ctx.Done()
+					return errors.New("killed")
+				}
+			})
+			crashOn = h.gs.AddHumanReply(issue, "王五", "after the restart").UUID
+			select {
+			case <-crashed:
+			case <-time.After(30 * time.Second):
+				t.Fatal("the post after the restart never happened")
+			}
+			h.kill()
+			h.start()
+			h.gs.AddHumanReply(issue, "王五", "last one")
+			waitFor(t, 30*time.Second, "five replies in the thread", func() bool { return len(h.guancePosts(card)) == 5 })
+			h.scannedTwice(issue)
+
+			posts := h.guancePosts(card)
+			var texts []string
+			for _, p := range posts {
+				texts = append(texts, p.Content)
+			}
+			joined := strings.Join(texts, "\n")
+			if len(posts) != 5 {
+				t.Errorf("%d posts, want 5:\n%s", len(posts), joined)
+			}
+			for i, want := range []string{"已重启", "during the outage", "while Feishu fails", "after the restart", "last one"} {
+				if i < len(texts) && !strings.Contains(texts[i], want) {
+					t.Errorf("post %d = %s, want %q (in order)", i, texts[i], want)
+				}
+			}
+			for _, echo := range []string{"已处理", "another integration", "状态由"} {
+				if strings.Contains(joined, echo) {
+					t.Errorf("the bot echoed %q into the thread", echo)
+				}
+			}
+			waitFor(t, 20*time.Second, "the card showing Pending", func() bool {
+				return strings.Contains(h.cardContent(card), `"content":"Pending"`)
+			})
+			if rec := h.record(issue); rec.SyncedReplies != 6 {
+				t.Errorf("synced replies = %d, want 6 (5 from Guance, 1 from the chat)", rec.SyncedReplies)
+			}
+			waitFor(t, 20*time.Second, "the card counting 6 replies", func() bool {
+				return strings.Contains(h.cardContent(card), "6 replies synced")
+			})
+		})
+	}
+}
+
+// TestGuanceChangesRerenderCard: status, level and title changes made in Guance
+// re-render the card in place, saying who changed the status.
+func TestGuanceChangesRerenderCard(t *testing.T) {
+	h := newHarness(t, "redis", 18, time.Second)
+	h.start()
+	h.bootstrapped()
+	issue, card := h.cardedIssue("disk full on web-3")
+	h.gs.SetStatus(issue, 20)
+	waitFor(t, 30*time.Second, "the card showing Resolved", func() bool {
+		c := h.cardContent(card)
+		return strings.Contains(c, `"content":"Resolved"`) && strings.Contains(c, `"template":"green"`)
+	})
+	c := h.cardContent(card)
+	if !strings.Contains(c, guancetest.DefaultPerson+" &#40;Guance&#41; resolved") || strings.Contains(c, `"action":"resolve"`) {
+		t.Errorf("resolved card: who missing or Resolve button still there:\n%s", c)
+	}
+	h.gs.SetStatus(issue, 10)
+	h.gs.SetTitle(issue, "disk full on web-3 (again)")
+	h.gs.SetLevel(issue, "system_level_0")
+	waitFor(t, 30*time.Second, "the card showing the new title and level", func() bool {
+		c := h.cardContent(card)
+		return strings.Contains(c, "disk full on web-3 (again)") && strings.Contains(c, `"template":"red"`) &&
+			strings.Contains(c, `"content":"Open"`)
+	})
+	if m, _ := h.fs.Message(card); len(m.Patches) < 2 {
+		t.Errorf("%d patches, want the card patched in place", len(m.Patches))
+	}
+	if n := h.cardCount(); n != 1 {
+		t.Errorf("%d cards in the chat, want 1 (patched, not reposted)", n)
+	}
+}
+
+// TestCardPatchesCoalesced: 20 changes to one issue within a second make at most two
+// patches, and the card ends showing the last.
+func TestCardPatchesCoalesced(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Second)
+	b := h.start()
+	h.bootstrapped()
+	issue, card := h.cardedIssue("flapping")
+	is, ok := h.gs.Issue(issue)
+	if !ok {
+		t.Fatal("no issue")
+	}
+	start := time.Now()
+	for i := 1; i <= 20; i++ {
+		h.gs.SetTitle(issue, fmt.Sprintf("flapping #%d", i))
+		got, err := h.gc.GetIssue(guance.WithPriority(t.Context(), guance.PriorityHigh), is.UUID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got.UpdateAt = guance.Time(got.UpdateAt.Unix() + int64(i)) // each a newer state
+		if err := b.observe(t.Context(), *got); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Logf("the 20 changes took %v (the budget paces the gets)", d)
+	}
+	waitFor(t, 20*time.Second, "the last title on the card", func() bool {
+		return strings.Contains(h.cardContent(card), "flapping #20")
+	})
+	// Give a third patch every chance to happen.
+	deadline := time.Now().Add(2 * patchEvery)
+	waitFor(t, 10*time.Second, "two patch intervals", func() bool { return time.Now().After(deadline) })
+	m, _ := h.fs.Message(card)
+	if len(m.Patches) > 2 {
+		t.Errorf("%d patches for 20 changes, want at most 2", len(m.Patches))
+	}
+}
+
+// click delivers a button click on card over the long connection and returns the ack.
+func (h *harness) click(card, operator string, value map[string]any) (feishutest.Ack, time.Duration) {
+	h.t.Helper()
+	start := time.Now()
+	ack, err := h.fs.DeliverWS(h.t.Context(), h.fs.CardActionEvent(feishutest.CardActionSpec{
+		MessageID: card, OperatorOpenID: operator, Value: value,
+	}))
+	if err != nil || ack.Code != 200 {
+		h.t.Fatalf("deliver click: %v %v", ack, err)
+	}
+	return ack, time.Since(start)
+}
+
+// TestResolveButton: Resolve sends exactly {"statusType":20}, answers within 3 s with a
+// toast and the new card (who did it); a click on a stale card does not undo it.
+func TestResolveButton(t *testing.T) {
+	for _, kind := range []string{"embedded", "redis"} {
+		t.Run(kind, func(t *testing.T) {
+			h := newHarness(t, kind, 18, time.Second)
+			h.intake = true
+			h.fs.AddUser("ou_alice", "张三")
+			h.fs.AddUser("ou_bob", "李四")
+			h.start()
+			h.bootstrapped()
+			issue, card := h.cardedIssue("api 5xx")
+			open := h.cardContent(card)
+
+			// Pending, from the card as sent.
+			ack, took := h.click(card, "ou_alice", buttonValue(t, open, "pending"))
+			if took > 3*time.Second {
+				t.Errorf("the click took %v to answer", took)
+			}
+			var resp struct {
+				Toast struct {
+					Type string            `json:"type"`
+					I18n map[string]string `json:"i18n"`
+				} `json:"toast"`
+				Card struct {
+					Type string          `json:"type"`
+					Data json.RawMessage `json:"data"`
+				} `json:"card"`
+			}
+			if err := json.Unmarshal(ack.Data, &resp); err != nil {
+				t.Fatalf("answer %s: %v", ack.Data, err)
+			}
+			if resp.Toast.Type != "success" || resp.Toast.I18n["zh_cn"] == "" || resp.Toast.I18n["en_us"] == "" || resp.Card.Type != "raw" {
+				t.Errorf("answer = %s", ack.Data)
+			}
+			pending := string(resp.Card.Data)
+			if !strings.Contains(pending, `"content":"Pending"`) || !strings.Contains(pending, "张三") {
+				t.Errorf("answered card does not show Pending by 张三:\n%s", pending)
+			}
+			if is, _ := h.gs.Issue(issue); is.StatusType != 30 {
+				t.Errorf("Guance status = %d, want 30", is.StatusType)
+			}
+			// Resolve, from the pending card.
+			h.click(card, "ou_alice", buttonValue(t, pending, "resolve"))
+			if is, _ := h.gs.Issue(issue); is.StatusType != 20 {
+				t.Errorf("Guance status = %d, want 20", is.StatusType)
+			}
+			bodies := h.gs.ModifyBodies()
+			if len(bodies) != 2 || string(bodies[0]) != `{"statusType":30}` || string(bodies[1]) != `{"statusType":20}` {
+				t.Errorf("modify bodies = %q", bodies)
+			}
+			// Bob still sees the pending card and clicks Reopen; then the original card's Pending.
+			for _, v := range []map[string]any{buttonValue(t, pending, "reopen"), buttonValue(t, open, "pending")} {
+				ack, _ := h.click(card, "ou_bob", v)
+				if !strings.Contains(string(ack.Data), `"warning"`) || !strings.Contains(string(ack.Data), "Resolved") {
+					t.Errorf("stale click answer = %s", ack.Data)
+				}
+			}
+			if is, _ := h.gs.Issue(issue); is.StatusType != 20 {
+				t.Errorf("a stale click changed the status to %d", is.StatusType)
+			}
+			if n := len(h.gs.ModifyBodies()); n != 2 {
+				t.Errorf("%d modify calls, want 2 (stale clicks change nothing)", n)
+			}
+			c := h.cardContent(card)
+			if !strings.Contains(c, `"content":"Resolved"`) || !strings.Contains(c, "张三") {
+				t.Errorf("card after the clicks:\n%s", c)
+			}
+			// The bot's own change is not reported back as a change by someone else.
+			h.scannedTwice(issue)
+			if c := h.cardContent(card); strings.Contains(c, "Guance&#41;") {
+				t.Errorf("the bot's own change came back as a Guance change:\n%s", c)
+			}
+		})
+	}
+}
+
+// TestClickWhileGuanceBusyIsQueued: when Guance cannot answer in time, the click is
+// answered at once, the change is made when Guance is back, and the card follows.
+func TestClickWhileGuanceBusyIsQueued(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Second)
+	h.intake = true
+	h.fs.AddUser("ou_alice", "张三")
+	h.start()
+	h.bootstrapped()
+	issue, card := h.cardedIssue("queue lag")
+	h.gs.Down(true)
+	ack, took := h.click(card, "ou_alice", buttonValue(t, h.cardContent(card), "resolve"))
+	if took > 3*time.Second || !strings.Contains(string(ack.Data), "queued") {
+		t.Errorf("busy click answered in %v with %s", took, ack.Data)
+	}
+	h.gs.Down(false)
+	waitFor(t, 30*time.Second, "the queued change in Guance", func() bool {
+		is, _ := h.gs.Issue(issue)
+		return is.StatusType == 20
+	})
+	waitFor(t, 30*time.Second, "the card showing Resolved", func() bool {
+		return strings.Contains(h.cardContent(card), `"content":"Resolved"`)
+	})
+	for _, b := range h.gs.ModifyBodies() {
+		if string(b) != `{"statusType":20}` {
+			t.Errorf("modify body %s", b)
+		}
+	}
+}
+
+// TestStatusCommandsInThread: @bot resolve / pending / reopen in a card's thread do
+// what the buttons do, and react to the message; outside a thread they explain.
+func TestStatusCommandsInThread(t *testing.T) {
+	h := startReplyHarness(t, nil)
+	issue, card := h.cardedIssue("cert expiry")
+	bot := feishutest.Mention{Key: "@_user_1", OpenID: h.fs.BotOpenID, Name: h.fs.BotName}
+	for i, step := range []struct {
+		text string
+		want int
+	}{{"@_user_1 pending", 30}, {"@_user_1 resolve", 20}, {"@_user_1 reopen", 10}} {
+		id := fmt.Sprintf("om_cmd%d", i)
+		ev := h.fs.MessageEvent(feishutest.MessageSpec{MessageID: id, RootID: card, ChatID: testChat, SenderOpenID: "ou_alice",
+			Content: feishutest.TextContent(step.text), Mentions: []feishutest.Mention{bot}})
+		for range 2 { // a redelivery does nothing more
+			if ack, err := h.fs.DeliverWS(t.Context(), ev); err != nil || ack.Code != 200 {
+				t.Fatalf("deliver: %v %v", ack, err)
+			}
+		}
+		waitFor(t, 20*time.Second, step.text, func() bool {
+			is, _ := h.gs.Issue(issue)
+			m, _ := h.fs.Message(id)
+			return is.StatusType == step.want && len(m.Reactions) == 1
+		})
+	}
+	if n := len(h.gs.ModifyBodies()); n != 3 {
+		t.Errorf("%d modify calls, want 3", n)
+	}
+	waitFor(t, 20*time.Second, "the card showing Open, reopened by 张三", func() bool {
+		c := h.cardContent(card)
+		return strings.Contains(c, `"content":"Open"`) && strings.Contains(c, "张三 reopened")
+	})
+	if len(h.botReplies(issue)) != 0 {
+		t.Errorf("commands were posted to Guance as replies: %q", h.botReplies(issue))
+	}
+	// Outside a thread: a note, no change.
+	ev := h.fs.MessageEvent(feishutest.MessageSpec{MessageID: "om_loose", ChatID: testChat, SenderOpenID: "ou_alice",
+		Content: feishutest.TextContent("@_user_1 resolve"), Mentions: []feishutest.Mention{bot}})
+	if ack, err := h.fs.DeliverWS(t.Context(), ev); err != nil || ack.Code != 200 {
+		t.Fatalf("deliver: %v %v", ack, err)
+	}
+	waitFor(t, 10*time.Second, "the not-in-thread note", func() bool {
+		for _, m := range h.fs.Messages(testChat) {
+			if m.ParentID == "om_loose" && strings.Contains(m.Content, "thread") {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// TestOldCardGetsFreshCardInThread: a card past Feishu's 14-day patch window is not
+// patched; a fresh card goes into its thread and the issue moves to it.
+func TestOldCardGetsFreshCardInThread(t *testing.T) {
+	var mu sync.Mutex
+	offset := time.Duration(0)
+	clock := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return time.Now().Add(offset)
+	}
+	h := newHarness(t, "embedded", 18, time.Second, feishutest.WithNow(clock))
+	h.start()
+	h.bootstrapped()
+	issue, card := h.cardedIssue("slow leak")
+	// Feishu's clock is 15 days on: the platform refuses the patch; the bot posts anew.
+	mu.Lock()
+	offset = 15 * 24 * time.Hour
+	mu.Unlock()
+	h.gs.SetStatus(issue, 30)
+	var fresh string
+	waitFor(t, 30*time.Second, "a fresh card in the thread", func() bool {
+		fresh = h.record(issue).CardMessageID
+		return fresh != card
+	})
+	m, _ := h.fs.Message(fresh)
+	if m.RootID != card || m.MsgType != "interactive" || !strings.Contains(m.Content, `"content":"Pending"`) {
+		t.Errorf("fresh card: root %q type %q:\n%s", m.RootID, m.MsgType, m.Content)
+	}
+	if old, _ := h.fs.Message(card); len(old.Patches) != 0 {
+		t.Errorf("the old card was patched %d times", len(old.Patches))
+	}
+	if got, err := h.st.IssueByMessage(t.Context(), fresh); err != nil || got.IssueUUID != issue {
+		t.Errorf("fresh card maps to %q, %v", got.IssueUUID, err)
+	}
+	// Later changes patch the fresh card; nothing more is posted.
+	mu.Lock()
+	offset = 0
+	mu.Unlock()
+	h.gs.SetStatus(issue, 20)
+	waitFor(t, 30*time.Second, "the fresh card patched", func() bool {
+		return strings.Contains(h.cardContent(fresh), `"content":"Resolved"`)
+	})
+	if n := h.cardCount(); n != 2 {
+		t.Errorf("%d cards, want 2", n)
+	}
+	// The bot's own clock: a record older than 14 days is re-carded without trying.
+	if _, err := h.st.UpdateIssue(t.Context(), issue, func(r *store.Issue) error {
+		r.SentAt = time.Now().Add(-15 * 24 * time.Hour)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	patches := len(m.Patches)
+	h.gs.SetStatus(issue, 10)
+	waitFor(t, 30*time.Second, "a third card", func() bool { return h.cardCount() == 3 })
+	if m, _ := h.fs.Message(fresh); len(m.Patches) != patches+1 {
+		t.Errorf("the 14-day-old card got %d patches after it aged, want none", len(m.Patches)-patches-1)
+	}
+}
+
+// TestDeletedAndQuietIssues: an open issue deleted in Guance is found by the sweep and
+// its card says so; a resolved issue quiet for QUIET_AFTER is no longer scanned.
+func TestDeletedAndQuietIssues(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Second)
+	h.cfg.QuietAfter = 3 * time.Second
+	h.start()
+	h.bootstrapped()
+	gone, goneCard := h.cardedIssue("temporary")
+	quiet, quietCard := h.cardedIssue("done long ago")
+	h.gs.DeleteIssue(gone)
+	waitFor(t, 30*time.Second, "the card marked deleted", func() bool {
+		return strings.Contains(h.cardContent(goneCard), `"content":"Deleted"`)
+	})
+	if strings.Contains(h.cardContent(goneCard), `"action":`) {
+		t.Errorf("a deleted issue's card keeps its buttons")
+	}
+	h.gs.SetStatus(quiet, 20)
+	waitFor(t, 30*time.Second, "the resolved card", func() bool {
+		return strings.Contains(h.cardContent(quietCard), `"content":"Resolved"`)
+	})
+	// Once quiet, no more reply scans of it.
+	deadline := time.Now().Add(h.cfg.QuietAfter + time.Second)
+	waitFor(t, 20*time.Second, "the quiet period", func() bool { return time.Now().After(deadline) })
+	count := func() int {
+		n := 0
+		for _, r := range h.gs.Requests() {
+			if strings.Contains(r.Path, "/reply/"+quiet+"/list") {
+				n++
+			}
+		}
+		return n
+	}
+	before := count()
+	later := time.Now().Add(3 * time.Second)
+	waitFor(t, 20*time.Second, "three more seconds", func() bool { return time.Now().After(later) })
+	if after := count(); after != before {
+		t.Errorf("a quiet resolved issue was scanned %d more times", after-before)
+	}
+}
