@@ -311,7 +311,7 @@ func (c *levelCache) get(ref guance.LevelRef) (guance.Level, bool) {
 func storeIssue(is guance.Issue, chatID, messageID string, sentAt time.Time) store.Issue {
 	return store.Issue{
 		IssueUUID: is.UUID, ChatID: chatID, CardMessageID: messageID, CardRevision: 1, PatchedRevision: 1,
-		UpdateAt: is.UpdateAt.Unix(), StatusType: int(is.StatusType), Level: string(is.Level),
+		UpdateAt: is.UpdateAt.Unix(), ScannedUpdateAt: is.UpdateAt.Unix(), StatusType: int(is.StatusType), Level: string(is.Level),
 		Name: is.Name, SentAt: sentAt, CreateAt: is.CreateAt.Unix(), Snapshot: snapshot(is),
 	}
 }

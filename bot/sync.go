@@ -158,7 +158,7 @@ func (b *Bot) syncStep(ctx context.Context) error {
 				refresh = r
 			}
 			continue
-		case r.UpdateAt > r.ScannedUpdateAt && !r.RepliesScannedAt.IsZero():
+		case r.UpdateAt > r.ScannedUpdateAt:
 			if dirty == nil || r.RepliesScannedAt.Before(dirty.RepliesScannedAt) {
 				dirty = r
 			}
@@ -172,13 +172,10 @@ func (b *Bot) syncStep(ctx context.Context) error {
 		if !statusDone(r.StatusType) {
 			oldest = max(oldest, wait)
 		}
-		if !r.RepliesScannedAt.IsZero() && wait < minGap {
+		if wait < minGap {
 			continue
 		}
 		score := wait.Seconds() * b.scanWeight(*r, now)
-		if r.RepliesScannedAt.IsZero() {
-			score += 1e9 // a new card's first scan sets its baseline
-		}
 		if bestRR == nil || score > bestScore {
 			bestRR, bestScore = r, score
 		}

@@ -91,7 +91,7 @@ func (b *Bot) scanReplies(ctx context.Context, rec store.Issue) error {
 		if err != nil {
 			return err
 		}
-		if r.Type == "change" && !r.ByAPIKey() && r.CreateAt.Unix() >= rec.UpdateAt {
+		if r.Type == "change" && !first && !r.ByAPIKey() && r.CreateAt.Unix() > rec.UpdateAt {
 			refresh = true
 		}
 		if !human {

@@ -1,0 +1,185 @@
+package bot
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"issuebot/bot/feishu/feishutest"
+	"issuebot/guance/guancetest"
+)
+
+// scenario is the change-detection load of issue #5: many carded open issues, and
+// Guance replies written on some of them over a while.
+type scenario struct {
+	bumps   bool          // a new reply bumps the issue's updateAt
+	win     time.Duration // the budget window (a minute in production)
+	issues  int
+	replies int
+	spread  time.Duration // the replies are written evenly over this
+}
+
+// scenarioResult is what a scenario measured.
+type scenarioResult struct {
+	staleness []time.Duration // reply written in Guance → posted in its thread, sorted
+	maxInWin  int             // most Guance requests in any budget window
+	throttled int
+	posts     int // Guance replies posted into threads
+	report    Report
+	requests  map[string]int // Guance requests by kind
+}
+
+func (r scenarioResult) pct(p float64) time.Duration {
+	if len(r.staleness) == 0 {
+		return 0
+	}
+	return r.staleness[min(len(r.staleness)-1, int(p*float64(len(r.staleness))))]
+}
+
+// runScenario cards s.issues issues, writes s.replies human replies on them in Guance
+// and waits for every one to reach its thread. The bot runs with GUANCE_RATE_LIMIT=18
+// against a fake that allows 20, both counting over s.win; POLL_INTERVAL is s.win/6
+// (10 s at the real scale).
+func runScenario(tb testing.TB, s scenario) scenarioResult {
+	tb.Helper()
+	// Feishu's per-chat limit is raised so that carding 150 issues is quick; this is
+	// about the Guance budget.
+	h := newHarness(tb, "embedded", 18, s.win, feishutest.WithRateLimits(60, 5, 200))
+	h.gs.ReplyBumpsUpdateAt = s.bumps
+	h.cfg.PollInterval = s.win / 6
+	h.cfg.Overlap = 5 * s.win // five minutes at the real scale
+	h.start()
+	h.bootstrapped()
+
+	uuids := make([]string, s.issues)
+	for i := range uuids {
+		uuids[i] = h.gs.AddIssue(guancetest.IssueSpec{Name: fmt.Sprintf("load %03d", i)}).UUID
+	}
+	waitFor(tb, 10*s.win, "every card", func() bool { return h.cardCount() == s.issues })
+
+	var mu sync.Mutex
+	written := map[string]time.Time{} // reply text → when it was written
+	every := s.spread / time.Duration(s.replies)
+	tick := time.NewTicker(every)
+	for i := range s.replies {
+		issue := uuids[(i*7919)%len(uuids)] // spread over the issues, some twice
+		text := fmt.Sprintf("load reply %02d", i)
+		mu.Lock()
+		written[text] = time.Now()
+		mu.Unlock()
+		h.gs.AddHumanReply(issue, "王五", text)
+		<-tick.C
+	}
+	tick.Stop()
+
+	arrived := map[string]time.Duration{}
+	deadline := 3*time.Duration(s.issues)*h.bot.syncEvery() + 10*s.win
+	waitFor(tb, deadline, "every reply in its thread", func() bool {
+		now := time.Now()
+		for _, m := range h.fs.Messages(testChat) {
+			if m.MsgType != "text" {
+				continue
+			}
+			for text, at := range written {
+				if _, ok := arrived[text]; !ok && strings.Contains(m.Content, text) {
+					arrived[text] = now.Sub(at)
+				}
+			}
+		}
+		return len(arrived) == s.replies
+	})
+	waitFor(tb, 10*time.Second, "an empty thread queue", func() bool {
+		n, err := h.st.CountJobs(tb.Context(), queueThread)
+		return err == nil && n == 0
+	})
+	var res scenarioResult
+	for _, d := range arrived {
+		res.staleness = append(res.staleness, d)
+	}
+	slices.Sort(res.staleness)
+	for _, m := range h.fs.Messages(testChat) {
+		if m.MsgType == "text" && strings.Contains(m.Content, "[Guance]") {
+			res.posts++
+		}
+	}
+	res.requests = map[string]int{}
+	for _, r := range h.gs.Requests() {
+		kind := r.Path
+		switch {
+		case strings.Contains(r.Path, "/reply/"):
+			kind = "reply/list"
+		case strings.HasSuffix(r.Path, "/get"):
+			kind = "issue/get"
+		}
+		res.requests[kind]++
+	}
+	res.maxInWin = h.gs.MaxInWindow(s.win)
+	res.throttled = h.gs.Throttled()
+	var err error
+	if res.report, err = h.bot.report(tb.Context()); err != nil {
+		tb.Fatal(err)
+	}
+	return res
+}
+
+// TestChangeDetectionWithinBudget: 150 carded open issues and 40 Guance replies over
+// two budget windows ("2 minutes"; time is scaled 60×: a window is 1 s): the fake never
+// sees more than GUANCE_RATE_LIMIT requests in a window and never throttles, every
+// reply reaches its thread exactly once — whether or not replies bump updateAt — and
+// the status report's bound covers the longest wait.
+func TestChangeDetectionWithinBudget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a load test")
+	}
+	for _, bumps := range []bool{true, false} {
+		t.Run(fmt.Sprintf("replyBumpsUpdateAt=%v", bumps), func(t *testing.T) {
+			t.Parallel()
+			res := runScenario(t, scenario{bumps: bumps, win: time.Second, issues: 150, replies: 40, spread: 2 * time.Second})
+			if res.maxInWin > 18 || res.throttled != 0 {
+				t.Errorf("Guance saw up to %d requests in a window and throttled %d times; want ≤ 18 and 0", res.maxInWin, res.throttled)
+			}
+			if res.posts != 40 {
+				t.Errorf("%d replies posted into threads, want 40 (each once)", res.posts)
+			}
+			if res.report.Watched != 150 || res.report.OldestScan > 2*res.report.Cycle {
+				t.Errorf("status report: watched %d, oldest scan %v, cycle %v", res.report.Watched, res.report.OldestScan, res.report.Cycle)
+			}
+			t.Logf("staleness p50 %v p99 %v (scaled 60×: %v / %v); max %d requests per window; status: oldest scan %v, cycle %v; requests %v",
+				res.pct(0.5), res.pct(0.99), 60*res.pct(0.5), 60*res.pct(0.99), res.maxInWin, res.report.OldestScan, res.report.Cycle, res.requests)
+		})
+	}
+}
+
+// BenchmarkReplySyncStaleness reports Guance reply → thread staleness (p50, p99) with
+// 150 carded open issues and 40 replies over two minutes, in both updateAt behaviours.
+// ISSUEBOT_BENCH_WINDOW sets the budget window (default 1m, the real scale; a shorter
+// window compresses time, and the numbers are scaled back to a minute).
+//
+//	go test ./bot -run '^$' -bench ReplySyncStaleness -benchtime 1x -timeout 2h
+func BenchmarkReplySyncStaleness(b *testing.B) {
+	win := time.Minute
+	if v := os.Getenv("ISSUEBOT_BENCH_WINDOW"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			b.Fatal(err)
+		}
+		win = d
+	}
+	scale := float64(time.Minute) / float64(win)
+	for _, bumps := range []bool{true, false} {
+		b.Run(fmt.Sprintf("replyBumpsUpdateAt=%v", bumps), func(b *testing.B) {
+			for range b.N {
+				res := runScenario(b, scenario{bumps: bumps, win: win, issues: 150, replies: 40, spread: 2 * win})
+				b.ReportMetric(res.pct(0.5).Seconds()*scale, "p50_s")
+				b.ReportMetric(res.pct(0.99).Seconds()*scale, "p99_s")
+				b.ReportMetric(float64(res.maxInWin), "max_req/window")
+				b.ReportMetric(float64(res.throttled), "throttles")
+				b.ReportMetric(float64(res.posts), "posts")
+			}
+		})
+	}
+}
