@@ -94,6 +94,10 @@ type Config struct {
 	Overlap time.Duration
 	// FirstLookback is how far back the very first poll looks; 0 means 1 hour.
 	FirstLookback time.Duration
+	// ClockSkew bounds the difference between Guance's clock and ours: list windows
+	// reach that far past now, and that much further back than local time says; 0
+	// means a minute.
+	ClockSkew time.Duration
 	// ChatSendInterval spaces messages into one chat (Feishu allows 5 per second per
 	// chat, shared by all bots); 0 means 250 ms.
 	ChatSendInterval time.Duration
@@ -165,6 +169,9 @@ func New(cfg Config, fs Messenger, gc Tracker, st State, metrics *Metrics, logge
 	}
 	if cfg.FirstLookback <= 0 {
 		cfg.FirstLookback = time.Hour
+	}
+	if cfg.ClockSkew <= 0 {
+		cfg.ClockSkew = time.Minute
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 10 * time.Second

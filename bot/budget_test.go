@@ -52,6 +52,7 @@ func runScenario(tb testing.TB, s scenario) scenarioResult {
 	h.gs.ReplyBumpsUpdateAt = s.bumps
 	h.cfg.PollInterval = s.win / 6
 	h.cfg.Overlap = 5 * s.win // five minutes at the real scale
+	h.cfg.ClockSkew = s.win
 	h.start()
 	h.bootstrapped()
 

@@ -21,9 +21,6 @@ const (
 	leasePoller     = "poller"
 )
 
-// skewMargin is how far past the local clock the poll window reaches, so a Guance
-// clock slightly ahead of ours never hides an issue.
-const skewMargin = time.Minute
 
 // runLeader polls and delivers while this replica holds the poller lease, and keeps
 // trying to take the lease otherwise. Only one replica polls at a time.
@@ -169,9 +166,16 @@ func (b *Bot) pollOnce(ctx context.Context) error {
 	start := now.Add(-b.cfg.FirstLookback)
 	if cursor > 0 {
 		start = time.Unix(cursor, 0).Add(-b.cfg.Overlap)
+		// Everything visible at the previous poll was seen then, so an issue not seen
+		// yet became visible since, and was created at most Overlap before that. After
+		// a burst the window thus shrinks back to one page instead of listing the
+		// burst on every poll until a newer issue moves the cursor.
+		if last, err := b.state.Cursor(ctx, cursorLastPoll); err == nil && last > 0 {
+			start = latest(start, time.Unix(last, 0).Add(-b.cfg.Overlap-b.cfg.ClockSkew))
+		}
 	}
 	issues, err := b.guance.ListAllIssues(ctx, guance.IssueQuery{
-		ChannelUUID: channel, Start: start, End: now.Add(skewMargin), PageSize: 100,
+		ChannelUUID: channel, Start: start, End: now.Add(b.cfg.ClockSkew), PageSize: 100,
 	})
 	if err != nil {
 		if errors.Is(err, guance.ErrNotFound) {

@@ -28,8 +28,11 @@ type Report struct {
 	// the current reply-sync staleness bound.
 	OldestScan time.Duration
 	// Cycle estimates how long scanning every watched issue once takes.
-	Cycle  time.Duration
-	Queues map[string]int
+	Cycle time.Duration
+	// ReplyBumps is what the watcher learnt about Guance: "yes" if a new reply bumps
+	// the issue's updateAt, "no" if not, "unknown" until it has seen enough.
+	ReplyBumps string
+	Queues     map[string]int
 }
 
 // report gathers the Report.
@@ -49,6 +52,7 @@ func (b *Bot) report(ctx context.Context) (Report, error) {
 	}
 	now := b.now()
 	r.Tracked = len(recs)
+	open := 0
 	for _, rec := range recs {
 		if !b.watchedIssue(rec, now) {
 			continue
@@ -57,13 +61,20 @@ func (b *Bot) report(ctx context.Context) (Report, error) {
 		if statusDone(rec.StatusType) {
 			continue
 		}
+		open++
 		since := rec.RepliesScannedAt
 		if since.IsZero() {
 			since = rec.SentAt
 		}
 		r.OldestScan = max(r.OldestScan, now.Sub(since))
 	}
-	r.Cycle = time.Duration(float64(r.Watched) * 1.5 * float64(b.syncEvery()))
+	r.Cycle = b.scanCycle(r.Watched, open)
+	r.ReplyBumps = "unknown"
+	if bumps, known := b.watch.replyBumps(); known && bumps {
+		r.ReplyBumps = "yes"
+	} else if known {
+		r.ReplyBumps = "no"
+	}
 	for _, q := range []string{queueCards, queueReplies, queueThread, queuePatches, queueStatus} {
 		if n, err := b.state.CountJobs(ctx, q); err == nil {
 			r.Queues[q] = n
@@ -86,8 +97,8 @@ func (r Report) Text(now time.Time) string {
 	fmt.Fprintf(&b, "Guance 配额 / budget: %d / %d 每 / per %s\n", r.BudgetUsed, r.BudgetLimit, roundDur(r.BudgetWindow))
 	fmt.Fprintf(&b, "存储 / store: %s\n", r.Store)
 	fmt.Fprintf(&b, "卡片 / cards: 跟踪 tracked %d，监视 watched %d\n", r.Tracked, r.Watched)
-	fmt.Fprintf(&b, "回复同步 / reply sync: 最久未扫 oldest unscanned %s，轮转一周约 full round ≈ %s\n",
-		roundDur(r.OldestScan), roundDur(r.Cycle))
+	fmt.Fprintf(&b, "回复同步 / reply sync: 最久未扫 oldest unscanned %s，轮转一周约 full round ≈ %s（回复更新 updateAt / replies bump updateAt: %s）\n",
+		roundDur(r.OldestScan), roundDur(r.Cycle), r.ReplyBumps)
 	fmt.Fprintf(&b, "队列 / queues: cards %d · replies %d · thread %d · patches %d · status %d",
 		r.Queues[queueCards], r.Queues[queueReplies], r.Queues[queueThread], r.Queues[queuePatches], r.Queues[queueStatus])
 	return b.String()

@@ -57,6 +57,49 @@ type watcher struct {
 	sweepSeen map[string]bool // issues listed by the running sweep
 	sweepDone time.Time       // when the last sweep completed
 	failed    map[string]time.Time
+	// listed remembers, per issue, when the open list last showed it and with which
+	// updateAt; a reply found later tells whether replies bump updateAt.
+	listed map[string]listing
+	// bumpYes and bumpNo count that evidence.
+	bumpYes, bumpNo int
+}
+
+// listing is one sighting of an issue in the open list.
+type listing struct {
+	at       time.Time
+	updateAt int64
+}
+
+// learnBumps takes a reply created at createAt (unix s) on an issue as evidence of
+// whether Guance bumps an issue's updateAt on a new reply: it is, if the open list
+// showed the issue well after the reply was written.
+func (w *watcher) learnBumps(issueUUID string, createAt int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	l, ok := w.listed[issueUUID]
+	if !ok || l.at.Unix() < createAt+2 {
+		return
+	}
+	if l.updateAt >= createAt {
+		w.bumpYes++
+	} else {
+		w.bumpNo++
+	}
+}
+
+// replyBumps reports what the evidence says: known is false until it is clear.
+func (w *watcher) replyBumps() (bumps, known bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.bumpYes+w.bumpNo < 3:
+		return false, false
+	case w.bumpYes >= 2*w.bumpNo:
+		return true, true
+	case w.bumpNo >= 2*w.bumpYes:
+		return false, true
+	}
+	return false, false
 }
 
 // syncEvery is the pace of the watcher: the budget window divided by the requests
@@ -77,9 +120,16 @@ func Reserve(rateLimit int) int {
 	return min(max(2, rateLimit/9), max(rateLimit-1, 0))
 }
 
-// sweepEvery is how often a new sweep of the open-issue list may start.
+// sweepEvery is how often a new sweep of the open-issue list may start. While replies
+// may bump updateAt the sweep is how they are found, so it runs every half window;
+// once it is clear that they do not, it only finds status, level and title changes,
+// and runs every two windows so that more of the budget goes to reply scans.
 func (b *Bot) sweepEvery() time.Duration {
-	return max(3*b.cfg.PollInterval, b.cfg.BudgetWindow/2)
+	every := max(3*b.cfg.PollInterval, b.cfg.BudgetWindow/2)
+	if bumps, known := b.watch.replyBumps(); known && !bumps {
+		every = max(every, 2*b.cfg.BudgetWindow)
+	}
+	return every
 }
 
 // runSync runs the watcher until ctx ends, one request per step.
@@ -180,9 +230,9 @@ func (b *Bot) syncStep(ctx context.Context) error {
 			bestRR, bestScore = r, score
 		}
 	}
+	sweepEvery := b.sweepEvery()
 	w.mu.Lock()
-	sweepRunning := w.sweepPage > 0
-	sweepDue := sweepRunning || now.Sub(w.sweepDone) >= b.sweepEvery()
+	sweepDue := w.sweepPage > 0 || now.Sub(w.sweepDone) >= sweepEvery
 	w.mu.Unlock()
 	b.metrics.watched.Set(float64(len(watched)))
 	b.metrics.scanOldest.Set(oldest.Seconds())
@@ -250,7 +300,7 @@ func (b *Bot) sweepPage(ctx context.Context, openFrom time.Time, watched []store
 		return err
 	}
 	rows, pi, err := b.guance.ListIssues(ctx, guance.IssueQuery{
-		ChannelUUID: channel, Start: from, End: b.now().Add(skewMargin),
+		ChannelUUID: channel, Start: from, End: b.now().Add(b.cfg.ClockSkew),
 		PageIndex: page, PageSize: sweepPageSize,
 		// With AND semantics this lists open issues; with OR it lists all of them.
 		// Either way every open issue is among the rows.
@@ -266,12 +316,17 @@ func (b *Bot) sweepPage(ctx context.Context, openFrom time.Time, watched []store
 		return fmt.Errorf("list open issues (page %d): %w", page, err)
 	}
 	b.metrics.sweepPages.Inc()
+	now := b.now()
 	for _, is := range rows {
 		if is.UUID == "" {
 			continue
 		}
 		w.mu.Lock()
 		w.sweepSeen[is.UUID] = true
+		if w.listed == nil {
+			w.listed = map[string]listing{}
+		}
+		w.listed[is.UUID] = listing{at: now, updateAt: is.UpdateAt.Unix()}
 		w.mu.Unlock()
 		if err := b.observe(ctx, is); err != nil {
 			return err
@@ -286,6 +341,11 @@ func (b *Bot) sweepPage(ctx context.Context, openFrom time.Time, watched []store
 	}
 	seen := w.sweepSeen
 	w.sweepPage, w.sweepSeen, w.sweepDone = 0, nil, b.now()
+	for id := range w.listed {
+		if !seen[id] {
+			delete(w.listed, id) // resolved or gone: no longer listed
+		}
+	}
 	for _, r := range watched {
 		if seen[r.IssueUUID] || statusDone(r.StatusType) || r.Refresh {
 			continue
@@ -330,4 +390,19 @@ func (b *Bot) refreshIssue(ctx context.Context, rec store.Issue) error {
 		return nil
 	})
 	return err
+}
+
+// scanCycle estimates how long the watcher takes to scan every one of watched issues
+// once, open of them being open: the steps left in a window after the open-list pages
+// (at most one step in three), spread over every watched issue.
+func (b *Bot) scanCycle(watched, open int) time.Duration {
+	if watched == 0 {
+		return 0
+	}
+	win := b.cfg.BudgetWindow.Seconds()
+	steps := win / b.syncEvery().Seconds()
+	pages := float64((open + sweepPageSize - 1) / sweepPageSize)
+	sweeps := min(pages*win/b.sweepEvery().Seconds(), steps/3)
+	scans := max(steps-sweeps, 0.1)
+	return time.Duration(float64(watched) / scans * win * float64(time.Second))
 }

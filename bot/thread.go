@@ -30,6 +30,8 @@ type threadJob struct {
 	CreateAt  int64     `json:"create_at"`
 	Text      string    `json:"text"`
 	Found     time.Time `json:"found"` // when the scan found it (staleness)
+	// Seq orders replies of one issue written in the same second: Guance's order.
+	Seq int64 `json:"seq"`
 }
 
 // scanReplies reads an issue's replies newest first, down to the first one already
@@ -81,7 +83,7 @@ func (b *Bot) scanReplies(ctx context.Context, rec store.Issue) error {
 	slices.Reverse(fresh) // oldest first: the thread shows them in order
 
 	now := b.now()
-	refresh := false
+	refresh, changes := false, 0
 	var lastReply int64
 	var done []string
 	for i, r := range fresh {
@@ -91,15 +93,25 @@ func (b *Bot) scanReplies(ctx context.Context, rec store.Issue) error {
 		if err != nil {
 			return err
 		}
-		if r.Type == "change" && !first && !r.ByAPIKey() && r.CreateAt.Unix() > rec.UpdateAt {
-			refresh = true
+		if r.Type == "reply" {
+			b.watch.learnBumps(uuid, r.CreateAt.Unix())
+		}
+		if r.Type == "change" && !r.ByAPIKey() {
+			// Someone changed the issue since the last scan (on a first scan: since it
+			// was created, which is itself one change entry). The open list shows most
+			// changes, but not those of issues outside it (a resolved issue reopened)
+			// nor one in the same second as the updateAt known: read it again.
+			changes++
+			if !first || changes > 1 || r.CreateAt.Unix() > rec.CreateAt {
+				refresh = true
+			}
 		}
 		if !human {
 			continue
 		}
 		payload, err := json.Marshal(threadJob{
 			IssueUUID: uuid, ReplyUUID: r.UUID, Author: replyAuthor(r), CreateAt: r.CreateAt.Unix(),
-			Text: replyText(r), Found: now,
+			Text: replyText(r), Found: now, Seq: now.UnixNano() + int64(i),
 		})
 		if err != nil {
 			return fmt.Errorf("encode thread job %s: %w", r.UUID, err)
@@ -230,8 +242,8 @@ func (b *Bot) runThread(ctx context.Context) {
 // Unreadable jobs are returned too (postToThread drops them).
 func threadHeads(jobs []store.Job, now time.Time) []store.Job {
 	type head struct {
-		job store.Job
-		at  int64
+		job     store.Job
+		at, seq int64
 	}
 	heads := map[string]head{}
 	var order []string
@@ -246,8 +258,8 @@ func threadHeads(jobs []store.Job, now time.Time) []store.Job {
 		if !ok {
 			order = append(order, p.IssueUUID)
 		}
-		if !ok || p.CreateAt < h.at || (p.CreateAt == h.at && j.NotBefore.Before(h.job.NotBefore)) {
-			heads[p.IssueUUID] = head{j, p.CreateAt}
+		if !ok || p.CreateAt < h.at || (p.CreateAt == h.at && p.Seq < h.seq) {
+			heads[p.IssueUUID] = head{j, p.CreateAt, p.Seq}
 		}
 	}
 	for _, id := range order {
