@@ -21,7 +21,6 @@ const (
 	leasePoller     = "poller"
 )
 
-
 // runLeader polls and delivers while this replica holds the poller lease, and keeps
 // trying to take the lease otherwise. Only one replica polls at a time.
 func (b *Bot) runLeader(ctx context.Context) error {
