@@ -59,6 +59,8 @@ type State interface {
 	MarkIssuesSeen(ctx context.Context, uuids ...string) error
 	IssueSeen(ctx context.Context, uuid string) (bool, error)
 	Cursor(ctx context.Context, name string) (int64, error)
+	Meta(ctx context.Context, name string) (string, error)
+	SetMeta(ctx context.Context, name, value string) error
 	AdvanceCursor(ctx context.Context, name string, v int64) (int64, error)
 	AcquireLease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
 	ReleaseLease(ctx context.Context, name, owner string) error
@@ -127,6 +129,7 @@ type Bot struct {
 	now     func() time.Time
 
 	botOpenID atomic.Pointer[string] // set once Run has learnt it
+	keyID     atomic.Pointer[string] // the Guance API key's account id (wsak_…), once seen
 
 	wakeDelivery chan struct{}
 	wakeReplies  chan struct{}

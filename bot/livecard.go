@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -105,7 +106,7 @@ func (b *Bot) observe(ctx context.Context, is guance.Issue) error {
 			return errUnchanged
 		}
 		visible = !sameCardFields(*r, is)
-		if visible && r.StatusType != int(is.StatusType) && !b.isBotKey(is.Updator) {
+		if visible && r.StatusType != int(is.StatusType) && !b.byBotKey(is.Updator) {
 			// Changed in Guance: the footer says by whom.
 			r.ChangedBy, r.ChangedAt = guanceActor(is), is.UpdateAt.Time()
 			r.ChangedAction = statusAction(guance.StatusType(r.StatusType), is.StatusType)
@@ -164,9 +165,44 @@ func statusAction(from, to guance.StatusType) string {
 	return ""
 }
 
-// isBotKey reports whether an account uuid is an API key (the bot's own writes).
-func (b *Bot) isBotKey(account string) bool {
-	return len(account) > 5 && account[:5] == "wsak_"
+// metaKeyAccount is the store's name for the Guance API key's account id.
+const metaKeyAccount = "guance.keyAccount"
+
+// learnKey remembers the account id Guance shows for the bot's API key, taken from
+// something the bot wrote (a reply it created, an issue it modified), in memory and in
+// the store, so a restart knows it at once.
+func (b *Bot) learnKey(ctx context.Context, account string) {
+	if !strings.HasPrefix(account, "wsak_") {
+		return
+	}
+	if k := b.keyID.Load(); k != nil && *k == account {
+		return
+	}
+	b.keyID.Store(&account)
+	b.logger.Info("learnt the Guance API key's account id", "key_account", account)
+	if err := b.state.SetMeta(ctx, metaKeyAccount, account); err != nil {
+		b.logger.Warn("keep the Guance API key's account id", "err", err)
+	}
+}
+
+// loadKey reads the API key's account id learnt by an earlier run.
+func (b *Bot) loadKey(ctx context.Context) {
+	if k, err := b.state.Meta(ctx, metaKeyAccount); err == nil && k != "" {
+		b.keyID.Store(&k)
+	}
+}
+
+// byBotKey reports whether an account is the bot's API key. Until the bot has seen
+// its key's id, every API key (wsak_…) counts as possibly its own: a reply of another
+// integration is then held back rather than the bot's own echoed.
+func (b *Bot) byBotKey(account string) bool {
+	if !strings.HasPrefix(account, "wsak_") {
+		return false
+	}
+	if k := b.keyID.Load(); k != nil {
+		return account == *k
+	}
+	return true
 }
 
 // markGone records that Guance no longer has the issue: the card says so, and the

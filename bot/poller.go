@@ -83,6 +83,7 @@ func (b *Bot) lead(ctx context.Context, ttl time.Duration) {
 			return nil
 		})
 	}
+	b.loadKey(gctx)
 	if err := b.requeuePatches(gctx); err != nil && gctx.Err() == nil {
 		b.logger.Warn("look for cards left unpatched", "err", err)
 	}

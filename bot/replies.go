@@ -252,6 +252,7 @@ func (b *Bot) postReply(ctx context.Context, j store.Job) error {
 			return errAbandoned
 		}
 	}
+	b.learnKey(wctx, r.Creator)
 	return b.replyDone(wctx, j, p, r.UUID)
 }
 
@@ -288,7 +289,7 @@ func (b *Bot) findOwnReply(ctx context.Context, p replyJob) (string, error) {
 		// The bot's key, the same text, written no earlier than the first unanswered
 		// attempt (a minute of clock skew allowed), and not already claimed by another
 		// message: two identical messages must make two replies.
-		if !r.ByAPIKey() || r.Content != p.Content || r.CreateAt.Unix() < p.AttemptedAt.Add(-time.Minute).Unix() {
+		if !b.byBotKey(r.Creator) || r.Content != p.Content || r.CreateAt.Unix() < p.AttemptedAt.Add(-time.Minute).Unix() {
 			continue
 		}
 		own, err := b.state.IsOwnReply(ctx, r.UUID)

@@ -179,6 +179,9 @@ func (b *Bot) applyStatus(ctx context.Context, job statusJob, answered bool) (st
 	if err != nil {
 		return store.Issue{}, err
 	}
+	if is != nil {
+		b.learnKey(ctx, is.Updator)
+	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	rec, _, err := b.updateIssue(wctx, job.IssueUUID, func(r *store.Issue) error {

@@ -147,9 +147,11 @@ func TestGuanceRepliesReachThreadOnce(t *testing.T) {
 				t.Fatalf("deliver: %v %v", ack, err)
 			}
 			waitFor(t, 20*time.Second, "the chat reply in Guance", func() bool { return len(h.botReplies(issue)) == 1 })
-			if _, err := h.gc.CreateReply(guance.WithPriority(t.Context(), guance.PriorityHigh), issue, "written by another integration"); err != nil {
+			if _, err := h.gc.CreateReply(guance.WithPriority(t.Context(), guance.PriorityHigh), issue, "written with the bot's key"); err != nil {
 				t.Fatal(err)
 			}
+			// Another integration's key (a DingTalk bridge, say) is not the bot's.
+			h.gs.AddHumanReply(issue, "wsak_dingtalk", "[钉钉] 赵六: relayed")
 			// A status change in Guance: a change entry, shown on the card, not in the thread.
 			h.gs.SetStatus(issue, 30)
 
@@ -170,7 +172,7 @@ func TestGuanceRepliesReachThreadOnce(t *testing.T) {
 			// Feishu failing the next posts.
 			h.fs.FailNext(2, 500, feishutest.CodeInternal)
 			h.gs.AddHumanReply(issue, "王五", "while Feishu fails")
-			waitFor(t, 30*time.Second, "three replies in the thread", func() bool { return len(h.guancePosts(card)) == 3 })
+			waitFor(t, 30*time.Second, "four replies in the thread", func() bool { return len(h.guancePosts(card)) == 4 })
 
 			// A restart, then a kill after Feishu accepted a post and before it was recorded.
 			h.terminate()
@@ -198,8 +200,10 @@ func TestGuanceRepliesReachThreadOnce(t *testing.T) {
 			}
 			h.kill()
 			h.start()
+			// The new process knows its key's id from the store: another key's reply is posted.
+			h.gs.AddHumanReply(issue, "wsak_dingtalk", "[钉钉] 赵六: relayed again")
 			h.gs.AddHumanReply(issue, "王五", "last one")
-			waitFor(t, 30*time.Second, "five replies in the thread", func() bool { return len(h.guancePosts(card)) == 5 })
+			waitFor(t, 30*time.Second, "seven replies in the thread", func() bool { return len(h.guancePosts(card)) == 7 })
 			h.scannedTwice(issue)
 
 			posts := h.guancePosts(card)
@@ -208,15 +212,16 @@ func TestGuanceRepliesReachThreadOnce(t *testing.T) {
 				texts = append(texts, p.Content)
 			}
 			joined := strings.Join(texts, "\n")
-			if len(posts) != 5 {
-				t.Errorf("%d posts, want 5:\n%s", len(posts), joined)
+			if len(posts) != 7 {
+				t.Errorf("%d posts, want 7:\n%s", len(posts), joined)
 			}
-			for i, want := range []string{"已重启", "during the outage", "while Feishu fails", "after the restart", "last one"} {
+			for i, want := range []string{"已重启", "[钉钉] 赵六: relayed", "during the outage", "while Feishu fails", "after the restart",
+				"relayed again", "last one"} {
 				if i < len(texts) && !strings.Contains(texts[i], want) {
 					t.Errorf("post %d = %s, want %q (in order)", i, texts[i], want)
 				}
 			}
-			for _, echo := range []string{"已处理", "another integration", "状态由"} {
+			for _, echo := range []string{"已处理", "the bot's key", "状态由"} {
 				if strings.Contains(joined, echo) {
 					t.Errorf("the bot echoed %q into the thread", echo)
 				}
@@ -224,11 +229,11 @@ func TestGuanceRepliesReachThreadOnce(t *testing.T) {
 			waitFor(t, 20*time.Second, "the card showing Pending", func() bool {
 				return strings.Contains(h.cardContent(card), `"content":"Pending"`)
 			})
-			if rec := h.record(issue); rec.SyncedReplies != 6 {
-				t.Errorf("synced replies = %d, want 6 (5 from Guance, 1 from the chat)", rec.SyncedReplies)
+			if rec := h.record(issue); rec.SyncedReplies != 8 {
+				t.Errorf("synced replies = %d, want 8 (7 from Guance, 1 from the chat)", rec.SyncedReplies)
 			}
-			waitFor(t, 20*time.Second, "the card counting 6 replies", func() bool {
-				return strings.Contains(h.cardContent(card), "6 replies synced")
+			waitFor(t, 20*time.Second, "the card counting 8 replies", func() bool {
+				return strings.Contains(h.cardContent(card), "8 replies synced")
 			})
 		})
 	}

@@ -96,7 +96,7 @@ func (b *Bot) scanReplies(ctx context.Context, rec store.Issue) error {
 		if r.Type == "reply" {
 			b.watch.learnBumps(uuid, r.CreateAt.Unix())
 		}
-		if r.Type == "change" && !r.ByAPIKey() {
+		if r.Type == "change" && !b.byBotKey(r.Creator) {
 			// Someone changed the issue since the last scan (on a first scan: since it
 			// was created, which is itself one change entry). The open list shows most
 			// changes, but not those of issues outside it (a resolved issue reopened)
@@ -141,19 +141,23 @@ func (b *Bot) scanReplies(ctx context.Context, rec store.Issue) error {
 	return err
 }
 
-// humanReply reports whether a reply was written by a person: a "reply" entry, not
-// deleted, not created with an API key (the bot's own, or another integration's) and
-// not one of the uuids the bot created. Unknown types (monitor-appended events) and
-// change entries are not posted.
+// humanReply reports whether a reply is for the chat: a "reply" entry, not deleted,
+// not one of the uuids the bot created and not written with the bot's API key
+// (another integration's replies are, once the bot knows its key's id). Unknown types
+// (monitor-appended events) and change entries are not posted.
 func (b *Bot) humanReply(ctx context.Context, r guance.Reply) (bool, error) {
-	if r.Type != "reply" || r.ByAPIKey() || !r.DeleteAt.IsZero() {
+	if r.Type != "reply" || !r.DeleteAt.IsZero() {
 		return false, nil
 	}
 	own, err := b.state.IsOwnReply(ctx, r.UUID)
 	if err != nil {
 		return false, fmt.Errorf("check reply %s: %w", r.UUID, err)
 	}
-	return !own, nil
+	if own {
+		b.learnKey(ctx, r.Creator)
+		return false, nil
+	}
+	return !b.byBotKey(r.Creator), nil
 }
 
 // replyAuthor names a reply's author.

@@ -30,9 +30,10 @@ var (
 	bucketLeases  = []byte("leases")   // name → expiry, then owner
 	bucketJobs    = []byte("jobs")     // queue NUL job id → JSON Job
 	bucketDue     = []byte("jobs_due") // queue NUL NotBefore (sortable µs) job id → empty
+	bucketMeta    = []byte("meta")     // name → value
 
 	allBuckets = [][]byte{bucketIssues, bucketIndex, bucketSeen, bucketReplies, bucketOwn, bucketClaims,
-		bucketRoutes, bucketCursors, bucketLeases, bucketJobs, bucketDue}
+		bucketRoutes, bucketCursors, bucketLeases, bucketJobs, bucketDue, bucketMeta}
 )
 
 // sweepInterval is how often a write also deletes expired claims, leases and old seen entries.
@@ -596,6 +597,29 @@ func (e *Embedded) Routes(ctx context.Context) ([]Route, error) {
 	}
 	sortRoutes(out) // key order already matches; sorting keeps the contract explicit
 	return out, nil
+}
+
+// Meta returns the named value, or "" when it is unset.
+func (e *Embedded) Meta(ctx context.Context, name string) (string, error) {
+	var v string
+	err := e.view(ctx, func(tx *bolt.Tx) error {
+		v = string(tx.Bucket(bucketMeta).Get([]byte(name)))
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("get meta %s: %w", name, err)
+	}
+	return v, nil
+}
+
+// SetMeta sets the named value.
+func (e *Embedded) SetMeta(ctx context.Context, name, value string) error {
+	if err := e.update(ctx, func(tx *bolt.Tx, _ time.Time) error {
+		return tx.Bucket(bucketMeta).Put([]byte(name), []byte(value))
+	}); err != nil {
+		return fmt.Errorf("set meta %s: %w", name, err)
+	}
+	return nil
 }
 
 // Cursor returns the named cursor, or 0 when it is unset.

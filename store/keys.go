@@ -29,6 +29,9 @@ func (k keys) claim(key string) string { return k.prefix + "claim:" + key }
 // routes is the hash of all routes.
 func (k keys) routes() string { return k.prefix + "routes" }
 
+// meta is one named value.
+func (k keys) meta(name string) string { return k.prefix + "meta:" + name }
+
 // cursor is one named cursor.
 func (k keys) cursor(name string) string { return k.prefix + "cursor:" + name }
 

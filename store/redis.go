@@ -539,6 +539,26 @@ func (r *Redis) Routes(ctx context.Context) ([]Route, error) {
 	return out, nil
 }
 
+// Meta returns the named value, or "" when it is unset.
+func (r *Redis) Meta(ctx context.Context, name string) (string, error) {
+	v, err := r.client.Get(ctx, r.keys.meta(name)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("get meta %s: %w", name, err)
+	}
+	return v, nil
+}
+
+// SetMeta sets the named value.
+func (r *Redis) SetMeta(ctx context.Context, name, value string) error {
+	if err := r.client.Set(ctx, r.keys.meta(name), value, 0).Err(); err != nil {
+		return fmt.Errorf("set meta %s: %w", name, err)
+	}
+	return nil
+}
+
 // Cursor returns the named cursor, or 0 when it is unset.
 func (r *Redis) Cursor(ctx context.Context, name string) (int64, error) {
 	v, err := r.client.Get(ctx, r.keys.cursor(name)).Int64()

@@ -24,6 +24,7 @@
 //	claim:<key>              string  caller's   "1"; set with SET NX PX (Claim), deleted by Release
 //	routes                   hash    none       field "<chatID>\x00<channelUUID>" → JSON [Route]
 //	cursor:<name>            string  none       decimal int64, only ever raised (AdvanceCursor)
+//	meta:<name>              string  none       a small named value (SetMeta)
 //	lease:<name>             string  caller's   owner of the lease, SET … PX ttl
 //	job:<queue>              hash    none       field job id → JSON [Job]
 //	due:<queue>              zset    none       job id, score = NotBefore in unix µs
@@ -181,6 +182,12 @@ type Store interface {
 	DeleteRoute(ctx context.Context, chatID, channelUUID string) error
 	// Routes returns every route, sorted by ChatID then ChannelUUID.
 	Routes(ctx context.Context) ([]Route, error)
+
+	// Meta returns the named value, or "" when it is unset: small facts the bot learns and keeps across
+	// restarts (the Guance API key's account id).
+	Meta(ctx context.Context, name string) (string, error)
+	// SetMeta sets the named value.
+	SetMeta(ctx context.Context, name, value string) error
 
 	// Cursor returns the named cursor, or 0 when it is unset.
 	Cursor(ctx context.Context, name string) (int64, error)

@@ -45,6 +45,7 @@ func Contract(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ClaimConcurrent", testClaimConcurrent},
 		{"Routes", testRoutes},
 		{"Cursor", testCursor},
+		{"Meta", testMeta},
 		{"CursorConcurrent", testCursorConcurrent},
 		{"Lease", testLease},
 		{"LeaseExpires", testLeaseExpires},
@@ -455,6 +456,24 @@ func testRoutes(t *testing.T, s store.Store) {
 	}
 	if err := s.PutRoute(ctx, store.Route{ChannelUUID: "ch_1"}); err == nil {
 		t.Error("PutRoute without ChatID succeeded, want an error")
+	}
+}
+
+func testMeta(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	v, err := s.Meta(ctx, "guance.key")
+	must(t, "Meta", err)
+	if v != "" {
+		t.Errorf("unset meta = %q, want empty", v)
+	}
+	must(t, "SetMeta", s.SetMeta(ctx, "guance.key", "wsak_0123"))
+	must(t, "SetMeta other", s.SetMeta(ctx, "other", "x"))
+	must(t, "SetMeta again", s.SetMeta(ctx, "guance.key", "wsak_4567"))
+	if v, err := s.Meta(ctx, "guance.key"); err != nil || v != "wsak_4567" {
+		t.Errorf("meta = %q, %v; want the last value set", v, err)
+	}
+	if v, err := s.Meta(ctx, "other"); err != nil || v != "x" {
+		t.Errorf("other meta = %q, %v", v, err)
 	}
 }
 
