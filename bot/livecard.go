@@ -364,7 +364,7 @@ func (b *Bot) recard(ctx context.Context, j store.Job, rec store.Issue) error {
 	}
 	sum := sha256.Sum256([]byte(rec.IssueUUID + "\x00" + rec.CardMessageID))
 	uuid := "ibn-" + hex.EncodeToString(sum[:])[:40]
-	if err := b.pacer.wait(ctx, rec.ChatID); !err {
+	if !b.pacer.wait(ctx, rec.ChatID) {
 		return b.retryJob(ctx, queuePatches, j, ctx.Err())
 	}
 	sent, err := b.feishu.ReplyCard(ctx, rec.CardMessageID, card, true, uuid)

@@ -110,9 +110,11 @@ func (b *Bot) lead(ctx context.Context, ttl time.Duration) {
 
 // pollEvery is the poll cadence: POLL_INTERVAL, unless the Guance budget cannot pay
 // for that many polls (each poll is one issue/list request, more only when a window
-// holds more than a page). Slower polling keeps the cost per minute fixed.
+// holds more than a page) besides the reserve for people and the watcher's minimum.
+// Slower polling keeps the cost per minute fixed.
 func (b *Bot) pollEvery() time.Duration {
-	return max(b.cfg.PollInterval, b.cfg.BudgetWindow/time.Duration(b.cfg.RateLimit))
+	n := max(b.cfg.RateLimit-Reserve(b.cfg.RateLimit)-minSyncPerWindow, 1)
+	return max(b.cfg.PollInterval, b.cfg.BudgetWindow/time.Duration(n))
 }
 
 func (b *Bot) logPollError(err error) {

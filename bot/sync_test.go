@@ -579,3 +579,76 @@ func TestDeletedAndQuietIssues(t *testing.T) {
 		t.Errorf("a quiet resolved issue was scanned %d more times", after-before)
 	}
 }
+
+// TestStatusCommandReports: @bot status answers with the bridge's health, the
+// reply-sync bound included.
+func TestStatusCommandReports(t *testing.T) {
+	h := startReplyHarness(t, nil)
+	h.cardedIssue("one")
+	h.cardedIssue("two")
+	bot := feishutest.Mention{Key: "@_user_1", OpenID: h.fs.BotOpenID, Name: h.fs.BotName}
+	ev := h.fs.MessageEvent(feishutest.MessageSpec{MessageID: "om_status", ChatID: testChat, SenderOpenID: "ou_alice",
+		Content: feishutest.TextContent("@_user_1 status"), Mentions: []feishutest.Mention{bot}})
+	if ack, err := h.fs.DeliverWS(t.Context(), ev); err != nil || ack.Code != 200 {
+		t.Fatalf("deliver: %v %v", ack, err)
+	}
+	var text string
+	waitFor(t, 10*time.Second, "the status report", func() bool {
+		for _, m := range h.fs.Messages(testChat) {
+			if m.ParentID == "om_status" {
+				text = textOf(t, m.Content)
+				return true
+			}
+		}
+		return false
+	})
+	for _, want := range []string{"last poll:", "budget:", "store: embedded", "tracked 2", "watched 2", "oldest unscanned", "full round ≈", "queues: cards 0"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("status report lacks %q:\n%s", want, text)
+		}
+	}
+}
+
+func TestThreadHeadsKeepIssueOrder(t *testing.T) {
+	now := time.Now()
+	job := func(id, issue string, createAt, seq int64, due time.Duration) store.Job {
+		p, _ := json.Marshal(threadJob{IssueUUID: issue, ReplyUUID: id, CreateAt: createAt, Seq: seq})
+		return store.Job{ID: id, Payload: p, NotBefore: now.Add(due)}
+	}
+	jobs := []store.Job{
+		job("a2", "A", 100, 2, 0),
+		job("a1", "A", 100, 1, time.Minute), // failed, rescheduled: holds a2 back
+		job("b1", "B", 50, 1, 0),
+		job("b2", "B", 60, 2, 0),
+		{ID: "junk", Payload: []byte("{"), NotBefore: now},
+	}
+	var got []string
+	for _, j := range threadHeads(jobs, now) {
+		got = append(got, j.ID)
+	}
+	if strings.Join(got, ",") != "junk,b1" {
+		t.Errorf("heads = %v, want junk,b1", got)
+	}
+}
+
+func TestBudgetArithmetic(t *testing.T) {
+	for _, tt := range []struct{ limit, reserve int }{{1, 0}, {2, 1}, {3, 2}, {18, 2}, {20, 2}, {45, 5}, {200, 22}} {
+		if got := Reserve(tt.limit); got != tt.reserve {
+			t.Errorf("Reserve(%d) = %d, want %d", tt.limit, got, tt.reserve)
+		}
+	}
+	b := New(Config{RateLimit: 18, PollInterval: 10 * time.Second}, nil, nil, nil, nil, nil)
+	if b.pollEvery() != 10*time.Second || b.syncEvery() != 6*time.Second {
+		t.Errorf("defaults: polls every %v, watcher every %v; want 10s and 6s (6 + 10 + 2 reserved per minute)", b.pollEvery(), b.syncEvery())
+	}
+	fast := New(Config{RateLimit: 18, PollInterval: 2 * time.Second}, nil, nil, nil, nil, nil)
+	polls := time.Minute / fast.pollEvery()
+	sync := time.Minute / fast.syncEvery()
+	if polls+sync+time.Duration(Reserve(18)) > 18 || sync < minSyncPerWindow {
+		t.Errorf("POLL_INTERVAL=2s: %d polls + %d watcher + %d reserved per minute", polls, sync, Reserve(18))
+	}
+	// 150 open issues: 2 list pages per sweep every 30 s, 10 watcher requests a minute.
+	if c := b.scanCycle(150, 150); c < 20*time.Minute || c > 30*time.Minute {
+		t.Errorf("scan cycle for 150 issues = %v, want about 25 min", c)
+	}
+}
