@@ -27,6 +27,7 @@ import (
 type Messenger interface {
 	BotOpenID(ctx context.Context) (string, error)
 	SendCard(ctx context.Context, chatID string, card []byte, uuid string) (feishu.Sent, error)
+	SendText(ctx context.Context, chatID, text, uuid string) (feishu.Sent, error)
 	ReplyText(ctx context.Context, messageID, text string, inThread bool, uuid string) (feishu.Sent, error)
 	ReplyCard(ctx context.Context, messageID string, card []byte, inThread bool, uuid string) (feishu.Sent, error)
 	PatchCard(ctx context.Context, messageID string, card []byte) error

@@ -62,14 +62,6 @@ func (b *Bot) queueCard(ctx context.Context, is guance.Issue) error {
 	return nil
 }
 
-// kickDelivery wakes the delivery loop without blocking.
-func (b *Bot) kickDelivery() {
-	select {
-	case b.wakeDelivery <- struct{}{}:
-	default:
-	}
-}
-
 // cardUUID is the Feishu idempotency key of an issue's card in a chat: the same issue
 // sent to the same chat again within an hour yields the same message, so a retry or a
 // restart between "sent" and "recorded" never posts a second card.
@@ -135,7 +127,7 @@ func (b *Bot) runDelivery(ctx context.Context) {
 				delete(busy, chat)
 				nextAt[chat] = next
 				mu.Unlock()
-				b.kickDelivery() // more may have become due meanwhile
+				b.kick(b.wakeDelivery) // more may have become due meanwhile
 			}(chat, byChat[chat])
 		}
 		if n, err := b.state.CountJobs(ctx, queueCards); err == nil {
@@ -226,7 +218,9 @@ func (b *Bot) deliverCard(ctx context.Context, j store.Job) error {
 			return errAbandoned
 		}
 	}
-	if err := b.state.PutIssue(wctx, storeIssue(is, p.ChatID, sent.MessageID, b.now())); err != nil {
+	rec := storeIssue(is, p.ChatID, sent.MessageID, b.now())
+	rec.Snapshot = b.snapshot(is)
+	if err := b.state.PutIssue(wctx, rec); err != nil {
 		// The card is out; the job stays, and its retry (same uuid) gets the same message.
 		return b.reschedule(wctx, j, p, fmt.Errorf("record card %s: %w", sent.MessageID, err))
 	}

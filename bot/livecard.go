@@ -33,25 +33,39 @@ const patchMaxAge = 14*24*time.Hour - time.Hour
 // shows at most cardDescRunes of it.
 const snapshotDescRunes = 2 * cardDescRunes
 
-// snapshot is the part of an issue the card is rendered from, kept in its record so
-// that a re-render needs no Guance request.
-func snapshot(is guance.Issue) json.RawMessage {
+// snapshotData is what a record's snapshot holds: the part of the issue the card is
+// rendered from, and its level's display, so that any replica re-renders the card
+// without a Guance request.
+type snapshotData struct {
+	Issue      guance.Issue `json:"issue"`
+	LevelName  string       `json:"level_name,omitempty"`
+	LevelColor string       `json:"level_color,omitempty"`
+}
+
+// snapshot is the snapshot of is as this replica knows its level.
+func (b *Bot) snapshot(is guance.Issue) json.RawMessage {
 	is.Description = Truncate(is.Description, snapshotDescRunes, "")
 	is.Extend = guance.Extend{Text: Truncate(is.Extend.Text, snapshotDescRunes, ""), SourceLink: is.Extend.SourceLink}
-	b, err := json.Marshal(is)
+	d := snapshotData{Issue: is}
+	if l, ok := b.levels.get(is.Level); ok {
+		d.LevelName, d.LevelColor = l.Name, l.Color
+	}
+	raw, err := json.Marshal(d)
 	if err != nil {
 		return nil
 	}
-	return b
+	return raw
 }
 
 // recordIssue returns the issue a record describes: its snapshot, with the fields the
-// record keeps itself (the latest known) laid over it.
-func recordIssue(rec store.Issue) guance.Issue {
-	var is guance.Issue
+// record keeps itself (the latest known) laid over it, and the level display the
+// snapshot carries.
+func recordIssue(rec store.Issue) (guance.Issue, snapshotData) {
+	var d snapshotData
 	if len(rec.Snapshot) > 0 {
-		_ = json.Unmarshal(rec.Snapshot, &is)
+		_ = json.Unmarshal(rec.Snapshot, &d)
 	}
+	is := d.Issue
 	is.UUID = rec.IssueUUID
 	is.Name = rec.Name
 	is.StatusType = guance.StatusType(rec.StatusType)
@@ -62,12 +76,19 @@ func recordIssue(rec store.Issue) guance.Issue {
 	if is.CreateAt.IsZero() && rec.CreateAt > 0 {
 		is.CreateAt = guance.Time(rec.CreateAt)
 	}
-	return is
+	if string(is.Level) != string(d.Issue.Level) {
+		d.LevelName, d.LevelColor = "", "" // the level changed since the snapshot
+	}
+	return is, d
 }
 
 // recordCard renders the card of a record at its current revision.
 func (b *Bot) recordCard(rec store.Issue) ([]byte, error) {
-	d := b.cardData(recordIssue(rec), rec.CardRevision)
+	is, snap := recordIssue(rec)
+	d := b.cardData(is, rec.CardRevision)
+	if d.LevelName == "" {
+		d.LevelName, d.LevelColor = snap.LevelName, snap.LevelColor
+	}
 	d.SyncedReplies = rec.SyncedReplies
 	d.Deleted = rec.Gone
 	if rec.ChangedBy != "" || rec.ChangedAction != "" {
@@ -116,7 +137,7 @@ func (b *Bot) observe(ctx context.Context, is guance.Issue) error {
 		if !is.CreateAt.IsZero() {
 			r.CreateAt = is.CreateAt.Unix()
 		}
-		r.Snapshot = snapshot(is)
+		r.Snapshot = b.snapshot(is)
 		r.Refresh = false
 		if visible {
 			r.CardRevision++
@@ -179,6 +200,7 @@ func (b *Bot) learnKey(ctx context.Context, account string) {
 		return
 	}
 	b.keyID.Store(&account)
+	b.kick(b.wakeThread) // held replies can be settled now
 	b.logger.Info("learnt the Guance API key's account id", "key_account", account)
 	if err := b.state.SetMeta(ctx, metaKeyAccount, account); err != nil {
 		b.logger.Warn("keep the Guance API key's account id", "err", err)
@@ -283,6 +305,15 @@ func (b *Bot) requeuePatches(ctx context.Context) error {
 		return fmt.Errorf("list issues for pending patches: %w", err)
 	}
 	for _, r := range recs {
+		if len(r.Snapshot) == 0 && !r.Gone && r.CardMessageID != "" && !r.Refresh {
+			// Kept by an older version: read the issue again before any re-render.
+			if _, _, err := b.updateIssue(ctx, r.IssueUUID, func(x *store.Issue) error {
+				x.Refresh = true
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
 		if r.CardMessageID != "" && r.CardRevision > r.PatchedRevision {
 			if err := b.queuePatch(ctx, r.IssueUUID); err != nil {
 				return err
@@ -312,6 +343,11 @@ func (b *Bot) patchCard(ctx context.Context, j store.Job) error {
 	if rec.PatchedRevision >= rec.CardRevision {
 		return b.state.DeleteJob(wctx, queuePatches, j.ID) // already shown (a click's answer, say)
 	}
+	if len(rec.Snapshot) == 0 && !rec.Gone {
+		// A record of an older version: rendering it now would blank the card's body.
+		// The watcher reads the issue first (requeuePatches flagged it).
+		return b.retryJob(wctx, queuePatches, j, errors.New("waiting for the issue to be read again"))
+	}
 	if err := b.state.DeleteJob(wctx, queuePatches, j.ID); err != nil {
 		return fmt.Errorf("take patch job %s: %w", j.ID, err)
 	}
@@ -336,10 +372,12 @@ func (b *Bot) patchCard(ctx context.Context, j store.Job) error {
 }
 
 // patched records that the card message shows revision rev, and queues another patch
-// if the record moved on meanwhile.
+// if the record moved on meanwhile. A later revision recorded as shown (a click's
+// answer while this patch was under way) is lowered to rev: which of the two Feishu
+// applied last is unknown, so the card is patched once more with the latest.
 func (b *Bot) patched(ctx context.Context, issueUUID, messageID string, rev int64) error {
 	rec, _, err := b.updateIssue(ctx, issueUUID, func(r *store.Issue) error {
-		if r.CardMessageID != messageID || r.PatchedRevision >= rev {
+		if r.CardMessageID != messageID || r.PatchedRevision == rev {
 			return errUnchanged
 		}
 		r.PatchedRevision = rev
@@ -350,6 +388,11 @@ func (b *Bot) patched(ctx context.Context, issueUUID, messageID string, rev int6
 	}
 	if rec.IssueUUID != "" && rec.CardRevision > rev {
 		return b.queuePatch(ctx, issueUUID)
+	}
+	if rec.IssueUUID == "" { // unchanged: look at the record as it is
+		if cur, err := b.state.GetIssue(ctx, issueUUID); err == nil && cur.CardMessageID == messageID && cur.CardRevision > rev {
+			return b.queuePatch(ctx, issueUUID)
+		}
 	}
 	return nil
 }
@@ -365,7 +408,8 @@ func (b *Bot) recard(ctx context.Context, j store.Job, rec store.Issue) error {
 	sum := sha256.Sum256([]byte(rec.IssueUUID + "\x00" + rec.CardMessageID))
 	uuid := "ibn-" + hex.EncodeToString(sum[:])[:40]
 	if !b.pacer.wait(ctx, rec.ChatID) {
-		return b.retryJob(ctx, queuePatches, j, ctx.Err())
+		_ = b.retryJob(ctx, queuePatches, j, errAbandoned)
+		return errAbandoned
 	}
 	sent, err := b.feishu.ReplyCard(ctx, rec.CardMessageID, card, true, uuid)
 	if err != nil {
@@ -380,7 +424,11 @@ func (b *Bot) recard(ctx context.Context, j store.Job, rec store.Issue) error {
 		if r.ThreadID == "" {
 			r.ThreadID = sent.ThreadID
 		}
-		r.CardRevision = max(r.CardRevision, rec.CardRevision)
+		if r.CardRevision >= rec.CardRevision {
+			r.CardRevision++ // changed while the fresh card was being posted: patch it
+		} else {
+			r.CardRevision = rec.CardRevision
+		}
 		r.PatchedRevision = rec.CardRevision
 		return nil
 	})

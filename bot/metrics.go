@@ -36,6 +36,7 @@ type Metrics struct {
 	scanOldest      prometheus.Gauge
 	sweepPages      prometheus.Counter
 	replyScans      prometheus.Counter
+	threadDrops     prometheus.Counter
 }
 
 // NewMetrics registers issuebot's metrics (plus Go and process collectors) on reg;
@@ -143,12 +144,16 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 			Name: "issuebot_reply_scans_total",
 			Help: "Reply pages read from Guance to find new replies.",
 		}),
+		threadDrops: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "issuebot_thread_posts_dropped_total",
+			Help: "Guance replies given up on after failing to reach the chat for hours (each is logged as an error).",
+		}),
 	}
 	reg.MustRegister(m.events, m.eventLag, m.guanceRequests, m.guanceThrottles, m.polls, m.pollDuration,
 		m.cardsSent, m.cardFailures, m.cardLatency, m.cardsQueued,
 		m.repliesToGuance, m.replyFailures, m.replyLatency, m.repliesQueued,
 		m.queued, m.repliesToChat, m.replyStaleness, m.cardPatches, m.statusChanges, m.watched, m.scanOldest,
-		m.sweepPages, m.replyScans,
+		m.sweepPages, m.replyScans, m.threadDrops,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -243,7 +243,7 @@ func (b *Bot) pollOnce(ctx context.Context) error {
 	}
 	if queued > 0 {
 		b.logger.Info("new issues queued for cards", "count", queued, "listed", len(issues))
-		b.kickDelivery()
+		b.kick(b.wakeDelivery)
 	}
 	return nil
 }
@@ -318,6 +318,6 @@ func storeIssue(is guance.Issue, chatID, messageID string, sentAt time.Time) sto
 	return store.Issue{
 		IssueUUID: is.UUID, ChatID: chatID, CardMessageID: messageID, CardRevision: 1, PatchedRevision: 1,
 		UpdateAt: is.UpdateAt.Unix(), ScannedUpdateAt: is.UpdateAt.Unix(), StatusType: int(is.StatusType), Level: string(is.Level),
-		Name: is.Name, SentAt: sentAt, CreateAt: is.CreateAt.Unix(), Snapshot: snapshot(is),
+		Name: is.Name, SentAt: sentAt, CreateAt: is.CreateAt.Unix(),
 	}
 }

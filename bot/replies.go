@@ -128,7 +128,7 @@ func (b *Bot) HandleMessage(ctx context.Context, m feishu.Message) error {
 		}
 	}
 	log.Info("chat message queued for Guance", "issue_uuid", issueUUID)
-	b.kickReplies()
+	b.kick(b.wakeReplies)
 	return nil
 }
 
@@ -159,14 +159,6 @@ func (b *Bot) once(ctx context.Context, m feishu.Message, answer func()) error {
 		b.background(answer)
 	}
 	return nil
-}
-
-// kickReplies wakes the reply worker without blocking.
-func (b *Bot) kickReplies() {
-	select {
-	case b.wakeReplies <- struct{}{}:
-	default:
-	}
 }
 
 // runReplies posts queued chat messages to Guance until ctx ends, one at a time (the

@@ -42,8 +42,9 @@ type statusJob struct {
 
 // HandleCardAction receives card.action.trigger: a Resolve, Pending or Reopen click. It
 // changes the status in Guance and answers with a toast and the re-rendered card. A
-// click on a card that showed another status than the issue has now (someone was
-// quicker) changes nothing and answers with the current card. When Guance cannot be
+// click on a card that showed another status than the issue has now — in the record,
+// or in Guance, which is asked first because the record can lag the console by a
+// sweep — changes nothing and answers with the current card. When Guance cannot be
 // reached in time the change is queued, and the card is patched once it is made.
 func (b *Bot) HandleCardAction(ctx context.Context, a feishu.CardAction) (feishu.CardResponse, error) {
 	b.metrics.observeEvent("card_action", b.now(), a.EventTime)
@@ -86,7 +87,24 @@ func (b *Bot) HandleCardAction(ctx context.Context, a feishu.CardAction) (feishu
 	}
 	gctx, gcancel := context.WithTimeout(guance.WithPriority(ctx, guance.PriorityHigh), clickBudget-b.now().Sub(start))
 	defer gcancel()
-	rec2, err := b.applyStatus(gctx, job, true)
+	cur, err := b.guance.GetIssue(gctx, rec.IssueUUID)
+	if err == nil && int(cur.StatusType) != rec.StatusType {
+		// Changed in Guance since the bot last looked: show that instead of undoing it.
+		if oerr := b.observe(ctx, *cur); oerr != nil {
+			log.Warn("apply the issue as Guance has it", "err", oerr)
+		}
+		if fresh, rerr := b.state.GetIssue(ctx, rec.IssueUUID); rerr == nil {
+			rec = fresh
+		}
+		zh, en := cardStatus(cur.StatusType)
+		log.Info("card click on a status changed in Guance answered with the current state", "status", cur.StatusType.String())
+		return b.answer(rec, "warning", "状态已在 Guance 中改为「"+zh+"」，未做修改。",
+			"The issue was changed to "+en+" in Guance; nothing was changed.")
+	}
+	var rec2 store.Issue
+	if err == nil {
+		rec2, err = b.applyStatus(gctx, job, a.MessageID == rec.CardMessageID)
+	}
 	switch {
 	case err == nil:
 		b.metrics.statusChanges.WithLabelValues("button").Inc()
@@ -94,6 +112,9 @@ func (b *Bot) HandleCardAction(ctx context.Context, a feishu.CardAction) (feishu
 		log.Info("status changed from the card", "status", target.String())
 		return b.answer(rec2, "success", "已将状态改为「"+zh+"」。", "Status changed to "+en+".")
 	case errors.Is(err, guance.ErrNotFound):
+		if gerr := b.markGone(ctx, rec.IssueUUID); gerr != nil {
+			log.Warn("mark a deleted issue", "err", gerr)
+		}
 		return toastOnly("error", "Guance 中找不到这个 Issue（可能已删除）。", "Guance no longer has this issue (deleted?)."), nil
 	case refused(err):
 		log.Error("Guance refused a status change", "err", err)
@@ -186,18 +207,18 @@ func (b *Bot) applyStatus(ctx context.Context, job statusJob, answered bool) (st
 	defer cancel()
 	rec, _, err := b.updateIssue(wctx, job.IssueUUID, func(r *store.Issue) error {
 		r.StatusType = int(job.Target)
-		if is != nil && is.UUID == job.IssueUUID {
-			up := is.UpdateAt.Unix()
-			if up >= r.UpdateAt {
+		switch {
+		case is != nil && is.UUID == job.IssueUUID && !is.UpdateAt.IsZero():
+			if up := is.UpdateAt.Unix(); up >= r.UpdateAt {
 				r.UpdateAt = up
 				r.Level, r.Name = string(is.Level), is.Name
 				r.StatusType = int(is.StatusType)
-				r.Snapshot = snapshot(*is)
+				r.Snapshot = b.snapshot(*is)
 			}
-			// The bot's own change is not news: a scan need not look for it.
-			if r.ScannedUpdateAt >= r.UpdateAt-1 || r.ScannedUpdateAt == 0 {
-				r.ScannedUpdateAt = r.UpdateAt
-			}
+		default:
+			// Guance answered without the issue's new updateAt. Local time stands in, so
+			// that a list row read before the change cannot undo it on the card.
+			r.UpdateAt = max(r.UpdateAt, b.now().Unix())
 		}
 		r.ChangedBy, r.ChangedAction, r.ChangedAt = job.Who, job.Action, job.At
 		r.CardRevision++

@@ -46,6 +46,8 @@ const (
 	sweepPageSize = 100
 	// sweepMargin widens the sweep's window before the oldest watched issue.
 	sweepMargin = time.Hour
+	// sweepMaxPages ends a sweep that keeps finding pages (100 000 open issues).
+	sweepMaxPages = 1000
 )
 
 // watcher is the state of change detection that lives in the leader's memory.
@@ -62,6 +64,10 @@ type watcher struct {
 	listed map[string]listing
 	// bumpYes and bumpNo count that evidence.
 	bumpYes, bumpNo int
+	// unlisted holds open issues that a re-read found open although a complete sweep
+	// did not list them (another channel, say): they are not flagged again after every
+	// sweep, which would spend a request per such issue per sweep.
+	unlisted map[string]bool
 }
 
 // listing is one sighting of an issue in the open list.
@@ -280,7 +286,15 @@ func (b *Bot) noteFailure(issueUUID string, err error) {
 	if b.watch.failed == nil {
 		b.watch.failed = map[string]time.Time{}
 	}
-	b.watch.failed[issueUUID] = b.now()
+	now := b.now()
+	if len(b.watch.failed) > 1024 {
+		for id, t := range b.watch.failed {
+			if now.Sub(t) >= b.cfg.BudgetWindow {
+				delete(b.watch.failed, id)
+			}
+		}
+	}
+	b.watch.failed[issueUUID] = now
 }
 
 // sweepPage reads the next page of the open-issue list and applies what it shows.
@@ -323,6 +337,7 @@ func (b *Bot) sweepPage(ctx context.Context, openFrom time.Time, watched []store
 		}
 		w.mu.Lock()
 		w.sweepSeen[is.UUID] = true
+		delete(w.unlisted, is.UUID)
 		if w.listed == nil {
 			w.listed = map[string]listing{}
 		}
@@ -335,7 +350,7 @@ func (b *Bot) sweepPage(ctx context.Context, openFrom time.Time, watched []store
 	last := len(rows) < sweepPageSize || (pi.TotalCount > 0 && page*sweepPageSize >= pi.TotalCount)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !last && page < 1000 {
+	if !last && page < sweepMaxPages {
 		w.sweepPage++
 		return nil
 	}
@@ -347,7 +362,7 @@ func (b *Bot) sweepPage(ctx context.Context, openFrom time.Time, watched []store
 		}
 	}
 	for _, r := range watched {
-		if seen[r.IssueUUID] || statusDone(r.StatusType) || r.Refresh {
+		if seen[r.IssueUUID] || statusDone(r.StatusType) || r.Refresh || w.unlisted[r.IssueUUID] {
 			continue
 		}
 		if r.CreateAt > 0 && time.Unix(r.CreateAt, 0).Before(from) {
@@ -381,6 +396,14 @@ func (b *Bot) refreshIssue(ctx context.Context, rec store.Issue) error {
 	if err := b.observe(ctx, *is); err != nil {
 		return err
 	}
+	if !statusDone(int(is.StatusType)) {
+		b.watch.mu.Lock()
+		if b.watch.unlisted == nil {
+			b.watch.unlisted = map[string]bool{}
+		}
+		b.watch.unlisted[rec.IssueUUID] = true
+		b.watch.mu.Unlock()
+	}
 	// observe leaves the flag when Guance's answer is not newer than the record.
 	_, _, err = b.updateIssue(ctx, rec.IssueUUID, func(r *store.Issue) error {
 		if !r.Refresh {
@@ -392,9 +415,9 @@ func (b *Bot) refreshIssue(ctx context.Context, rec store.Issue) error {
 	return err
 }
 
-// scanCycle estimates how long the watcher takes to scan every one of watched issues
-// once, open of them being open: the steps left in a window after the open-list pages
-// (at most one step in three), spread over every watched issue.
+// scanCycle estimates how long the watcher takes to scan the replies of each of
+// watched issues once, when open of them are open: the requests of a window left after
+// the open-list pages (at most one in three), shared by every watched issue.
 func (b *Bot) scanCycle(watched, open int) time.Duration {
 	if watched == 0 {
 		return 0

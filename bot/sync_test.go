@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"issuebot/bot/feishu"
 	"issuebot/bot/feishu/feishutest"
 	"issuebot/guance"
 	"issuebot/guance/guancetest"
@@ -525,6 +527,28 @@ func TestOldCardGetsFreshCardInThread(t *testing.T) {
 	if n := h.cardCount(); n != 2 {
 		t.Errorf("%d cards, want 2", n)
 	}
+	// A click on the old card's buttons changes the issue, and the fresh card follows.
+	h.gs.SetStatus(issue, 10)
+	waitFor(t, 30*time.Second, "the fresh card showing Open", func() bool {
+		return strings.Contains(h.cardContent(fresh), `"content":"Open"`)
+	})
+	h.fs.AddUser("ou_alice", "张三")
+	in, err := feishu.NewIntake(feishu.IntakeConfig{Mode: feishu.ModeHTTP, EncryptKey: "ek", VerificationToken: h.fs.VerificationToken, Logger: h.logger()}, h.bot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(in)
+	defer hs.Close()
+	status, _, err := h.fs.DeliverHTTP(t.Context(), hs.URL, h.fs.CardActionEvent(feishutest.CardActionSpec{
+		MessageID: card, OperatorOpenID: "ou_alice", Value: buttonValue(t, h.cardContent(card), "resolve"),
+	}), feishutest.HTTPOptions{EncryptKey: "ek"})
+	if err != nil || status != 200 {
+		t.Fatalf("click on the old card: %d %v", status, err)
+	}
+	waitFor(t, 30*time.Second, "the fresh card showing the old card's click", func() bool {
+		c := h.cardContent(fresh)
+		return strings.Contains(c, `"content":"Resolved"`) && strings.Contains(c, "张三")
+	})
 	// The bot's own clock: a record older than 14 days is re-carded without trying.
 	if _, err := h.st.UpdateIssue(t.Context(), issue, func(r *store.Issue) error {
 		r.SentAt = time.Now().Add(-15 * 24 * time.Hour)
@@ -532,11 +556,11 @@ func TestOldCardGetsFreshCardInThread(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	patches := len(m.Patches)
 	h.gs.SetStatus(issue, 10)
 	waitFor(t, 30*time.Second, "a third card", func() bool { return h.cardCount() == 3 })
-	if m, _ := h.fs.Message(fresh); len(m.Patches) != patches+1 {
-		t.Errorf("the 14-day-old card got %d patches after it aged, want none", len(m.Patches)-patches-1)
+	third := h.record(issue).CardMessageID
+	if m, _ := h.fs.Message(third); third == fresh || m.RootID != card || !strings.Contains(m.Content, `"content":"Open"`) {
+		t.Errorf("third card %s: root %q:\n%s", third, m.RootID, m.Content)
 	}
 }
 
@@ -650,5 +674,121 @@ func TestBudgetArithmetic(t *testing.T) {
 	// 150 open issues: 2 list pages per sweep every 30 s, 10 watcher requests a minute.
 	if c := b.scanCycle(150, 150); c < 20*time.Minute || c > 30*time.Minute {
 		t.Errorf("scan cycle for 150 issues = %v, want about 25 min", c)
+	}
+}
+
+// TestScanDoesNotStopAtTheBotsOwnNewerReply: the bot's own replies are marked seen as
+// it writes them; a human reply written just before one of them must still be found.
+func TestScanDoesNotStopAtTheBotsOwnNewerReply(t *testing.T) {
+	var mu sync.Mutex
+	clock := time.Now()
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	advance := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
+	h := newHarness(t, "embedded", 18, time.Second)
+	h.gs.Now = now                                     // before the first request
+	b := New(h.cfg, h.fc, h.gc, h.st, nil, h.logger()) // not running: the test drives it
+	b.now = now
+	is := h.gs.AddIssue(guancetest.IssueSpec{Name: "race"})
+	sent, err := h.fc.SendCard(t.Context(), testChat, helpCard(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := h.gc.GetIssue(guance.WithPriority(t.Context(), guance.PriorityHigh), is.UUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := storeIssue(*parsed, testChat, sent.MessageID, now())
+	if err := h.st.PutIssue(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	scan := func() {
+		t.Helper()
+		rec, err := h.st.GetIssue(t.Context(), is.UUID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.scanReplies(t.Context(), rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	scan() // the baseline
+	advance(10 * time.Second)
+	human := h.gs.AddHumanReply(is.UUID, "王五", "written in Guance")
+	advance(5 * time.Second)
+	mine, err := h.gc.CreateReply(guance.WithPriority(t.Context(), guance.PriorityHigh), is.UUID, "[飞书] 张三: from the chat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.st.AddOwnReply(t.Context(), is.UUID, mine.UUID); err != nil { // as replyDone does
+		t.Fatal(err)
+	}
+	scan()
+	jobs, err := h.st.DueJobs(t.Context(), queueThread, now().Add(time.Hour), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs) != 1 || jobs[0].ID != human.UUID {
+		t.Errorf("thread jobs = %v, want the human reply %s only", jobs, human.UUID)
+	}
+	// A later scan finds nothing more, and stops before the old replies.
+	before := len(h.gs.Requests())
+	scan()
+	if jobs, _ := h.st.DueJobs(t.Context(), queueThread, now().Add(time.Hour), 0); len(jobs) != 1 {
+		t.Errorf("a repeated scan queued %d jobs", len(jobs))
+	}
+	if n := len(h.gs.Requests()) - before; n != 1 {
+		t.Errorf("a scan with nothing new made %d requests, want 1", n)
+	}
+}
+
+// TestClickDoesNotUndoAConsoleChange: a status changed in the Guance console that the
+// bot has not noticed yet is not undone by a click on the card that still shows the
+// old status; the click answers with the current state.
+func TestClickDoesNotUndoAConsoleChange(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Second)
+	h.intake = true
+	h.cfg.PollInterval = 10 * time.Second // the watcher is slow: the record lags the console
+	h.fs.AddUser("ou_alice", "张三")
+	h.start()
+	h.bootstrapped()
+	issue, card := h.cardedIssue("console race")
+	open := h.cardContent(card)
+	h.gs.SetStatus(issue, 20) // resolved in the console
+	ack, _ := h.click(card, "ou_alice", buttonValue(t, open, "pending"))
+	if !strings.Contains(string(ack.Data), `"warning"`) || !strings.Contains(string(ack.Data), "Resolved") {
+		t.Errorf("answer = %s", ack.Data)
+	}
+	if is, _ := h.gs.Issue(issue); is.StatusType != 20 {
+		t.Errorf("the click changed the status to %d", is.StatusType)
+	}
+	if n := len(h.gs.ModifyBodies()); n != 0 {
+		t.Errorf("%d modify calls, want none", n)
+	}
+}
+
+// TestHeldRepliesWaitForTheKey: while the bot does not know its key's id, replies
+// written with an API key are held, not posted and not lost; once a write of its own
+// tells the id, another key's replies are posted.
+func TestHeldRepliesWaitForTheKey(t *testing.T) {
+	h := startReplyHarness(t, nil)
+	issue, card := h.cardedIssue("relay")
+	h.gs.AddHumanReply(issue, "wsak_dingtalk", "[钉钉] 赵六: held")
+	waitFor(t, 30*time.Second, "the reply held", func() bool {
+		n, err := h.st.CountJobs(t.Context(), queueHeld)
+		return err == nil && n == 1
+	})
+	if n := len(h.guancePosts(card)); n != 0 {
+		t.Fatalf("%d posts before the key was known", n)
+	}
+	if ack, err := h.fs.DeliverWS(t.Context(), threadReply(h.fs, "om_k", card, "收到")); err != nil || ack.Code != 200 {
+		t.Fatalf("deliver: %v %v", ack, err)
+	}
+	waitFor(t, 30*time.Second, "the held reply in the thread", func() bool { return len(h.guancePosts(card)) == 1 })
+	if n, _ := h.st.CountJobs(t.Context(), queueHeld); n != 0 {
+		t.Errorf("%d replies still held", n)
+	}
+	h.scannedTwice(issue)
+	if posts := h.guancePosts(card); len(posts) != 1 || !strings.Contains(posts[0].Content, "held") {
+		t.Errorf("posts = %v, want the held reply only (not the bot's own)", posts)
 	}
 }

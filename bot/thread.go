@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"issuebot/bot/feishu"
 	"issuebot/guance"
 	"issuebot/store"
 )
@@ -22,27 +23,39 @@ const queueThread = "thread"
 // threadTextRunes bounds a reply posted into a thread; the rest is in Guance.
 const threadTextRunes = 4000
 
+// threadMaxAttempts is how often a thread post is tried before it is given up (with an
+// error log and a metric): at the ten-minute pace of errors a retry cannot cure, about
+// eight hours, long enough for someone to put the bot back into the chat. Until then
+// the issue's later replies wait behind it, in order.
+const threadMaxAttempts = 50
+
 // threadJob is a human Guance reply to post into its issue's card thread.
 type threadJob struct {
-	IssueUUID string    `json:"issue_uuid"`
-	ReplyUUID string    `json:"reply_uuid"`
-	Author    string    `json:"author"`
-	CreateAt  int64     `json:"create_at"`
-	Text      string    `json:"text"`
-	Found     time.Time `json:"found"` // when the scan found it (staleness)
+	IssueUUID string `json:"issue_uuid"`
+	ReplyUUID string `json:"reply_uuid"`
+	Author    string `json:"author"`
+	CreateAt  int64  `json:"create_at"`
+	Text      string `json:"text"`
+	// Creator is the author's account id (held replies are judged by it).
+	Creator string `json:"creator,omitempty"`
 	// Seq orders replies of one issue written in the same second: Guance's order.
 	Seq int64 `json:"seq"`
 }
 
-// scanReplies reads an issue's replies newest first, down to the first one already
-// seen, and queues the new human ones for its thread. Change entries written by
-// someone else than the bot flag the issue to be read again (its card may be out of
-// date). The seen marks are written after the jobs, so a crash repeats, never loses.
+// scanReplies reads an issue's replies newest first, down to the newest one an
+// earlier scan read (the issue's LastReplyAt watermark; replies of that very second
+// are checked one by one), and queues the new human ones for its thread. The bot's own
+// replies are marked seen as it writes them, so "seen" alone cannot be where a scan
+// stops. Change entries written by someone else than the bot flag the issue to be read
+// again (its card may be out of date). The seen marks and the watermark are written
+// after the jobs, so a crash repeats, never loses.
 func (b *Bot) scanReplies(ctx context.Context, rec store.Issue) error {
 	uuid := rec.IssueUUID
-	first := rec.RepliesScannedAt.IsZero()
+	first := rec.RepliesScannedAt.IsZero() && rec.LastReplyAt == 0
+	mark := rec.LastReplyAt
 	var fresh []guance.Reply
-	var boundary int64 // createAt of the newest reply already seen
+	var newest int64
+scan:
 	for page := 1; page <= scanMaxPages; page++ {
 		rows, _, err := b.guance.ListReplies(ctx, uuid, guance.ReplyListOptions{
 			Ordering: "-createAt", PageIndex: page, PageSize: scanPageSize,
@@ -56,43 +69,33 @@ func (b *Bot) scanReplies(ctx context.Context, rec store.Issue) error {
 		}
 		b.metrics.replyScans.Inc()
 		for _, r := range rows {
+			at := r.CreateAt.Unix()
 			if r.UUID == "" {
 				continue
 			}
-			// Replies written in the same second as the newest seen one may be listed
-			// after it: look at those too, then stop.
-			if boundary != 0 && r.CreateAt.Unix() < boundary {
-				break
+			if !first && at < mark {
+				break scan // older than what the last scan read
 			}
+			newest = max(newest, at)
 			seen, err := b.state.ReplySeen(ctx, uuid, r.UUID)
 			if err != nil {
 				return fmt.Errorf("check reply %s seen: %w", r.UUID, err)
 			}
-			if seen {
-				if boundary == 0 {
-					boundary = r.CreateAt.Unix()
-				}
-				continue
+			if !seen {
+				fresh = append(fresh, r)
 			}
-			fresh = append(fresh, r)
 		}
-		if boundary != 0 || len(rows) < scanPageSize || first {
-			break // a new card's first scan reads one page (older replies predate the card)
+		if len(rows) < scanPageSize || first {
+			break // a new card's first scan reads one page
 		}
 	}
 	slices.Reverse(fresh) // oldest first: the thread shows them in order
 
 	now := b.now()
 	refresh, changes := false, 0
-	var lastReply int64
 	var done []string
 	for i, r := range fresh {
-		lastReply = max(lastReply, r.CreateAt.Unix())
 		done = append(done, r.UUID)
-		human, err := b.humanReply(ctx, r)
-		if err != nil {
-			return err
-		}
 		if r.Type == "reply" {
 			b.watch.learnBumps(uuid, r.CreateAt.Unix())
 		}
@@ -106,19 +109,29 @@ func (b *Bot) scanReplies(ctx context.Context, rec store.Issue) error {
 				refresh = true
 			}
 		}
-		if !human {
+		verdict, err := b.judgeReply(ctx, r)
+		if err != nil {
+			return err
+		}
+		if first && r.CreateAt.Time().Before(rec.SentAt.Add(-firstScanReach)) {
+			verdict = replySkip // history from before the card: the issue page has it
+		}
+		queue := queueThread
+		switch verdict {
+		case replySkip:
 			continue
+		case replyHeld:
+			queue = queueHeld
 		}
 		payload, err := json.Marshal(threadJob{
-			IssueUUID: uuid, ReplyUUID: r.UUID, Author: replyAuthor(r), CreateAt: r.CreateAt.Unix(),
-			Text: replyText(r), Found: now, Seq: now.UnixNano() + int64(i),
+			IssueUUID: uuid, ReplyUUID: r.UUID, Author: replyAuthor(r), Creator: r.Creator,
+			CreateAt: r.CreateAt.Unix(), Text: replyText(r), Seq: now.UnixNano() + int64(i),
 		})
 		if err != nil {
 			return fmt.Errorf("encode thread job %s: %w", r.UUID, err)
 		}
-		// Microsecond steps keep the replies of one scan in order in the queue.
-		j := store.Job{ID: r.UUID, Payload: payload, NotBefore: now.Add(time.Duration(i) * time.Microsecond)}
-		if err := b.state.PutJob(ctx, queueThread, j); err != nil {
+		j := store.Job{ID: r.UUID, Payload: payload, NotBefore: now}
+		if err := b.state.PutJob(ctx, queue, j); err != nil {
 			return fmt.Errorf("queue reply %s for the thread: %w", r.UUID, err)
 		}
 	}
@@ -131,7 +144,7 @@ func (b *Bot) scanReplies(ctx context.Context, rec store.Issue) error {
 	_, _, err := b.updateIssue(ctx, uuid, func(r *store.Issue) error {
 		r.RepliesScannedAt = now
 		r.ScannedUpdateAt = max(r.ScannedUpdateAt, rec.UpdateAt)
-		r.LastReplyAt = max(r.LastReplyAt, lastReply)
+		r.LastReplyAt = max(r.LastReplyAt, newest)
 		r.Refresh = r.Refresh || refresh
 		return nil
 	})
@@ -141,23 +154,73 @@ func (b *Bot) scanReplies(ctx context.Context, rec store.Issue) error {
 	return err
 }
 
-// humanReply reports whether a reply is for the chat: a "reply" entry, not deleted,
-// not one of the uuids the bot created and not written with the bot's API key
-// (another integration's replies are, once the bot knows its key's id). Unknown types
-// (monitor-appended events) and change entries are not posted.
-func (b *Bot) humanReply(ctx context.Context, r guance.Reply) (bool, error) {
+// firstScanReach is how long before its card a reply may have been written and still
+// be posted by the issue's first scan; older ones are history (or, for records kept by
+// an older version, already known) and only marked seen.
+const firstScanReach = 10 * time.Minute
+
+// queueHeld keeps replies written with an API key while the bot does not know its own
+// key's id yet: once it does, they are posted (another integration's) or dropped (its
+// own). A job's id is the reply uuid.
+const queueHeld = "held"
+
+// replyVerdict is what becomes of a reply found by a scan.
+type replyVerdict int
+
+const (
+	replySkip replyVerdict = iota // not for the chat
+	replyPost                     // a reply for the thread
+	replyHeld                     // written with an API key that may be the bot's
+)
+
+// judgeReply decides whether a reply goes to the chat: a "reply" entry, not deleted,
+// not one of the uuids the bot created and not written with the bot's API key. Unknown
+// types (monitor-appended events) and change entries are not posted.
+func (b *Bot) judgeReply(ctx context.Context, r guance.Reply) (replyVerdict, error) {
 	if r.Type != "reply" || !r.DeleteAt.IsZero() {
-		return false, nil
+		return replySkip, nil
 	}
 	own, err := b.state.IsOwnReply(ctx, r.UUID)
 	if err != nil {
-		return false, fmt.Errorf("check reply %s: %w", r.UUID, err)
+		return replySkip, fmt.Errorf("check reply %s: %w", r.UUID, err)
 	}
-	if own {
+	switch {
+	case own:
 		b.learnKey(ctx, r.Creator)
-		return false, nil
+		return replySkip, nil
+	case !strings.HasPrefix(r.Creator, "wsak_"):
+		return replyPost, nil
+	case b.keyID.Load() == nil:
+		return replyHeld, nil
+	case b.byBotKey(r.Creator):
+		return replySkip, nil
 	}
-	return !b.byBotKey(r.Creator), nil
+	return replyPost, nil
+}
+
+// releaseHeld settles the held replies once the bot knows its key's id.
+func (b *Bot) releaseHeld(ctx context.Context) {
+	if b.keyID.Load() == nil {
+		return
+	}
+	held, err := b.state.DueJobs(ctx, queueHeld, b.now().Add(100*365*24*time.Hour), queueBatch)
+	if err != nil {
+		b.logger.Warn("read held replies", "err", err)
+		return
+	}
+	for _, j := range held {
+		var p threadJob
+		if json.Unmarshal(j.Payload, &p) == nil && !b.byBotKey(p.Creator) {
+			j.NotBefore = b.now()
+			if err := b.state.PutJob(ctx, queueThread, j); err != nil {
+				b.logger.Warn("release a held reply", "reply_uuid", j.ID, "err", err)
+				continue
+			}
+		}
+		if err := b.state.DeleteJob(ctx, queueHeld, j.ID); err != nil {
+			b.logger.Warn("remove a held reply", "reply_uuid", j.ID, "err", err)
+		}
+	}
 }
 
 // replyAuthor names a reply's author.
@@ -213,6 +276,7 @@ func (b *Bot) runThread(ctx context.Context) {
 	defer tick.Stop()
 	for {
 		progress := false
+		b.releaseHeld(ctx)
 		all, err := b.state.DueJobs(ctx, queueThread, b.now().Add(100*365*24*time.Hour), 0)
 		if err != nil && ctx.Err() == nil {
 			b.logger.Warn("read queued thread posts", "err", err)
@@ -297,6 +361,17 @@ func (b *Bot) postToThread(ctx context.Context, j store.Job) error {
 		return errAbandoned
 	}
 	sent, err := b.feishu.ReplyText(wctx, rec.CardMessageID, b.threadPost(p), true, threadUUID(p.ReplyUUID, rec.ChatID))
+	if fe := (*feishu.Error)(nil); errors.As(err, &fe) && fe.MessageGone() {
+		// The card was recalled: the reply goes to the chat itself, naming the issue.
+		sent, err = b.feishu.SendText(wctx, rec.ChatID, "「"+Truncate(rec.Name, cardTitleRunes, "…")+"」\n"+b.threadPost(p),
+			threadUUID(p.ReplyUUID, rec.ChatID))
+	}
+	if err != nil && j.Attempts+1 >= threadMaxAttempts {
+		b.metrics.threadDrops.Inc()
+		b.logger.Error("giving up on a Guance reply that cannot be posted to the chat", "issue_uuid", p.IssueUUID,
+			"reply_uuid", p.ReplyUUID, "chat_id", rec.ChatID, "attempts", j.Attempts+1, "err", err)
+		return b.state.DeleteJob(wctx, queueThread, j.ID)
+	}
 	if err != nil {
 		if j.Attempts+1 == replyNotifyAfter {
 			b.logger.Error("a Guance reply cannot be posted to its thread; still retrying", "issue_uuid", p.IssueUUID,

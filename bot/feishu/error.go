@@ -25,6 +25,7 @@ const (
 	codeNotInChat        = 230002   // the bot is not in the chat
 	codeContentTooLong   = 230025   // card/post > 30 KB, text > 150 KB
 	codePatchWindowEnded = 230031   // cards can be patched only within 14 days
+	codeMessageGone      = 230011   // the message was recalled (or never existed)
 )
 
 // Error is a failed Feishu Open Platform call: either the body's code was not 0 (which
@@ -88,6 +89,9 @@ func (e *Error) NotInChat() bool { return e.Code == codeNotInChat }
 
 // TooLarge reports whether the content exceeded Feishu's size limit.
 func (e *Error) TooLarge() bool { return e.Code == codeContentTooLong }
+
+// MessageGone reports whether the target message was recalled or deleted.
+func (e *Error) MessageGone() bool { return e.Code == codeMessageGone }
 
 // PatchWindowEnded reports whether the card is too old (14 days) to be patched.
 func (e *Error) PatchWindowEnded() bool { return e.Code == codePatchWindowEnded }
