@@ -2,6 +2,7 @@ package bot
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 
@@ -51,6 +52,16 @@ func (b *Bot) runQueue(ctx context.Context, queue string, wake chan struct{}, do
 		case <-tick.C:
 		}
 	}
+}
+
+// decodeJob decodes a job's payload. An unreadable job (written by an incompatible
+// version, say) cannot ever be done: it is logged and dropped, and ok is false.
+func decodeJob[T any](ctx context.Context, b *Bot, queue string, j store.Job) (p T, ok bool, err error) {
+	if err := json.Unmarshal(j.Payload, &p); err != nil {
+		b.logger.Error("dropping an unreadable job", "queue", queue, "job_id", j.ID, "err", err)
+		return p, false, b.state.DeleteJob(ctx, queue, j.ID)
+	}
+	return p, true, nil
 }
 
 // retryJob puts a failed job back with an exponential backoff that honours Feishu's

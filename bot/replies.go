@@ -196,10 +196,9 @@ func (b *Bot) runReplies(ctx context.Context) {
 func (b *Bot) postReply(ctx context.Context, j store.Job) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
 	defer cancel()
-	var p replyJob
-	if err := json.Unmarshal(j.Payload, &p); err != nil {
-		b.logger.Error("dropping unreadable reply job", "job_id", j.ID, "err", err)
-		return b.state.DeleteJob(wctx, queueReplies, j.ID)
+	p, ok, err := decodeJob[replyJob](wctx, b, queueReplies, j)
+	if !ok {
+		return err
 	}
 	gctx := guance.WithPriority(wctx, guance.PriorityHigh)
 	if p.Content == "" {

@@ -261,10 +261,9 @@ func (b *Bot) runStatus(ctx context.Context) {
 func (b *Bot) statusWork(ctx context.Context, j store.Job) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
 	defer cancel()
-	var p statusJob
-	if err := json.Unmarshal(j.Payload, &p); err != nil {
-		b.logger.Error("dropping unreadable status job", "job_id", j.ID, "err", err)
-		return b.state.DeleteJob(wctx, queueStatus, j.ID)
+	p, ok, err := decodeJob[statusJob](wctx, b, queueStatus, j)
+	if !ok {
+		return err
 	}
 	log := b.logger.With("issue_uuid", p.IssueUUID, "action", p.Action)
 	rec, err := b.state.GetIssue(wctx, p.IssueUUID)

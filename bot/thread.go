@@ -345,10 +345,9 @@ func threadHeads(jobs []store.Job, now time.Time) []store.Job {
 func (b *Bot) postToThread(ctx context.Context, j store.Job) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	var p threadJob
-	if err := json.Unmarshal(j.Payload, &p); err != nil {
-		b.logger.Error("dropping unreadable thread job", "job_id", j.ID, "err", err)
-		return b.state.DeleteJob(wctx, queueThread, j.ID)
+	p, ok, err := decodeJob[threadJob](wctx, b, queueThread, j)
+	if !ok {
+		return err
 	}
 	rec, err := b.state.GetIssue(wctx, p.IssueUUID)
 	if errors.Is(err, store.ErrNotFound) {
