@@ -29,8 +29,8 @@ import (
 //     with recent chat activity or a young card counting its wait four times, a
 //     resolved one half.
 //
-// A scan reads replies newest first and stops at the first one already seen; human
-// replies become thread posts (thread.go), change entries flag the issue for (1). So
+// A scan reads replies newest first and stops at the newest one an earlier scan read;
+// human replies become thread posts (thread.go), change entries flag the issue for (1). So
 // whether or not a new reply bumps the issue's updateAt, every reply arrives: through
 // (2) when it does, through (4) — within the round-robin bound that `status`
 // reports — when it does not. Resolved issues quiet for Config.QuietAfter are no longer
@@ -205,6 +205,14 @@ func (b *Bot) syncStep(ctx context.Context) error {
 				openFrom = created
 			}
 		}
+		since := r.RepliesScannedAt
+		if since.IsZero() {
+			since = r.SentAt
+		}
+		wait := now.Sub(since)
+		if !statusDone(r.StatusType) {
+			oldest = max(oldest, wait)
+		}
 		if b.recentlyFailed(r.IssueUUID, now) {
 			continue
 		}
@@ -219,14 +227,6 @@ func (b *Bot) syncStep(ctx context.Context) error {
 				dirty = r
 			}
 			continue
-		}
-		since := r.RepliesScannedAt
-		if since.IsZero() {
-			since = r.SentAt
-		}
-		wait := now.Sub(since)
-		if !statusDone(r.StatusType) {
-			oldest = max(oldest, wait)
 		}
 		if wait < minGap {
 			continue
