@@ -136,8 +136,10 @@ func TestGuanceRepliesReachThreadOnce(t *testing.T) {
 				!strings.HasSuffix(text, "\n已重启 db-1 & 观察中") {
 				t.Errorf("thread post = %q", text)
 			}
+			// The thread is recorded right after Feishu answered the post.
+			waitFor(t, 10*time.Second, "the thread recorded", func() bool { return h.record(issue).ThreadID != "" })
 			rec := h.record(issue)
-			if rec.ThreadID == "" || post.ThreadID != rec.ThreadID {
+			if post.ThreadID != rec.ThreadID {
 				t.Errorf("thread not recorded: record %q, post %q", rec.ThreadID, post.ThreadID)
 			}
 			if got, err := h.st.IssueByMessage(t.Context(), rec.ThreadID); err != nil || got.IssueUUID != issue {
@@ -298,9 +300,9 @@ func TestCardPatchesCoalesced(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if d := time.Since(start); d > time.Second {
-		t.Fatalf("the 20 changes took %v, not within a second", d)
-	}
+	// The rule is one patch a second: 20 changes within a second make at most 2. On a
+	// machine too slow to make them within a second, each further second allows one.
+	allowed := 2 + int(time.Since(start)/patchEvery)
 	waitFor(t, 20*time.Second, "the last title on the card", func() bool {
 		return strings.Contains(h.cardContent(card), "flapping #20")
 	})
@@ -308,8 +310,8 @@ func TestCardPatchesCoalesced(t *testing.T) {
 	deadline := time.Now().Add(2 * patchEvery)
 	waitFor(t, 10*time.Second, "two patch intervals", func() bool { return time.Now().After(deadline) })
 	m, _ := h.fs.Message(card)
-	if len(m.Patches) > 2 {
-		t.Errorf("%d patches for 20 changes, want at most 2", len(m.Patches))
+	if len(m.Patches) > allowed {
+		t.Errorf("%d patches for 20 changes, want at most %d", len(m.Patches), allowed)
 	}
 }
 
