@@ -794,3 +794,15 @@ func TestHeldRepliesWaitForTheKey(t *testing.T) {
 		t.Errorf("posts = %v, want the held reply only (not the bot's own)", posts)
 	}
 }
+
+func TestThreadPostCannotMention(t *testing.T) {
+	b := New(Config{Location: time.UTC}, nil, nil, nil, nil, nil)
+	post := b.threadPost(threadJob{Author: `x<at user_id="ou_1">`, CreateAt: 0,
+		Text: `ping <at user_id="all">所有人</at> and <AT id=ou_2></AT> but not <atlas>`})
+	if strings.Contains(strings.ToLower(post), "<at ") || strings.Contains(strings.ToLower(post), "</at>") {
+		t.Errorf("post keeps a mention tag: %q", post)
+	}
+	if !strings.Contains(post, "<atlas>") {
+		t.Errorf("post changed text that is no mention: %q", post)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -258,7 +259,17 @@ func (b *Bot) threadPost(p threadJob) string {
 	if text == "" {
 		text = "（空回复 / empty reply）"
 	}
-	return "[Guance] " + p.Author + " · " + at + "\n" + text
+	return defuseAt("[Guance] " + p.Author + " · " + at + "\n" + text)
+}
+
+// atTag finds Feishu's mention syntax in a text message (<at user_id="all"></at>).
+var atTag = regexp.MustCompile(`(?i)<(/?\s*at[\s>])`)
+
+// defuseAt keeps text written in Guance from mentioning people in Feishu: a text
+// message's <at …> tags would notify them (or everyone), so a zero-width space is put
+// after each such "<".
+func defuseAt(s string) string {
+	return atTag.ReplaceAllString(s, "<\u200b$1")
 }
 
 // threadUUID is the Feishu idempotency key of a reply's post into a chat.
