@@ -364,6 +364,12 @@ func (b *Bot) patchCard(ctx context.Context, j store.Job) error {
 	if errors.As(err, &fe) && fe.PatchWindowEnded() {
 		return b.recard(wctx, j, rec)
 	}
+	if errors.As(err, &fe) && fe.MessageGone() {
+		// Someone recalled the card: it stays gone (Guance replies go to the chat).
+		b.logger.Warn("the issue's card was recalled; it is no longer updated", "issue_uuid", rec.IssueUUID,
+			"message_id", rec.CardMessageID)
+		return nil
+	}
 	if err != nil {
 		return b.retryJob(wctx, queuePatches, j, fmt.Errorf("patch card %s: %w", rec.CardMessageID, err))
 	}

@@ -806,3 +806,29 @@ func TestThreadPostCannotMention(t *testing.T) {
 		t.Errorf("post changed text that is no mention: %q", post)
 	}
 }
+
+// TestRecalledCardRepliesGoToTheChat: when someone recalled an issue's card, Guance
+// replies still reach the chat, as messages naming the issue.
+func TestRecalledCardRepliesGoToTheChat(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Second)
+	h.start()
+	h.bootstrapped()
+	issue, card := h.cardedIssue("recalled card")
+	h.fs.Recall(card)
+	h.gs.SetStatus(issue, 30) // a patch of the recalled card fails once and is given up
+	h.gs.AddHumanReply(issue, "王五", "still reaches the chat")
+	waitFor(t, 30*time.Second, "the reply in the chat", func() bool {
+		for _, m := range h.fs.Messages(testChat) {
+			if m.MsgType == "text" && m.RootID == "" && strings.Contains(m.Content, "still reaches the chat") &&
+				strings.Contains(m.Content, "recalled card") {
+				return true
+			}
+		}
+		return false
+	})
+	waitFor(t, 20*time.Second, "the status change seen", func() bool { return h.record(issue).StatusType == 30 })
+	waitFor(t, 20*time.Second, "no card patch pending", func() bool {
+		n, err := h.st.CountJobs(t.Context(), queuePatches)
+		return err == nil && n == 0
+	})
+}

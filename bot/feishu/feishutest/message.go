@@ -24,6 +24,9 @@ type Message struct {
 	// Answered holds every card that replaced this one through a card callback's answer,
 	// in order (the platform shows it to everyone, as a patch would).
 	Answered []string
+	// Recalled is set by Recall: replies, patches and reactions to it fail as the
+	// platform's do for a recalled message.
+	Recalled bool
 	// Reactions holds the emoji type of every reaction added, duplicates included, so a test
 	// can see a bot reacting twice.
 	Reactions []string
@@ -49,6 +52,18 @@ func (s *Server) RemoveChat(chatID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.chats, chatID)
+}
+
+// Recall withdraws a message, as its sender can in the client.
+func (s *Server) Recall(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.msgs[id]
+	if !ok {
+		s.t.Errorf("feishutest: Recall: no message %s", id)
+		return
+	}
+	m.Recalled = true
 }
 
 // Messages returns the messages of chatID in the order they were created.
@@ -132,8 +147,9 @@ func (s *Server) replyMessage(w *recorder, r *http.Request) {
 	if ok {
 		chatID = target.ChatID
 	}
+	recalled := ok && target.Recalled
 	s.mu.Unlock()
-	if !ok {
+	if !ok || recalled {
 		s.fail(w, http.StatusBadRequest, CodeMessageNotFound, "The message is not found or has been recalled")
 		return
 	}
@@ -253,7 +269,7 @@ func (s *Server) messageData(m Message) map[string]any {
 		"msg_type":    m.MsgType,
 		"create_time": ms,
 		"update_time": ms,
-		"deleted":     false,
+		"deleted":     m.Recalled,
 		"updated":     len(m.Patches) > 0,
 		"chat_id":     m.ChatID,
 		"sender":      map[string]any{"id": m.SenderID, "id_type": "app_id", "sender_type": m.SenderType, "tenant_key": s.TenantKey},
@@ -321,7 +337,7 @@ func (s *Server) patchMessage(w *recorder, r *http.Request) {
 	defer s.mu.Unlock()
 	m, ok := s.msgs[id]
 	switch {
-	case !ok:
+	case !ok || m.Recalled:
 		s.fail(w, http.StatusBadRequest, CodeMessageNotFound, "The message is not found or has been recalled")
 	case m.MsgType != "interactive":
 		s.fail(w, http.StatusBadRequest, CodeInvalidParam, "This message is NOT a card")
@@ -363,7 +379,7 @@ func (s *Server) createReaction(w *recorder, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m, ok := s.msgs[r.PathValue("message_id")]
-	if !ok {
+	if !ok || m.Recalled {
 		s.fail(w, http.StatusBadRequest, CodeMessageNotFound, "The message is not found or has been recalled")
 		return
 	}
