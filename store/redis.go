@@ -190,7 +190,36 @@ func (r *Redis) LinkThread(ctx context.Context, threadID, issueUUID string) erro
 	if threadID == "" {
 		return fmt.Errorf("link thread to issue %s: empty thread id", issueUUID)
 	}
+	err := r.txIssue(ctx, issueUUID, func(is *Issue) (func(redis.Pipeliner), error) {
+		var data []byte
+		if is.ThreadID == "" {
+			is.ThreadID = threadID
+			var err error
+			if data, err = json.Marshal(is); err != nil {
+				return nil, fmt.Errorf("encode issue record: %w", err)
+			}
+		}
+		return func(p redis.Pipeliner) {
+			if data != nil {
+				p.Set(ctx, r.keys.issue(issueUUID), data, 0)
+			}
+			p.Set(ctx, r.keys.msg(threadID), issueUUID, 0)
+		}, nil
+	})
+	if err != nil {
+		return fmt.Errorf("link thread %s to issue %s: %w", threadID, issueUUID, err)
+	}
+	return nil
+}
+
+// txIssue runs one optimistic transaction on an issue record: it reads the record (ErrNotFound if there is
+// none), lets edit change the copy and say what to write, and writes that in MULTI/EXEC while the record is
+// watched. When another client changes the record in between, it starts again from the read, after a short
+// random wait, up to maxTxRetries tries; so edit may run more than once, each time on a fresh copy. An error
+// of edit's is final.
+func (r *Redis) txIssue(ctx context.Context, issueUUID string, edit func(is *Issue) (write func(redis.Pipeliner), err error)) error {
 	recKey := r.keys.issue(issueUUID)
+	var editErr error
 	txf := func(tx *redis.Tx) error {
 		data, err := tx.Get(ctx, recKey).Bytes()
 		if errors.Is(err, redis.Nil) {
@@ -203,34 +232,33 @@ func (r *Redis) LinkThread(ctx context.Context, threadID, issueUUID string) erro
 		if err != nil {
 			return err
 		}
+		write, err := edit(&is)
+		if err != nil {
+			editErr = err
+			return err
+		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			if is.ThreadID == "" {
-				is.ThreadID = threadID
-				data, err := json.Marshal(is)
-				if err != nil {
-					return fmt.Errorf("encode issue record: %w", err)
-				}
-				p.Set(ctx, recKey, data, 0)
-			}
-			p.Set(ctx, r.keys.msg(threadID), issueUUID, 0)
+			write(p)
 			return nil
 		})
 		return err
 	}
-	for range maxTxRetries {
+	for attempt := range maxTxRetries {
+		if attempt > 0 {
+			if err := txBackoff(ctx, attempt); err != nil {
+				return err
+			}
+		}
 		err := r.client.Watch(ctx, txf, recKey)
-		if errors.Is(err, redis.TxFailedErr) {
+		if editErr == nil && errors.Is(err, redis.TxFailedErr) {
 			continue
 		}
-		if err != nil {
-			return fmt.Errorf("link thread %s to issue %s: %w", threadID, issueUUID, err)
-		}
-		return nil
+		return err
 	}
-	return fmt.Errorf("link thread %s to issue %s: record kept changing", threadID, issueUUID)
+	return fmt.Errorf("record kept changing (%d tries)", maxTxRetries)
 }
 
-// maxTxBackoff caps the wait between two tries of UpdateIssue's optimistic transaction.
+// maxTxBackoff caps the wait between two tries of an optimistic transaction on an issue record (txIssue).
 const maxTxBackoff = 50 * time.Millisecond
 
 // txBackoff waits a random time of up to 1ms·2^attempt (at most maxTxBackoff) before another try of an
@@ -249,60 +277,24 @@ func txBackoff(ctx context.Context, attempt int) error {
 }
 
 // UpdateIssue reads the record, applies fn and writes the result with PutIssue's side effects in a
-// WATCH/MULTI transaction on the record. When another client changes the record in between, the transaction
-// is retried from the read, up to maxTxRetries tries, so fn may run more than once, each time on a fresh copy.
+// WATCH/MULTI transaction on the record (see txIssue: fn may run more than once, each time on a fresh copy).
 func (r *Redis) UpdateIssue(ctx context.Context, issueUUID string, fn func(*Issue) error) (Issue, error) {
-	recKey := r.keys.issue(issueUUID)
-	var (
-		out   Issue
-		fnErr error // an error of fn's (or a changed uuid): final, never retried
-	)
-	txf := func(tx *redis.Tx) error {
-		data, err := tx.Get(ctx, recKey).Bytes()
-		if errors.Is(err, redis.Nil) {
-			return ErrNotFound
+	var out Issue
+	err := r.txIssue(ctx, issueUUID, func(is *Issue) (func(redis.Pipeliner), error) {
+		if err := applyUpdate(is, fn); err != nil {
+			return nil, err
 		}
+		data, err := json.Marshal(is)
 		if err != nil {
-			return err
+			return nil, fmt.Errorf("encode issue record: %w", err)
 		}
-		is, err := decodeIssue(data)
-		if err != nil {
-			return err
-		}
-		if err := applyUpdate(&is, fn); err != nil {
-			fnErr = err
-			return err
-		}
-		data, err = json.Marshal(is)
-		if err != nil {
-			return fmt.Errorf("encode issue record: %w", err)
-		}
-		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			r.queuePutIssue(ctx, p, is, data)
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		out = is
-		return nil
+		out = *is
+		return func(p redis.Pipeliner) { r.queuePutIssue(ctx, p, *is, data) }, nil
+	})
+	if err != nil {
+		return Issue{}, fmt.Errorf("update issue %s: %w", issueUUID, err)
 	}
-	for attempt := range maxTxRetries {
-		if attempt > 0 {
-			if err := txBackoff(ctx, attempt); err != nil {
-				return Issue{}, fmt.Errorf("update issue %s: %w", issueUUID, err)
-			}
-		}
-		err := r.client.Watch(ctx, txf, recKey)
-		if fnErr == nil && errors.Is(err, redis.TxFailedErr) {
-			continue
-		}
-		if err != nil {
-			return Issue{}, fmt.Errorf("update issue %s: %w", issueUUID, err)
-		}
-		return out, nil
-	}
-	return Issue{}, fmt.Errorf("update issue %s: record kept changing (%d tries)", issueUUID, maxTxRetries)
+	return out, nil
 }
 
 // listChunk bounds the number of keys in one MGET.
