@@ -3,7 +3,9 @@
 // speaks to Feishu through package bot/feishu. Each flow lives in its own file:
 // poller.go finds new issues, delivery.go posts their cards exactly once, replies.go
 // takes thread messages to Guance, sync.go and thread.go bring Guance's changes and
-// replies back, livecard.go keeps cards current, status.go handles the buttons.
+// replies back, livecard.go keeps cards current, status.go makes status changes
+// (buttons and the resolve / pending / reopen commands), report.go answers the status
+// command.
 package bot
 
 import (
