@@ -559,8 +559,12 @@ func TestOldCardGetsFreshCardInThread(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.gs.SetStatus(issue, 10)
-	waitFor(t, 30*time.Second, "a third card", func() bool { return h.cardCount() == 3 })
-	third := h.record(issue).CardMessageID
+	// The card is sent before the record moves to it: wait for both.
+	var third string
+	waitFor(t, 30*time.Second, "a third card, recorded", func() bool {
+		third = h.record(issue).CardMessageID
+		return h.cardCount() == 3 && third != fresh
+	})
 	if m, _ := h.fs.Message(third); third == fresh || m.RootID != card || !strings.Contains(m.Content, `"content":"Open"`) {
 		t.Errorf("third card %s: root %q:\n%s", third, m.RootID, m.Content)
 	}
