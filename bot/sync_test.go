@@ -17,6 +17,8 @@ import (
 	"issuebot/guance"
 	"issuebot/guance/guancetest"
 	"issuebot/store"
+
+	dto "github.com/prometheus/client_model/go"
 )
 
 // guancePosts returns the bot's posts of Guance replies in a card's thread.
@@ -835,4 +837,52 @@ func TestRecalledCardRepliesGoToTheChat(t *testing.T) {
 		n, err := h.st.CountJobs(t.Context(), queuePatches)
 		return err == nil && n == 0
 	})
+}
+
+// TestThreadPostGivenUp: a Guance reply that cannot reach the chat (the bot was taken
+// out of it) is retried, then given up at threadMaxAttempts with an error log and a
+// metric, and the issue's later replies are no longer held behind it.
+func TestThreadPostGivenUp(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Second)
+	h.start()
+	h.bootstrapped()
+	issue, card := h.cardedIssue("unpostable")
+	h.fs.RemoveChat(testChat)
+	h.gs.AddHumanReply(issue, "王五", "nowhere to go")
+	var job store.Job
+	waitFor(t, 30*time.Second, "a failed thread post, rescheduled", func() bool {
+		jobs, err := h.st.DueJobs(t.Context(), queueThread, time.Now().Add(time.Hour), 0)
+		if err != nil || len(jobs) != 1 || jobs[0].Attempts == 0 {
+			return false
+		}
+		job = jobs[0]
+		return true
+	})
+	if wait := time.Until(job.NotBefore); wait < 5*time.Minute {
+		t.Errorf("bot not in the chat: next try in %v, want the ten-minute pace", wait)
+	}
+	// Fast-forward the job to its last attempt instead of waiting eight hours.
+	job.Attempts, job.NotBefore = threadMaxAttempts-1, time.Now()
+	if err := h.st.PutJob(t.Context(), queueThread, job); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the post given up", func() bool {
+		n, err := h.st.CountJobs(t.Context(), queueThread)
+		return err == nil && n == 0
+	})
+	var m dto.Metric
+	if err := h.bot.metrics.threadDrops.Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
+		t.Errorf("issuebot_thread_posts_dropped_total = %v (%v), want 1", m.GetCounter().GetValue(), err)
+	}
+	if !strings.Contains(h.logs.String(), "giving up on a Guance reply") {
+		t.Error("no error log for the dropped reply")
+	}
+	h.fs.AddChat(testChat)
+	h.gs.AddHumanReply(issue, "王五", "after the gap")
+	waitFor(t, 60*time.Second, "the later reply in the thread", func() bool {
+		return len(h.guancePosts(card)) == 1
+	})
+	if got := textOf(t, h.guancePosts(card)[0].Content); !strings.Contains(got, "after the gap") {
+		t.Errorf("posted %q", got)
+	}
 }
