@@ -112,11 +112,18 @@ func (b *Bot) updateIssue(ctx context.Context, issueUUID string, fn func(*store.
 	return rec, true, nil
 }
 
-// observe applies an issue as Guance just returned it (a list row, a get, a modify
-// answer) to its record. A change the card shows (status, level, title) raises the
-// card's revision and queues a patch. Data older than the record's is ignored, so a
-// list row read before a button click cannot undo the click.
-func (b *Bot) observe(ctx context.Context, is guance.Issue) error {
+// ownWriteMargin is how far apart the replicas' clocks may be when judging whether
+// issue data was asked for before the bot's own status change was recorded.
+const ownWriteMargin = 2 * time.Second
+
+// observe applies an issue as Guance returned it (a list row, a get) to its record;
+// asked is when the request was made. A change the card shows (status, level, title)
+// raises the card's revision and queues a patch. Data older than the record's is
+// ignored, so a list row read before a button click cannot undo the click. Guance's
+// updateAt has whole seconds: data with the record's updateAt that differs from it,
+// asked before the bot's own change in that second was recorded, may predate the
+// change, so the issue is read again instead.
+func (b *Bot) observe(ctx context.Context, is guance.Issue, asked time.Time) error {
 	if is.Deleted() {
 		return b.markGone(ctx, is.UUID)
 	}
@@ -127,6 +134,13 @@ func (b *Bot) observe(ctx context.Context, is guance.Issue) error {
 			return errUnchanged
 		}
 		visible = !sameCardFields(*r, is)
+		if visible && up == r.UpdateAt && asked.Before(r.StatusSetAt.Add(ownWriteMargin)) {
+			if r.Refresh {
+				return errUnchanged
+			}
+			visible, r.Refresh = false, true
+			return nil
+		}
 		if visible && r.StatusType != int(is.StatusType) && !b.byBotKey(is.Updator) {
 			// Changed in Guance: the footer says by whom.
 			r.ChangedBy, r.ChangedAt = guanceActor(is), is.UpdateAt.Time()

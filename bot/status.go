@@ -87,10 +87,11 @@ func (b *Bot) HandleCardAction(ctx context.Context, a feishu.CardAction) (feishu
 	}
 	gctx, gcancel := context.WithTimeout(guance.WithPriority(ctx, guance.PriorityHigh), clickBudget-b.now().Sub(start))
 	defer gcancel()
+	asked := b.now()
 	cur, err := b.guance.GetIssue(gctx, rec.IssueUUID)
 	if err == nil && int(cur.StatusType) != rec.StatusType {
 		// Changed in Guance since the bot last looked: show that instead of undoing it.
-		if oerr := b.observe(ctx, *cur); oerr != nil {
+		if oerr := b.observe(ctx, *cur, asked); oerr != nil {
 			log.Warn("apply the issue as Guance has it", "err", oerr)
 		}
 		if fresh, rerr := b.state.GetIssue(ctx, rec.IssueUUID); rerr == nil {
@@ -221,6 +222,7 @@ func (b *Bot) applyStatus(ctx context.Context, job statusJob, answered bool) (st
 			r.UpdateAt = max(r.UpdateAt, b.now().Unix())
 		}
 		r.ChangedBy, r.ChangedAction, r.ChangedAt = job.Who, job.Action, job.At
+		r.StatusSetAt = b.now()
 		r.CardRevision++
 		if answered {
 			r.PatchedRevision = r.CardRevision

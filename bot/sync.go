@@ -313,8 +313,9 @@ func (b *Bot) sweepPage(ctx context.Context, openFrom time.Time, watched []store
 	if err != nil {
 		return err
 	}
+	asked := b.now()
 	rows, pi, err := b.guance.ListIssues(ctx, guance.IssueQuery{
-		ChannelUUID: channel, Start: from, End: b.now().Add(b.cfg.ClockSkew),
+		ChannelUUID: channel, Start: from, End: asked.Add(b.cfg.ClockSkew),
 		PageIndex: page, PageSize: sweepPageSize,
 		// With AND semantics this lists open issues; with OR it lists all of them.
 		// Either way every open issue is among the rows.
@@ -343,7 +344,7 @@ func (b *Bot) sweepPage(ctx context.Context, openFrom time.Time, watched []store
 		}
 		w.listed[is.UUID] = listing{at: now, updateAt: is.UpdateAt.Unix()}
 		w.mu.Unlock()
-		if err := b.observe(ctx, is); err != nil {
+		if err := b.observe(ctx, is, asked); err != nil {
 			return err
 		}
 	}
@@ -385,6 +386,7 @@ func (b *Bot) sweepPage(ctx context.Context, openFrom time.Time, watched []store
 // refreshIssue reads one issue again and applies it; an issue Guance no longer has is
 // marked gone.
 func (b *Bot) refreshIssue(ctx context.Context, rec store.Issue) error {
+	asked := b.now()
 	is, err := b.guance.GetIssue(ctx, rec.IssueUUID)
 	if errors.Is(err, guance.ErrNotFound) {
 		return b.markGone(ctx, rec.IssueUUID)
@@ -393,7 +395,7 @@ func (b *Bot) refreshIssue(ctx context.Context, rec store.Issue) error {
 		b.noteFailure(rec.IssueUUID, err)
 		return fmt.Errorf("read issue %s again: %w", rec.IssueUUID, err)
 	}
-	if err := b.observe(ctx, *is); err != nil {
+	if err := b.observe(ctx, *is, asked); err != nil {
 		return err
 	}
 	if !statusDone(int(is.StatusType)) {

@@ -298,7 +298,7 @@ func TestCardPatchesCoalesced(t *testing.T) {
 		got := *base
 		got.Name = fmt.Sprintf("flapping #%d", i)
 		got.UpdateAt = guance.Time(base.UpdateAt.Unix() + int64(i)) // each a newer state
-		if err := b.observe(t.Context(), got); err != nil {
+		if err := b.observe(t.Context(), got, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -884,5 +884,49 @@ func TestThreadPostGivenUp(t *testing.T) {
 	})
 	if got := textOf(t, h.guancePosts(card)[0].Content); !strings.Contains(got, "after the gap") {
 		t.Errorf("posted %q", got)
+	}
+}
+
+// TestSameSecondDataDoesNotUndoAClick: Guance's updateAt has whole seconds, so a list
+// row asked for before the bot's own status change was recorded, carrying the same
+// updateAt, may show the issue from before the change. It is not applied over the
+// change; the issue is read again instead. The same row asked for later is applied (a
+// change made in Guance within that second).
+func TestSameSecondDataDoesNotUndoAClick(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Second)
+	b := New(h.cfg, h.fc, h.gc, h.st, nil, h.logger())
+	ctx := t.Context()
+	added := h.gs.AddIssue(guancetest.IssueSpec{Name: "same second"})
+	got, err := h.gc.GetIssue(guance.WithPriority(ctx, guance.PriorityHigh), added.UUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	is := *got
+	if err := h.st.PutIssue(ctx, store.Issue{IssueUUID: is.UUID, ChatID: testChat, CardMessageID: "om_card",
+		CardRevision: 1, PatchedRevision: 1, UpdateAt: is.UpdateAt.Unix(), StatusType: int(is.StatusType),
+		Level: string(is.Level), Name: is.Name, SentAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	asked := time.Now()
+	row := is // the list row, read just before the click
+	if _, err := b.applyStatus(ctx, statusJob{IssueUUID: is.UUID, Target: guance.StatusResolved, Action: "resolve",
+		Expect: is.StatusType, Who: "张三", At: time.Now()}, true); err != nil {
+		t.Fatal(err)
+	}
+	after := h.record(is.UUID)
+	row.UpdateAt = guance.Time(after.UpdateAt) // the same second as the click's change
+	if err := b.observe(ctx, row, asked); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.record(is.UUID); got.StatusType != int(guance.StatusResolved) || !got.Refresh ||
+		got.CardRevision != after.CardRevision {
+		t.Errorf("a row asked for before the click: status %d, refresh %v, revision %d→%d; want Resolved kept, a re-read",
+			got.StatusType, got.Refresh, after.CardRevision, got.CardRevision)
+	}
+	if err := b.observe(ctx, row, time.Now().Add(ownWriteMargin)); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.record(is.UUID); got.StatusType != int(row.StatusType) || got.Refresh || got.CardRevision != after.CardRevision+1 {
+		t.Errorf("the row asked for later: status %d, refresh %v, revision %d; want it applied", got.StatusType, got.Refresh, got.CardRevision)
 	}
 }

@@ -100,6 +100,10 @@ type Issue struct {
 	ChangedBy     string    `json:"changed_by,omitempty"`
 	ChangedAction string    `json:"changed_action,omitempty"`
 	ChangedAt     time.Time `json:"changed_at,omitzero"`
+	// StatusSetAt is when the bot recorded a status change it made in Guance itself (the bot's clock).
+	// Guance's updateAt has whole seconds, so issue data asked for before then, with the same updateAt,
+	// may be from just before that change.
+	StatusSetAt time.Time `json:"status_set_at,omitzero"`
 }
 
 // Route sends the issues of one Guance channel to one chat, from MinLevel up.

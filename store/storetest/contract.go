@@ -148,6 +148,7 @@ func sampleIssue(uuid string) store.Issue {
 		ChangedBy:        "ou_user1",
 		ChangedAction:    "resolve",
 		ChangedAt:        time.Date(2026, 1, 2, 11, 15, 0, 42, cst),
+		StatusSetAt:      time.Date(2026, 1, 2, 11, 15, 1, 7, time.UTC),
 	}
 }
 
