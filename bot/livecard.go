@@ -379,10 +379,11 @@ func (b *Bot) patchCard(ctx context.Context, j store.Job) error {
 		return b.recard(wctx, j, rec)
 	}
 	if errors.As(err, &fe) && fe.MessageGone() {
-		// Someone recalled the card: it stays gone (Guance replies go to the chat).
+		// Someone recalled the card: it stays gone (Guance replies go to the chat). The
+		// revision counts as done, so it is not tried again, not even after a restart.
 		b.logger.Warn("the issue's card was recalled; it is no longer updated", "issue_uuid", rec.IssueUUID,
-			"message_id", rec.CardMessageID)
-		return nil
+			"message_id", rec.CardMessageID, "revision", rec.CardRevision)
+		return b.patched(wctx, rec.IssueUUID, rec.CardMessageID, rec.CardRevision)
 	}
 	if err != nil {
 		return b.retryJob(wctx, queuePatches, j, fmt.Errorf("patch card %s: %w", rec.CardMessageID, err))

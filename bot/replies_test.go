@@ -28,6 +28,19 @@ func (h *harness) cardedIssue(name string) (string, string) {
 		msg = rec.CardMessageID
 		return err == nil && msg != ""
 	})
+	// The record is written before the card's job is removed.
+	waitFor(h.t, 10*time.Second, "the card job of "+name+" done", func() bool {
+		jobs, err := h.st.DueJobs(context.Background(), queueCards, time.Now().Add(24*time.Hour), 0)
+		if err != nil {
+			return false
+		}
+		for _, j := range jobs {
+			if j.ID == is.UUID {
+				return false
+			}
+		}
+		return true
+	})
 	return is.UUID, msg
 }
 

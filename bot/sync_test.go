@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,6 +70,17 @@ func (h *harness) scannedTwice(issueUUID string) {
 	})
 }
 
+// settled waits until what the watcher learnt of an issue is on its card: no re-read
+// pending, no patch queued, and the card showing the record's revision.
+func (h *harness) settled(issueUUID string) {
+	h.t.Helper()
+	waitFor(h.t, 30*time.Second, "the card of "+issueUUID+" settled", func() bool {
+		r := h.record(issueUUID)
+		n, err := h.st.CountJobs(context.Background(), queuePatches)
+		return !r.Refresh && r.PatchedRevision == r.CardRevision && err == nil && n == 0
+	})
+}
+
 // cardContent is the current content of a card message.
 func (h *harness) cardContent(card string) string {
 	m, ok := h.fs.Message(card)
@@ -125,16 +135,15 @@ func TestGuanceRepliesReachThreadOnce(t *testing.T) {
 			h.fs.AddUser("ou_alice", "张三")
 			crashed := make(chan string, 1)
 			var once sync.Once
-			var crashOn atomic.Value // the reply uuid whose post is "killed"
-			crashOn.Store("")
 			h.start()
 			h.bootstrapped()
 			issue, card := h.cardedIssue("db-1 down")
 
-			h.gs.AddHumanReply(issue, "王五", "<p>已重启 <b>db-1</b> &amp; 观察中</p>")
+			first := h.gs.AddHumanReply(issue, "王五", "<p>已重启 <b>db-1</b> &amp; 观察中</p>")
+			written := time.Unix(first.CreateAt, 0).UTC().Format("2006-01-02")
 			waitFor(t, 30*time.Second, "the first Guance reply in the thread", func() bool { return len(h.guancePosts(card)) == 1 })
 			post := h.guancePosts(card)[0]
-			if text := textOf(t, post.Content); !strings.HasPrefix(text, "[Guance] 王五 · "+time.Now().UTC().Format("2006-01-02")) ||
+			if text := textOf(t, post.Content); !strings.HasPrefix(text, "[Guance] 王五 · "+written) ||
 				!strings.HasSuffix(text, "\n已重启 db-1 & 观察中") {
 				t.Errorf("thread post = %q", text)
 			}
@@ -184,10 +193,9 @@ func TestGuanceRepliesReachThreadOnce(t *testing.T) {
 			h.terminate()
 			h.start(func(b *Bot) {
 				ctx := h.ctx
+				// The thread queue is empty after the SIGTERM: this process's first
+				// post is the reply below.
 				b.afterThreadPost = func(replyUUID string) error {
-					if replyUUID != crashOn.Load().(string) {
-						return nil
-					}
 					hit := false
 					once.Do(func() { hit = true })
 					if !hit {
@@ -198,9 +206,12 @@ func TestGuanceRepliesReachThreadOnce(t *testing.T) {
 					return errors.New("killed")
 				}
 			})
-			crashOn.Store(h.gs.AddHumanReply(issue, "王五", "after the restart").UUID)
+			crashOn := h.gs.AddHumanReply(issue, "王五", "after the restart").UUID
 			select {
-			case <-crashed:
+			case got := <-crashed:
+				if got != crashOn {
+					t.Fatalf("the first post after the restart was %s, want %s", got, crashOn)
+				}
 			case <-time.After(30 * time.Second):
 				t.Fatal("the post after the restart never happened")
 			}
@@ -400,6 +411,7 @@ func TestResolveButton(t *testing.T) {
 			}
 			// The bot's own change is not reported back as a change by someone else.
 			h.scannedTwice(issue)
+			h.settled(issue)
 			if c := h.cardContent(card); strings.Contains(c, "Guance&#41;") {
 				t.Errorf("the bot's own change came back as a Guance change:\n%s", c)
 			}
@@ -832,11 +844,38 @@ func TestRecalledCardRepliesGoToTheChat(t *testing.T) {
 		}
 		return false
 	})
-	waitFor(t, 20*time.Second, "the status change seen", func() bool { return h.record(issue).StatusType == 30 })
-	waitFor(t, 20*time.Second, "no card patch pending", func() bool {
-		n, err := h.st.CountJobs(t.Context(), queuePatches)
-		return err == nil && n == 0
+	waitFor(t, 20*time.Second, "the status change and the reply counted", func() bool {
+		r := h.record(issue)
+		return r.StatusType == 30 && r.SyncedReplies == 1
 	})
+	// Each revision's patch is tried once, refused (the message is gone), and given up.
+	patches := func() int {
+		n := 0
+		for _, r := range h.fs.Requests() {
+			if r.Method == "PATCH" && strings.HasSuffix(r.Path, "/messages/"+card) {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, 20*time.Second, "the last revision's patch tried", func() bool {
+		r := h.record(issue)
+		n, err := h.st.CountJobs(t.Context(), queuePatches)
+		return r.PatchedRevision == r.CardRevision && err == nil && n == 0
+	})
+	before := patches()
+	deadline := time.Now().Add(3*patchEvery + time.Second)
+	waitFor(t, 10*time.Second, "three patch intervals", func() bool { return time.Now().After(deadline) })
+	// A restart does not try the gone card again.
+	h.terminate()
+	h.start()
+	h.bootstrapped()
+	h.quiet(2)
+	n, err := h.st.CountJobs(t.Context(), queuePatches)
+	if rev, after := h.record(issue).CardRevision, patches(); after != before || after < 1 || after > int(rev-1) || n != 0 || err != nil {
+		t.Errorf("the recalled card: %d patches, then %d more, %d still queued (%v); want 1 to %d (one per new revision), then none",
+			before, after-before, n, err, rev-1)
+	}
 }
 
 // TestThreadPostGivenUp: a Guance reply that cannot reach the chat (the bot was taken

@@ -933,12 +933,16 @@ func testRateSlotLimit(t *testing.T, s store.Store) {
 
 func testRateSlotWindowPasses(t *testing.T, s store.Store) {
 	const limit, window = 2, shortTTL
+	start := time.Now()
 	for range limit {
 		if wait := takeSlot(t, s, "guance", limit, window); wait != 0 {
 			t.Fatalf("slot within the limit: wait = %v, want 0", wait)
 		}
 	}
 	wait := takeSlot(t, s, "guance", limit, window)
+	if wait == 0 && time.Since(start) >= window {
+		t.Skipf("the machine stalled for the whole %v window; nothing to judge", window)
+	}
 	if wait <= 0 || wait > window {
 		t.Fatalf("slot beyond the limit: wait = %v, want a refusal with a wait in (0, %v]", wait, window)
 	}
