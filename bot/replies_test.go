@@ -23,7 +23,7 @@ func (h *harness) cardedIssue(name string) (string, string) {
 	h.t.Helper()
 	is := h.gs.AddIssue(guancetest.IssueSpec{Name: name})
 	var msg string
-	waitFor(h.t, 20*time.Second, "the card of "+name, func() bool {
+	waitFor(h.t, 40*time.Second, "the card of "+name, func() bool {
 		rec, err := h.st.GetIssue(context.Background(), is.UUID)
 		msg = rec.CardMessageID
 		return err == nil && msg != ""
