@@ -40,8 +40,12 @@ import (
 const (
 	// scanPageSize is the reply page a scan reads; more pages only if all are new.
 	scanPageSize = 20
-	// scanMaxPages bounds one scan: 200 new replies between two scans of one issue.
+	// scanMaxPages bounds one step's scan (200 replies); a scan that has not reached
+	// what earlier scans read goes on at the next step.
 	scanMaxPages = 10
+	// scanSlack is how much older than the replies a scan has read one may appear (it
+	// became visible late); a scan reads that far below and checks each one.
+	scanSlack = time.Minute
 	// sweepPageSize is the open-issue list page.
 	sweepPageSize = 100
 	// sweepMargin widens the sweep's window before the oldest watched issue.
@@ -222,7 +226,7 @@ func (b *Bot) syncStep(ctx context.Context) error {
 				refresh = r
 			}
 			continue
-		case r.UpdateAt > r.ScannedUpdateAt:
+		case r.UpdateAt > r.ScannedUpdateAt, r.ScanResume > 0:
 			if dirty == nil || r.RepliesScannedAt.Before(dirty.RepliesScannedAt) {
 				dirty = r
 			}

@@ -43,21 +43,36 @@ type threadJob struct {
 	Seq int64 `json:"seq"`
 }
 
-// scanReplies reads an issue's replies newest first, down to the newest one an
-// earlier scan read (the issue's LastReplyAt watermark; replies of that very second
-// are checked one by one), and queues the new human ones for its thread. The bot's own
-// replies are marked seen as it writes them, so "seen" alone cannot be where a scan
-// stops. Change entries written by someone else than the bot flag the issue to be read
-// again (its card may be out of date). The seen marks and the watermark are written
-// after the jobs, so a crash repeats, never loses.
+// scanReplies reads an issue's replies newest first, down to where earlier scans read
+// them all (the issue's LastReplyAt watermark; replies of that second, and up to
+// scanSlack below it while pages there hold unseen ones, are checked one by one, in
+// case one became visible late), and queues the new human ones
+// for its thread. An issue's first scan reads down to the issue's creation: every
+// reply since is news to the chat, however late the card went out. A scan that has not
+// got there after scanMaxPages goes on at the next step (ScanResume) and only then
+// moves the watermark; meanwhile the issue's thread posts wait, so they go out in
+// order. The bot's own replies are marked seen as it writes them, so "seen" alone
+// cannot be where a scan stops. Change entries written by someone else than the bot
+// flag the issue to be read again (its card may be out of date). The seen marks and
+// the watermark are written after the jobs, so a crash repeats, never loses.
 func (b *Bot) scanReplies(ctx context.Context, rec store.Issue) error {
 	uuid := rec.IssueUUID
-	first := rec.RepliesScannedAt.IsZero() && rec.LastReplyAt == 0
-	mark := rec.LastReplyAt
+	first := rec.LastReplyAt == 0
+	floor := rec.LastReplyAt
+	if first {
+		floor = rec.CreateAt
+		if floor == 0 { // a record of an older version
+			floor = rec.SentAt.Add(-firstScanReach).Unix()
+		}
+	}
+	bottom := floor - int64(scanSlack/time.Second)
+	start, newest := 1, int64(0)
+	if rec.ScanResume > 0 {
+		start, newest = rec.ScanResume, rec.ScanTop
+	}
 	var fresh []guance.Reply
-	var newest int64
-scan:
-	for page := 1; page <= scanMaxPages; page++ {
+	complete, page := false, start
+	for ; page < start+scanMaxPages && !complete; page++ {
 		rows, _, err := b.guance.ListReplies(ctx, uuid, guance.ReplyListOptions{
 			Ordering: "-createAt", PageIndex: page, PageSize: scanPageSize,
 		})
@@ -69,13 +84,18 @@ scan:
 			return fmt.Errorf("scan replies of issue %s: %w", uuid, err)
 		}
 		b.metrics.replyScans.Inc()
+		// Done at the list's end, below the slack, or at a page that reached the
+		// watermark with nothing new at or under it.
+		complete = len(rows) < scanPageSize
+		reached, late := false, false
 		for _, r := range rows {
 			at := r.CreateAt.Unix()
 			if r.UUID == "" {
 				continue
 			}
-			if !first && at < mark {
-				break scan // older than what the last scan read
+			if at < bottom {
+				complete = true // read by an earlier scan, or from before the issue
+				continue
 			}
 			newest = max(newest, at)
 			seen, err := b.state.ReplySeen(ctx, uuid, r.UUID)
@@ -85,10 +105,11 @@ scan:
 			if !seen {
 				fresh = append(fresh, r)
 			}
+			if !first && at <= floor {
+				reached, late = true, late || !seen
+			}
 		}
-		if len(rows) < scanPageSize || first {
-			break // a new card's first scan reads one page
-		}
+		complete = complete || (reached && !late)
 	}
 	slices.Reverse(fresh) // oldest first: the thread shows them in order
 
@@ -113,9 +134,6 @@ scan:
 		verdict, err := b.judgeReply(ctx, r)
 		if err != nil {
 			return err
-		}
-		if first && r.CreateAt.Time().Before(rec.SentAt.Add(-firstScanReach)) {
-			verdict = replySkip // history from before the card: the issue page has it
 		}
 		queue := queueThread
 		switch verdict {
@@ -144,9 +162,18 @@ scan:
 	}
 	_, _, err := b.updateIssue(ctx, uuid, func(r *store.Issue) error {
 		r.RepliesScannedAt = now
-		r.ScannedUpdateAt = max(r.ScannedUpdateAt, rec.UpdateAt)
-		r.LastReplyAt = max(r.LastReplyAt, newest)
 		r.Refresh = r.Refresh || refresh
+		if !complete {
+			r.ScanResume, r.ScanTop = page, newest
+			return nil
+		}
+		if start == 1 {
+			// A scan of several steps may have missed a reply newer than its first page:
+			// the issue stays "moved" and page 1 is read once more.
+			r.ScannedUpdateAt = max(r.ScannedUpdateAt, rec.UpdateAt)
+		}
+		r.LastReplyAt = max(r.LastReplyAt, newest, floor)
+		r.ScanResume, r.ScanTop = 0, 0
 		return nil
 	})
 	if errors.Is(err, store.ErrNotFound) {
@@ -155,9 +182,9 @@ scan:
 	return err
 }
 
-// firstScanReach is how long before its card a reply may have been written and still
-// be posted by the issue's first scan; older ones are history (or, for records kept by
-// an older version, already known) and only marked seen.
+// firstScanReach is, for records of an older version that did not keep the issue's
+// createAt, how long before its card a reply may have been written and still be posted
+// by the issue's first scan.
 const firstScanReach = 10 * time.Minute
 
 // queueHeld keeps replies written with an API key while the bot does not know its own
@@ -366,6 +393,11 @@ func (b *Bot) postToThread(ctx context.Context, j store.Job) error {
 	}
 	if err != nil {
 		return b.retryJob(wctx, queueThread, j, fmt.Errorf("read issue record: %w", err))
+	}
+	if rec.ScanResume > 0 {
+		// A scan is still reading older replies of the issue: they go first.
+		j.NotBefore = b.now().Add(b.cfg.BudgetWindow / 10)
+		return b.state.PutJob(wctx, queueThread, j)
 	}
 	if !b.pacer.wait(ctx, rec.ChatID) {
 		return errAbandoned

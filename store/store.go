@@ -89,8 +89,12 @@ type Issue struct {
 	// UpdateAt known at that scan, so a later UpdateAt says the issue moved since.
 	RepliesScannedAt time.Time `json:"replies_scanned_at,omitzero"`
 	ScannedUpdateAt  int64     `json:"scanned_update_at,omitempty"`
-	// LastReplyAt is the createAt (unix s) of the newest Guance reply seen on the issue.
+	// LastReplyAt is the createAt (unix s) down to which every Guance reply of the issue has been read.
 	LastReplyAt int64 `json:"last_reply_at,omitempty"`
+	// ScanResume is the next reply page of a scan that has not yet reached LastReplyAt (0: none), and
+	// ScanTop the newest createAt that scan read.
+	ScanResume int   `json:"scan_resume,omitempty"`
+	ScanTop    int64 `json:"scan_top,omitempty"`
 	// Refresh asks for the issue to be read again from Guance (it left the open-issue list, or a change
 	// entry appeared in its replies).
 	Refresh bool `json:"refresh,omitempty"`

@@ -143,6 +143,8 @@ func sampleIssue(uuid string) store.Issue {
 		RepliesScannedAt: time.Date(2026, 1, 2, 10, 0, 0, 987654321, time.UTC),
 		ScannedUpdateAt:  1767225500,
 		LastReplyAt:      1767225550,
+		ScanResume:       3,
+		ScanTop:          1767225590,
 		Refresh:          true,
 		Gone:             true,
 		ChangedBy:        "ou_user1",

@@ -1,0 +1,162 @@
+package bot
+
+import (
+	"encoding/json"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"issuebot/guance/guancetest"
+	"issuebot/store"
+)
+
+// scanHarness is a bot that is not running, with one carded issue, for driving
+// scanReplies step by step.
+func scanHarness(t *testing.T) (*harness, *Bot, *atomic.Int64) {
+	t.Helper()
+	h := newHarness(t, "embedded", 18, time.Second)
+	var offset atomic.Int64 // the Guance clock's offset from now
+	h.gs.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	return h, New(h.cfg, h.fc, h.gc, h.st, nil, h.logger()), &offset
+}
+
+// carded records a card for a Guance issue, as delivery would, sent at sentAt.
+func carded(t *testing.T, h *harness, issueUUID string, sentAt time.Time) store.Issue {
+	t.Helper()
+	is, ok := h.gs.Issue(issueUUID)
+	if !ok {
+		t.Fatalf("no issue %s", issueUUID)
+	}
+	rec := store.Issue{IssueUUID: issueUUID, ChatID: testChat, CardMessageID: "om_card_" + issueUUID, CardRevision: 1,
+		PatchedRevision: 1, UpdateAt: is.UpdateAt, ScannedUpdateAt: is.UpdateAt, StatusType: is.StatusType,
+		Name: is.Name, SentAt: sentAt, CreateAt: is.CreateAt}
+	if err := h.st.PutIssue(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+// scanUntilDone runs scan steps until a scan reached what earlier ones read.
+func scanUntilDone(t *testing.T, h *harness, b *Bot, issueUUID string) (steps int) {
+	t.Helper()
+	for steps = 1; steps <= 20; steps++ {
+		if err := b.scanReplies(t.Context(), h.record(issueUUID)); err != nil {
+			t.Fatal(err)
+		}
+		if h.record(issueUUID).ScanResume == 0 {
+			return steps
+		}
+	}
+	t.Fatalf("the scan of %s did not finish in 20 steps", issueUUID)
+	return steps
+}
+
+// queuedReplies returns the texts of the thread jobs of an issue.
+func queuedReplies(t *testing.T, h *harness) map[string]bool {
+	t.Helper()
+	jobs, err := h.st.DueJobs(t.Context(), queueThread, time.Now().Add(time.Hour), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, j := range jobs {
+		var p threadJob
+		if err := json.Unmarshal(j.Payload, &p); err != nil {
+			t.Fatal(err)
+		}
+		out[p.Text] = true
+	}
+	return out
+}
+
+// TestScanReachesEveryReply: more replies than a step reads, on a new card and between
+// two scans, are all queued; the scan goes on over several steps, and the issue's
+// thread posts wait until it is through.
+func TestScanReachesEveryReply(t *testing.T) {
+	h, b, _ := scanHarness(t)
+	issue := h.gs.AddIssue(guancetest.IssueSpec{Name: "chatty"}).UUID
+	carded(t, h, issue, time.Now())
+	const burst = scanPageSize*scanMaxPages + 30 // beyond one step
+	for i := range burst {
+		h.gs.AddHumanReply(issue, "王五", fmt.Sprintf("first %03d", i))
+	}
+	// The first step does not get through: its replies wait for the rest.
+	if err := b.scanReplies(t.Context(), h.record(issue)); err != nil {
+		t.Fatal(err)
+	}
+	rec := h.record(issue)
+	if rec.ScanResume == 0 || rec.LastReplyAt != 0 {
+		t.Fatalf("after one step: resume page %d, watermark %d; want a scan in progress", rec.ScanResume, rec.LastReplyAt)
+	}
+	jobs, err := h.st.DueJobs(t.Context(), queueThread, time.Now().Add(time.Hour), 1)
+	if err != nil || len(jobs) != 1 {
+		t.Fatalf("queued: %v %v", jobs, err)
+	}
+	if err := b.postToThread(t.Context(), jobs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(h.fs.Messages(testChat)); n != 0 {
+		t.Errorf("%d messages posted while the scan was under way", n)
+	}
+	if steps := 1 + scanUntilDone(t, h, b, issue); steps < 2 {
+		t.Errorf("%d steps", steps)
+	}
+	got := queuedReplies(t, h)
+	for i := range burst {
+		if text := fmt.Sprintf("first %03d", i); !got[text] {
+			t.Errorf("%q not queued", text)
+		}
+	}
+	// Between two scans.
+	for i := range burst {
+		h.gs.AddHumanReply(issue, "王五", fmt.Sprintf("second %03d", i))
+	}
+	scanUntilDone(t, h, b, issue)
+	got = queuedReplies(t, h)
+	if len(got) != 2*burst {
+		t.Errorf("%d replies queued, want %d", len(got), 2*burst)
+	}
+	// Nothing new: one page, nothing queued.
+	before := len(h.gs.Requests())
+	if steps := scanUntilDone(t, h, b, issue); steps != 1 || len(h.gs.Requests())-before != 1 {
+		t.Errorf("a scan with nothing new took %d steps and %d requests", steps, len(h.gs.Requests())-before)
+	}
+}
+
+// TestRepliesBeforeALateCardArePosted: replies written between the issue's creation and
+// a card sent late (Feishu was down for half an hour) reach the thread; nothing older
+// than the issue is read.
+func TestRepliesBeforeALateCardArePosted(t *testing.T) {
+	h, b, offset := scanHarness(t)
+	offset.Store(int64(-40 * time.Minute))
+	issue := h.gs.AddIssue(guancetest.IssueSpec{Name: "late card"}).UUID
+	offset.Store(int64(-38 * time.Minute))
+	h.gs.AddHumanReply(issue, "王五", "written before the card")
+	offset.Store(0)
+	carded(t, h, issue, time.Now())
+	scanUntilDone(t, h, b, issue)
+	if got := queuedReplies(t, h); !got["written before the card"] || len(got) != 1 {
+		t.Errorf("queued %v, want the reply written before the card", got)
+	}
+	if rec := h.record(issue); rec.Refresh {
+		t.Error("the issue's own creation entry flagged it to be read again")
+	}
+}
+
+// TestLateVisibleReplyIsRead: a reply that becomes visible after a scan read a newer
+// one (its createAt is older than the watermark, within scanSlack) is still queued.
+func TestLateVisibleReplyIsRead(t *testing.T) {
+	h, b, offset := scanHarness(t)
+	issue := h.gs.AddIssue(guancetest.IssueSpec{Name: "late row"}).UUID
+	carded(t, h, issue, time.Now())
+	h.gs.AddHumanReply(issue, "王五", "newer")
+	scanUntilDone(t, h, b, issue)
+	offset.Store(int64(-20 * time.Second))
+	h.gs.AddHumanReply(issue, "王五", "stamped earlier, visible later")
+	offset.Store(0)
+	scanUntilDone(t, h, b, issue)
+	if got := queuedReplies(t, h); !got["stamped earlier, visible later"] || !got["newer"] {
+		t.Errorf("queued %v", got)
+	}
+}
