@@ -296,3 +296,7 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 // errAbandoned marks work given up on purpose (shutdown, a test's simulated crash).
 var errAbandoned = errors.New("abandoned")
+
+// errClaimed is returned for a job another worker holds: left alone for now, as if
+// abandoned, and not progress.
+var errClaimed = errors.Join(errAbandoned, errors.New("another worker holds the job"))

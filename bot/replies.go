@@ -367,14 +367,14 @@ func feedbackUUID(messageID, kind string) string {
 const workClaimTTL = 2 * time.Minute
 
 // withWorkClaim runs fn unless another replica is working on the same job: during a
-// lease handover the old leader may still be finishing it.
+// lease handover the old leader may still be finishing it. Then it returns errClaimed.
 func (b *Bot) withWorkClaim(ctx context.Context, key string, fn func() error) error {
 	ok, err := b.state.Claim(ctx, "work:"+key, workClaimTTL)
 	if err != nil {
 		return fmt.Errorf("claim work %s: %w", key, err)
 	}
 	if !ok {
-		return nil
+		return errClaimed
 	}
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

@@ -1,6 +1,7 @@
 package bot
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"sync/atomic"
@@ -158,5 +159,50 @@ func TestLateVisibleReplyIsRead(t *testing.T) {
 	scanUntilDone(t, h, b, issue)
 	if got := queuedReplies(t, h); !got["stamped earlier, visible later"] || !got["newer"] {
 		t.Errorf("queued %v", got)
+	}
+}
+
+// countingStore counts the reads of the thread queue.
+type countingStore struct {
+	store.Store
+	threadReads atomic.Int64
+}
+
+func (s *countingStore) DueJobs(ctx context.Context, queue string, now time.Time, limit int) ([]store.Job, error) {
+	if queue == queueThread {
+		s.threadReads.Add(1)
+	}
+	return s.Store.DueJobs(ctx, queue, now, limit)
+}
+
+// TestClaimedThreadPostIsLeftAlone: a thread post another worker holds (a crashed
+// process's claim, kept for workClaimTTL) is left alone, not spun on.
+func TestClaimedThreadPostIsLeftAlone(t *testing.T) {
+	h := newHarness(t, "redis", 18, time.Second)
+	cs := &countingStore{Store: h.st}
+	h.st = cs
+	h.start()
+	h.bootstrapped()
+	issue, _ := h.cardedIssue("claimed post")
+	payload, err := json.Marshal(threadJob{IssueUUID: issue, ReplyUUID: "reply_claimed", Author: "王五",
+		CreateAt: time.Now().Unix(), Text: "held by another worker"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := h.st.Claim(t.Context(), "work:"+queueThread+":reply_claimed", time.Minute); err != nil || !ok {
+		t.Fatalf("claim: %v %v", ok, err)
+	}
+	if err := h.st.PutJob(t.Context(), queueThread, store.Job{ID: "reply_claimed", Payload: payload, NotBefore: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	h.bot.kick(h.bot.wakeThread)
+	start := cs.threadReads.Load()
+	deadline := time.Now().Add(2 * time.Second)
+	waitFor(t, 10*time.Second, "two seconds", func() bool { return time.Now().After(deadline) })
+	if n := cs.threadReads.Load() - start; n > 10 {
+		t.Errorf("the thread queue was read %d times in 2 s while its only job was claimed elsewhere", n)
+	}
+	if n, err := h.st.CountJobs(t.Context(), queueThread); err != nil || n != 1 {
+		t.Errorf("%d thread jobs (%v), want the claimed one kept", n, err)
 	}
 }

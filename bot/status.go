@@ -279,6 +279,24 @@ func (b *Bot) statusWork(ctx context.Context, j store.Job) error {
 		log.Info("queued status change dropped: the issue changed meanwhile", "status", rec.StatusType)
 		return b.state.DeleteJob(wctx, queueStatus, j.ID)
 	}
+	if p.Expect != 0 {
+		// The record can lag the console by a sweep: ask Guance before changing what
+		// the person saw, so a change made there meanwhile is not undone.
+		asked := b.now()
+		cur, err := b.guance.GetIssue(guance.WithPriority(wctx, guance.PriorityHigh), p.IssueUUID)
+		switch {
+		case errors.Is(err, guance.ErrNotFound):
+			return errors.Join(b.markGone(wctx, p.IssueUUID), b.state.DeleteJob(wctx, queueStatus, j.ID))
+		case err != nil:
+			return b.retryJob(wctx, queueStatus, j, fmt.Errorf("read the issue before a queued status change: %w", err))
+		case cur.StatusType != p.Expect:
+			log.Info("queued status change dropped: the issue changed in Guance meanwhile", "status", cur.StatusType.String())
+			if err := b.observe(wctx, *cur, asked); err != nil {
+				return b.retryJob(wctx, queueStatus, j, err)
+			}
+			return b.state.DeleteJob(wctx, queueStatus, j.ID)
+		}
+	}
 	if p.Who == "" {
 		p.Who = b.operatorName(wctx, p.WhoOpenID)
 	}

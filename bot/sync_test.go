@@ -969,3 +969,34 @@ func TestSameSecondDataDoesNotUndoAClick(t *testing.T) {
 		t.Errorf("the row asked for later: status %d, refresh %v, revision %d; want it applied", got.StatusType, got.Refresh, got.CardRevision)
 	}
 }
+
+// TestQueuedClickDoesNotUndoAConsoleChange: a click queued while Guance was busy is made
+// later; if the issue was changed in Guance meanwhile (and the bot has not seen it
+// yet), the queued change is dropped and the card shows Guance's status.
+func TestQueuedClickDoesNotUndoAConsoleChange(t *testing.T) {
+	h, b, _ := scanHarness(t)
+	issue := h.gs.AddIssue(guancetest.IssueSpec{Name: "queued click"}).UUID
+	carded(t, h, issue, time.Now())
+	payload, err := json.Marshal(statusJob{IssueUUID: issue, Target: guance.StatusResolved, Action: "resolve",
+		Expect: guance.StatusOpen, Who: "张三", At: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := store.Job{ID: "status-" + issue, Payload: payload, NotBefore: time.Now()}
+	if err := h.st.PutJob(t.Context(), queueStatus, job); err != nil {
+		t.Fatal(err)
+	}
+	h.gs.SetStatus(issue, int(guance.StatusPending)) // in the console, before the job runs
+	if err := b.statusWork(t.Context(), job); err != nil {
+		t.Fatal(err)
+	}
+	if bodies := h.gs.ModifyBodies(); len(bodies) != 0 {
+		t.Errorf("modify calls %q; want none", bodies)
+	}
+	if rec := h.record(issue); rec.StatusType != int(guance.StatusPending) || rec.CardRevision != 2 {
+		t.Errorf("record: status %d revision %d; want Pending on the card's next revision", rec.StatusType, rec.CardRevision)
+	}
+	if n, err := h.st.CountJobs(t.Context(), queueStatus); err != nil || n != 0 {
+		t.Errorf("%d status jobs left (%v)", n, err)
+	}
+}
