@@ -433,6 +433,12 @@ func (b *Bot) recard(ctx context.Context, j store.Job, rec store.Issue) error {
 		return errAbandoned
 	}
 	sent, err := b.feishu.ReplyCard(ctx, rec.CardMessageID, card, true, uuid)
+	if fe := (*feishu.Error)(nil); errors.As(err, &fe) && fe.MessageGone() {
+		// The old card was recalled: as with a patch, the issue's card is given up.
+		b.logger.Warn("the issue's card was recalled; it is no longer updated", "issue_uuid", rec.IssueUUID,
+			"message_id", rec.CardMessageID, "revision", rec.CardRevision-1)
+		return b.patched(ctx, rec.IssueUUID, rec.CardMessageID, rec.CardRevision-1)
+	}
 	if err != nil {
 		return b.retryJob(ctx, queuePatches, j, fmt.Errorf("post a fresh card for issue %s: %w", rec.IssueUUID, err))
 	}

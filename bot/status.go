@@ -207,9 +207,9 @@ func (b *Bot) applyStatus(ctx context.Context, job statusJob, answered bool) (st
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	rec, _, err := b.updateIssue(wctx, job.IssueUUID, func(r *store.Issue) error {
-		r.StatusType = int(job.Target)
 		switch {
 		case is != nil && is.UUID == job.IssueUUID && !is.UpdateAt.IsZero():
+			// A record already newer than Guance's answer (another click's, say) stays.
 			if up := is.UpdateAt.Unix(); up >= r.UpdateAt {
 				r.UpdateAt = up
 				r.Level, r.Name = string(is.Level), is.Name
@@ -219,6 +219,7 @@ func (b *Bot) applyStatus(ctx context.Context, job statusJob, answered bool) (st
 		default:
 			// Guance answered without the issue's new updateAt. Local time stands in, so
 			// that a list row read before the change cannot undo it on the card.
+			r.StatusType = int(job.Target)
 			r.UpdateAt = max(r.UpdateAt, b.now().Unix())
 		}
 		r.ChangedBy, r.ChangedAction, r.ChangedAt = job.Who, job.Action, job.At

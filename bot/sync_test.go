@@ -1000,3 +1000,29 @@ func TestQueuedClickDoesNotUndoAConsoleChange(t *testing.T) {
 		t.Errorf("%d status jobs left (%v)", n, err)
 	}
 }
+
+// TestRecalledOldCardIsGivenUp: an issue whose card is past the 14-day window and was
+// recalled gets no fresh card (there is no thread to post it in); its change counts as
+// done instead of being retried every ten minutes.
+func TestRecalledOldCardIsGivenUp(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Second)
+	h.start()
+	h.bootstrapped()
+	issue, card := h.cardedIssue("old and recalled")
+	h.fs.Recall(card)
+	if _, err := h.st.UpdateIssue(t.Context(), issue, func(r *store.Issue) error {
+		r.SentAt = time.Now().Add(-15 * 24 * time.Hour)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h.gs.SetStatus(issue, 30)
+	waitFor(t, 30*time.Second, "the change seen and given up", func() bool {
+		r := h.record(issue)
+		n, err := h.st.CountJobs(t.Context(), queuePatches)
+		return r.StatusType == 30 && r.PatchedRevision == r.CardRevision && err == nil && n == 0
+	})
+	if n := h.cardCount(); n != 1 {
+		t.Errorf("%d cards, want the recalled one only", n)
+	}
+}
