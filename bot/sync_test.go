@@ -879,8 +879,8 @@ func TestRecalledCardRepliesGoToTheChat(t *testing.T) {
 }
 
 // TestThreadPostGivenUp: a Guance reply that cannot reach the chat (the bot was taken
-// out of it) is retried, then given up at threadMaxAttempts with an error log and a
-// metric, and the later replies are no longer held behind it.
+// out of it) is retried, then given up once threadGiveUpAfter old, with an error log
+// and a metric, and the later replies are no longer held behind it.
 func TestThreadPostGivenUp(t *testing.T) {
 	h := newHarness(t, "embedded", 18, time.Second)
 	h.start()
@@ -900,8 +900,17 @@ func TestThreadPostGivenUp(t *testing.T) {
 	if wait := time.Until(job.NotBefore); wait < 5*time.Minute {
 		t.Errorf("bot not in the chat: next try in %v, want the ten-minute pace", wait)
 	}
-	// Fast-forward the job to its last attempt instead of waiting eight hours.
-	job.Attempts, job.NotBefore = threadMaxAttempts-1, time.Now()
+	// Fast-forward: the reply is eight hours old, and the job due.
+	var p threadJob
+	if err := json.Unmarshal(job.Payload, &p); err != nil {
+		t.Fatal(err)
+	}
+	p.CreateAt = time.Now().Add(-threadGiveUpAfter).Unix()
+	payload, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	job.Payload, job.NotBefore = payload, time.Now()
 	if err := h.st.PutJob(t.Context(), queueThread, job); err != nil {
 		t.Fatal(err)
 	}

@@ -24,11 +24,12 @@ const queueThread = "thread"
 // threadTextRunes bounds a reply posted into a thread; the rest is in Guance.
 const threadTextRunes = 4000
 
-// threadMaxAttempts is how often a thread post is tried before it is given up (with an
-// error log and a metric): at the ten-minute pace of errors a retry cannot cure, about
-// eight hours, long enough for someone to put the bot back into the chat. Until then
-// the issue's later replies wait behind it, in order.
-const threadMaxAttempts = 50
+// threadGiveUpAfter is how old a Guance reply may get while Feishu refuses its post for
+// good (the bot was taken out of the chat, say) before it is given up, with an error
+// log and a metric: long enough for someone to put the bot back. Until then it is
+// tried every ten minutes and the issue's later replies wait behind it, in order.
+// Failures a retry can cure (a Feishu outage) never give a post up.
+const threadGiveUpAfter = 8 * time.Hour
 
 // threadJob is a human Guance reply to post into its issue's card thread.
 type threadJob struct {
@@ -408,7 +409,7 @@ func (b *Bot) postToThread(ctx context.Context, j store.Job) error {
 		sent, err = b.feishu.SendText(wctx, rec.ChatID, "「"+Truncate(rec.Name, cardTitleRunes, "…")+"」\n"+b.threadPost(p),
 			threadUUID(p.ReplyUUID, rec.ChatID))
 	}
-	if err != nil && j.Attempts+1 >= threadMaxAttempts {
+	if err != nil && !feishu.Retryable(wctx, err) && b.now().Sub(time.Unix(p.CreateAt, 0)) >= threadGiveUpAfter {
 		b.metrics.threadDrops.Inc()
 		b.logger.Error("giving up on a Guance reply that cannot be posted to the chat", "issue_uuid", p.IssueUUID,
 			"reply_uuid", p.ReplyUUID, "chat_id", rec.ChatID, "attempts", j.Attempts+1, "err", err)
