@@ -3,11 +3,13 @@ package bot
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"issuebot/guance"
 	"issuebot/guance/guancetest"
 	"issuebot/store"
 )
@@ -204,5 +206,32 @@ func TestClaimedThreadPostIsLeftAlone(t *testing.T) {
 	}
 	if n, err := h.st.CountJobs(t.Context(), queueThread); err != nil || n != 1 {
 		t.Errorf("%d thread jobs (%v), want the claimed one kept", n, err)
+	}
+}
+
+// TestBrokenIssueBacksOff: an issue whose Guance requests keep failing is left alone
+// for a window, then two, four… (up to 32), so it cannot take the watcher's budget from
+// the others; a success or a throttle does not count against it.
+func TestBrokenIssueBacksOff(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Minute)
+	b := New(h.cfg, h.fc, h.gc, h.st, nil, h.logger())
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	now := t0
+	b.now = func() time.Time { return now }
+	broken := errors.New("decode issue: unexpected EOF")
+	for n, want := range []time.Duration{1, 2, 4, 8, 16, 32, 32} {
+		now = t0
+		b.noteFailure("issue_x", broken)
+		if !b.recentlyFailed("issue_x", t0.Add(want*time.Minute-time.Second)) || b.recentlyFailed("issue_x", t0.Add(want*time.Minute)) {
+			t.Errorf("after %d failures: want it left alone for %v", n+1, want*time.Minute)
+		}
+	}
+	b.noteFailure("issue_x", fmt.Errorf("list: %w", guance.ErrThrottled))
+	if b.recentlyFailed("issue_x", t0.Add(32*time.Minute)) {
+		t.Error("a throttle counted as the issue's failure")
+	}
+	b.noteSuccess("issue_x")
+	if b.recentlyFailed("issue_x", t0) {
+		t.Error("still left alone after a success")
 	}
 }

@@ -62,7 +62,7 @@ type watcher struct {
 	sweepFrom time.Time       // the running sweep's window start
 	sweepSeen map[string]bool // issues listed by the running sweep
 	sweepDone time.Time       // when the last sweep completed
-	failed    map[string]time.Time
+	failed    map[string]failure
 	// listed remembers, per issue, when the open list last showed it and with which
 	// updateAt; a reply found later tells whether replies bump updateAt.
 	listed map[string]listing
@@ -272,15 +272,28 @@ func (b *Bot) scanWeight(r store.Issue, now time.Time) float64 {
 	return 1
 }
 
-// recentlyFailed reports whether a request about the issue failed in the last minute
-// (so one broken issue does not take every step).
+// failure is an issue whose last Guance request failed, n times in a row.
+type failure struct {
+	at time.Time
+	n  int
+}
+
+// failureBackoffMax bounds how long an issue whose requests keep failing is left
+// alone: 2^5 budget windows.
+const failureBackoffMax = 5
+
+// recentlyFailed reports whether the issue's requests failed too recently to try it
+// again: a window after the first failure, doubling with each further one (so a
+// broken issue does not take the watcher's budget from the others).
 func (b *Bot) recentlyFailed(issueUUID string, now time.Time) bool {
 	b.watch.mu.Lock()
 	defer b.watch.mu.Unlock()
-	t, ok := b.watch.failed[issueUUID]
-	return ok && now.Sub(t) < b.cfg.BudgetWindow
+	f, ok := b.watch.failed[issueUUID]
+	return ok && now.Sub(f.at) < b.cfg.BudgetWindow<<min(f.n-1, failureBackoffMax)
 }
 
+// noteFailure records a failed request about an issue (throttling is the budget's
+// business, not the issue's).
 func (b *Bot) noteFailure(issueUUID string, err error) {
 	if err == nil || errors.Is(err, guance.ErrThrottled) || errors.Is(err, context.Canceled) {
 		return
@@ -288,17 +301,25 @@ func (b *Bot) noteFailure(issueUUID string, err error) {
 	b.watch.mu.Lock()
 	defer b.watch.mu.Unlock()
 	if b.watch.failed == nil {
-		b.watch.failed = map[string]time.Time{}
+		b.watch.failed = map[string]failure{}
 	}
 	now := b.now()
 	if len(b.watch.failed) > 1024 {
-		for id, t := range b.watch.failed {
-			if now.Sub(t) >= b.cfg.BudgetWindow {
+		for id, f := range b.watch.failed {
+			if now.Sub(f.at) >= b.cfg.BudgetWindow<<failureBackoffMax {
 				delete(b.watch.failed, id)
 			}
 		}
 	}
-	b.watch.failed[issueUUID] = now
+	f := b.watch.failed[issueUUID]
+	b.watch.failed[issueUUID] = failure{at: now, n: f.n + 1}
+}
+
+// noteSuccess forgets an issue's failures.
+func (b *Bot) noteSuccess(issueUUID string) {
+	b.watch.mu.Lock()
+	defer b.watch.mu.Unlock()
+	delete(b.watch.failed, issueUUID)
 }
 
 // sweepPage reads the next page of the open-issue list and applies what it shows.
@@ -399,6 +420,7 @@ func (b *Bot) refreshIssue(ctx context.Context, rec store.Issue) error {
 		b.noteFailure(rec.IssueUUID, err)
 		return fmt.Errorf("read issue %s again: %w", rec.IssueUUID, err)
 	}
+	b.noteSuccess(rec.IssueUUID)
 	if err := b.observe(ctx, *is, asked); err != nil {
 		return err
 	}

@@ -112,6 +112,7 @@ func (b *Bot) scanReplies(ctx context.Context, rec store.Issue) error {
 		}
 		complete = complete || (reached && !late)
 	}
+	b.noteSuccess(uuid)
 	slices.Reverse(fresh) // oldest first: the thread shows them in order
 
 	now := b.now()
