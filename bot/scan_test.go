@@ -235,3 +235,50 @@ func TestBrokenIssueBacksOff(t *testing.T) {
 		t.Error("still left alone after a success")
 	}
 }
+
+// TestHeldReplyRelease: a reply held while the bot does not know its key's id is
+// released once another replica has learnt the id (it is kept in the store), or, with
+// no id, once it has waited heldMaxWait while no reply of the bot's is in flight.
+func TestHeldReplyRelease(t *testing.T) {
+	h, b, _ := scanHarness(t)
+	hold := func(id string, age time.Duration) {
+		t.Helper()
+		payload, err := json.Marshal(threadJob{IssueUUID: "issue_1", ReplyUUID: id, Creator: "wsak_other",
+			CreateAt: time.Now().Add(-age).Unix(), Text: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.st.PutJob(t.Context(), queueHeld, store.Job{ID: id, Payload: payload, NotBefore: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitLimit := heldMaxWait / time.Minute * h.cfg.BudgetWindow
+	hold("young", 0)
+	hold("old", waitLimit+2*time.Second)
+	// A reply of the bot's in flight: nothing is released.
+	if err := h.st.PutJob(t.Context(), queueReplies, store.Job{ID: "om_inflight", Payload: []byte(`{}`), NotBefore: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	b.releaseHeld(t.Context())
+	if got := queuedReplies(t, h); len(got) != 0 {
+		t.Fatalf("released %v while a reply of the bot's was in flight", got)
+	}
+	if err := h.st.DeleteJob(t.Context(), queueReplies, "om_inflight"); err != nil {
+		t.Fatal(err)
+	}
+	b.releaseHeld(t.Context())
+	if got := queuedReplies(t, h); len(got) != 1 || !got["old"] {
+		t.Fatalf("released %v, want the old one only", got)
+	}
+	// Another replica learnt the key's id: the young one goes too.
+	if err := h.st.SetMeta(t.Context(), metaKeyAccount, "wsak_bot"); err != nil {
+		t.Fatal(err)
+	}
+	b.releaseHeld(t.Context())
+	if got := queuedReplies(t, h); len(got) != 2 {
+		t.Errorf("released %v, want both", got)
+	}
+	if n, err := h.st.CountJobs(t.Context(), queueHeld); err != nil || n != 0 {
+		t.Errorf("%d still held (%v)", n, err)
+	}
+}

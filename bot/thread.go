@@ -228,10 +228,24 @@ func (b *Bot) judgeReply(ctx context.Context, r guance.Reply) (replyVerdict, err
 	return replyPost, nil
 }
 
-// releaseHeld settles the held replies once the bot knows its key's id.
+// heldMaxWait is how long (at Guance's real one-minute budget window) a reply written
+// with an API key is held while the bot does not know its own key's id.
+const heldMaxWait = 15 * time.Minute
+
+// releaseHeld settles the held replies once the bot knows its key's id (learnt by this
+// process or, through the store, another), or once they have waited heldMaxWait.
 func (b *Bot) releaseHeld(ctx context.Context) {
 	if b.keyID.Load() == nil {
-		return
+		b.loadKey(ctx) // another replica may have learnt it
+	}
+	known := b.keyID.Load() != nil
+	if !known {
+		// Without the id, a held reply is still not the bot's own once it is older
+		// than heldMaxWait and no reply of the bot's is in flight (a reply the bot
+		// wrote is recorded as its own before its job goes).
+		if n, err := b.state.CountJobs(ctx, queueReplies); err != nil || n > 0 {
+			return
+		}
 	}
 	held, err := b.state.DueJobs(ctx, queueHeld, b.now().Add(100*365*24*time.Hour), queueBatch)
 	if err != nil {
@@ -240,7 +254,11 @@ func (b *Bot) releaseHeld(ctx context.Context) {
 	}
 	for _, j := range held {
 		var p threadJob
-		if json.Unmarshal(j.Payload, &p) == nil && !b.byBotKey(p.Creator) {
+		ok := json.Unmarshal(j.Payload, &p) == nil
+		if !known && ok && b.now().Sub(time.Unix(p.CreateAt, 0)) < heldMaxWait/time.Minute*b.cfg.BudgetWindow {
+			continue
+		}
+		if ok && (!known || !b.byBotKey(p.Creator)) {
 			j.NotBefore = b.now()
 			if err := b.state.PutJob(ctx, queueThread, j); err != nil {
 				b.logger.Warn("release a held reply", "reply_uuid", j.ID, "err", err)
