@@ -50,6 +50,9 @@ const (
 	sweepPageSize = 100
 	// sweepMargin widens the sweep's window before the oldest watched issue.
 	sweepMargin = time.Hour
+	// reopenHorizon is how long after its card a resolved issue that went quiet is
+	// still looked for in the open-issue list, so a reopen in Guance wakes it.
+	reopenHorizon = 30 * 24 * time.Hour
 	// sweepMaxPages ends a sweep that keeps finding pages (100 000 open issues).
 	sweepMaxPages = 1000
 )
@@ -196,19 +199,21 @@ func (b *Bot) syncStep(ctx context.Context) error {
 	minGap := b.pollEvery() // no issue is scanned more often, unless it moved
 	for i := range recs {
 		r := &recs[i]
+		// The open-issue sweep covers every open watched issue, and resolved ones carded
+		// within the reopen horizon (a reopen in Guance wakes a quiet one).
+		created := time.Unix(r.CreateAt, 0)
+		if r.CreateAt == 0 {
+			created = r.SentAt
+		}
+		open := b.watchedIssue(*r, now) && !statusDone(r.StatusType)
+		reopenable := !r.Gone && r.CardMessageID != "" && statusDone(r.StatusType) && now.Sub(r.SentAt) < reopenHorizon
+		if (open || reopenable) && (openFrom.IsZero() || created.Before(openFrom)) {
+			openFrom = created
+		}
 		if !b.watchedIssue(*r, now) {
 			continue
 		}
 		watched = append(watched, *r)
-		if !statusDone(r.StatusType) {
-			created := time.Unix(r.CreateAt, 0)
-			if r.CreateAt == 0 {
-				created = r.SentAt
-			}
-			if openFrom.IsZero() || created.Before(openFrom) {
-				openFrom = created
-			}
-		}
 		since := r.RepliesScannedAt
 		if since.IsZero() {
 			since = r.SentAt

@@ -585,7 +585,8 @@ func TestOldCardGetsFreshCardInThread(t *testing.T) {
 }
 
 // TestDeletedAndQuietIssues: an open issue deleted in Guance is found by the sweep and
-// its card says so; a resolved issue quiet for QUIET_AFTER is no longer scanned.
+// its card says so; a resolved issue quiet for QUIET_AFTER is no longer scanned, until
+// it is reopened in Guance.
 func TestDeletedAndQuietIssues(t *testing.T) {
 	h := newHarness(t, "embedded", 18, time.Second)
 	h.cfg.QuietAfter = 3 * time.Second
@@ -622,6 +623,14 @@ func TestDeletedAndQuietIssues(t *testing.T) {
 	if after := count(); after != before {
 		t.Errorf("a quiet resolved issue was scanned %d more times", after-before)
 	}
+	// Reopened in Guance (with no other open issue watched): the sweep finds it, the
+	// card follows and its replies reach the thread again.
+	h.gs.SetStatus(quiet, 10)
+	h.gs.AddHumanReply(quiet, "王五", "it is back")
+	waitFor(t, 30*time.Second, "the reopened card", func() bool {
+		return strings.Contains(h.cardContent(quietCard), `"content":"Open"`)
+	})
+	waitFor(t, 30*time.Second, "the reply after the reopen", func() bool { return len(h.guancePosts(quietCard)) == 1 })
 }
 
 // TestStatusCommandReports: @bot status answers with the bridge's health, the
