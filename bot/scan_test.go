@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"issuebot/bot/feishu"
 	"issuebot/guance"
 	"issuebot/guance/guancetest"
 	"issuebot/store"
@@ -164,10 +165,19 @@ func TestLateVisibleReplyIsRead(t *testing.T) {
 	}
 }
 
-// countingStore counts the reads of the thread queue.
+// countingStore counts the reads of the thread queue, and runs onUpdate (when set)
+// before each UpdateIssue.
 type countingStore struct {
 	store.Store
 	threadReads atomic.Int64
+	onUpdate    func()
+}
+
+func (s *countingStore) UpdateIssue(ctx context.Context, issueUUID string, fn func(*store.Issue) error) (store.Issue, error) {
+	if s.onUpdate != nil {
+		s.onUpdate()
+	}
+	return s.Store.UpdateIssue(ctx, issueUUID, fn)
 }
 
 func (s *countingStore) DueJobs(ctx context.Context, queue string, now time.Time, limit int) ([]store.Job, error) {
@@ -280,5 +290,34 @@ func TestHeldReplyRelease(t *testing.T) {
 	}
 	if n, err := h.st.CountJobs(t.Context(), queueHeld); err != nil || n != 0 {
 		t.Errorf("%d still held (%v)", n, err)
+	}
+}
+
+// TestLateClickAnswerPatchesTheCard: when a click's answer leaves after Feishu stopped
+// waiting (a slow store, say), the card is not taken to show it: a patch is queued.
+func TestLateClickAnswerPatchesTheCard(t *testing.T) {
+	h, _, _ := scanHarness(t)
+	var late atomic.Bool
+	cs := &countingStore{Store: h.st, onUpdate: func() { late.Store(true) }}
+	b := New(h.cfg, h.fc, h.gc, cs, nil, h.logger())
+	b.now = func() time.Time {
+		if late.Load() {
+			return time.Now().Add(answerDeadline + time.Second)
+		}
+		return time.Now()
+	}
+	issue := h.gs.AddIssue(guancetest.IssueSpec{Name: "slow answer"}).UUID
+	rec := carded(t, h, issue, time.Now())
+	resp, err := b.HandleCardAction(t.Context(), feishu.CardAction{EventID: "ev_late", OperatorOpenID: "ou_alice",
+		MessageID: rec.CardMessageID, ChatID: testChat, EventTime: time.Now(),
+		Value: map[string]any{"action": "resolve", "issue": issue, "rev": float64(1), "st": float64(10)}})
+	if err != nil || resp.Toast == nil || resp.Toast.Type != "success" {
+		t.Fatalf("answer %+v, %v", resp, err)
+	}
+	got := h.record(issue)
+	n, err := h.st.CountJobs(t.Context(), queuePatches)
+	if got.StatusType != 20 || got.PatchedRevision >= got.CardRevision || err != nil || n != 1 {
+		t.Errorf("after a late answer: status %d, revision %d shown of %d, %d patches queued (%v); want a patch queued",
+			got.StatusType, got.PatchedRevision, got.CardRevision, n, err)
 	}
 }

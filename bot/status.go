@@ -24,6 +24,29 @@ const queueStatus = "status"
 // answer within 3 s.
 const clickBudget = 2200 * time.Millisecond
 
+// answerDeadline is when Feishu stops waiting for a callback's answer.
+const answerDeadline = 3 * time.Second
+
+// unanswered marks the card's revision as not shown (the answer that carried it may
+// have come too late) and queues its patch.
+func (b *Bot) unanswered(ctx context.Context, rec store.Issue) {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, _, err := b.updateIssue(wctx, rec.IssueUUID, func(r *store.Issue) error {
+		if r.CardMessageID != rec.CardMessageID || r.PatchedRevision != rec.CardRevision {
+			return errUnchanged
+		}
+		r.PatchedRevision = rec.CardRevision - 1
+		return nil
+	}); err != nil {
+		b.logger.Warn("mark a late click answer", "issue_uuid", rec.IssueUUID, "err", err)
+		return
+	}
+	if err := b.queuePatch(wctx, rec.IssueUUID); err != nil {
+		b.logger.Warn("queue the patch after a late click answer", "issue_uuid", rec.IssueUUID, "err", err)
+	}
+}
+
 // statusJob is a status change to make in Guance.
 type statusJob struct {
 	IssueUUID string            `json:"issue_uuid"`
@@ -111,6 +134,11 @@ func (b *Bot) HandleCardAction(ctx context.Context, a feishu.CardAction) (feishu
 		b.metrics.statusChanges.WithLabelValues("button").Inc()
 		zh, en := cardStatus(target)
 		log.Info("status changed from the card", "status", target.String())
+		if late := b.now().Sub(start); late > answerDeadline && rec2.PatchedRevision == rec2.CardRevision {
+			// Feishu may have dropped an answer this late: patch the card too.
+			log.Warn("a click's answer is late; the card is patched as well", "took", late)
+			b.unanswered(ctx, rec2)
+		}
 		return b.answer(rec2, "success", "已将状态改为「"+zh+"」。", "Status changed to "+en+".")
 	case errors.Is(err, guance.ErrNotFound):
 		if gerr := b.markGone(ctx, rec.IssueUUID); gerr != nil {
