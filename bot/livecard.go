@@ -249,6 +249,7 @@ func (b *Bot) markGone(ctx context.Context, issueUUID string) error {
 			return errUnchanged
 		}
 		r.Gone, r.Refresh = true, false
+		r.ScanResume, r.ScanTop = 0, 0 // nothing more to read: its queued replies may go
 		r.CardRevision++
 		return nil
 	})

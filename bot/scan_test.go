@@ -78,8 +78,18 @@ func queuedReplies(t *testing.T, h *harness) map[string]bool {
 // two scans, are all queued; the scan goes on over several steps, and the issue's
 // thread posts wait until it is through.
 func TestScanReachesEveryReply(t *testing.T) {
-	h, b, _ := scanHarness(t)
+	h, _, _ := scanHarness(t)
 	issue := h.gs.AddIssue(guancetest.IssueSpec{Name: "chatty"}).UUID
+	// The issue's posts are held before the first reply of an unfinished scan is queued.
+	var unheld atomic.Int64
+	cs := &countingStore{Store: h.st}
+	cs.onPut = func(queue string) {
+		if rec, err := h.st.GetIssue(t.Context(), issue); queue == queueThread && (err != nil || rec.ScanResume == 0) &&
+			rec.LastReplyAt == 0 {
+			unheld.Add(1)
+		}
+	}
+	b := New(h.cfg, h.fc, h.gc, cs, nil, h.logger())
 	carded(t, h, issue, time.Now())
 	const burst = scanPageSize*scanMaxPages + 30 // beyond one step
 	for i := range burst {
@@ -105,6 +115,9 @@ func TestScanReachesEveryReply(t *testing.T) {
 	}
 	if steps := 1 + scanUntilDone(t, h, b, issue); steps < 2 {
 		t.Errorf("%d steps", steps)
+	}
+	if n := unheld.Load(); n != 0 {
+		t.Errorf("%d replies queued before the issue's posts were held", n)
 	}
 	got := queuedReplies(t, h)
 	for i := range burst {
@@ -166,11 +179,19 @@ func TestLateVisibleReplyIsRead(t *testing.T) {
 }
 
 // countingStore counts the reads of the thread queue, and runs onUpdate (when set)
-// before each UpdateIssue.
+// before each UpdateIssue and onPut before each PutJob.
 type countingStore struct {
 	store.Store
 	threadReads atomic.Int64
 	onUpdate    func()
+	onPut       func(queue string)
+}
+
+func (s *countingStore) PutJob(ctx context.Context, queue string, j store.Job) error {
+	if s.onPut != nil {
+		s.onPut(queue)
+	}
+	return s.Store.PutJob(ctx, queue, j)
 }
 
 func (s *countingStore) UpdateIssue(ctx context.Context, issueUUID string, fn func(*store.Issue) error) (store.Issue, error) {
@@ -246,51 +267,77 @@ func TestBrokenIssueBacksOff(t *testing.T) {
 	}
 }
 
+// holdReply puts a reply written with an API key into the held queue.
+func holdReply(t *testing.T, h *harness, id, creator string, age time.Duration) {
+	t.Helper()
+	payload, err := json.Marshal(threadJob{IssueUUID: "issue_1", ReplyUUID: id, Creator: creator,
+		CreateAt: time.Now().Add(-age).Unix(), Text: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.st.PutJob(t.Context(), queueHeld, store.Job{ID: id, Payload: payload, NotBefore: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestHeldReplyRelease: a reply held while the bot does not know its key's id is
 // released once another replica has learnt the id (it is kept in the store), or, with
-// no id, once it has waited heldMaxWait while no reply of the bot's is in flight.
+// no id, once it has waited heldMaxWait while no reply of the bot's is in flight — but
+// never a reply the bot recorded as its own.
 func TestHeldReplyRelease(t *testing.T) {
-	h, b, _ := scanHarness(t)
-	hold := func(id string, age time.Duration) {
-		t.Helper()
-		payload, err := json.Marshal(threadJob{IssueUUID: "issue_1", ReplyUUID: id, Creator: "wsak_other",
-			CreateAt: time.Now().Add(-age).Unix(), Text: id})
-		if err != nil {
+	t.Run("another replica learnt the key", func(t *testing.T) {
+		h, b, _ := scanHarness(t)
+		holdReply(t, h, "young", "wsak_other", 0)
+		b.releaseHeld(t.Context())
+		if got := queuedReplies(t, h); len(got) != 0 {
+			t.Fatalf("released %v before the key was known", got)
+		}
+		if err := h.st.SetMeta(t.Context(), metaKeyAccount, "wsak_bot"); err != nil {
 			t.Fatal(err)
 		}
-		if err := h.st.PutJob(t.Context(), queueHeld, store.Job{ID: id, Payload: payload, NotBefore: time.Now()}); err != nil {
+		b.releaseHeld(t.Context())
+		if got := queuedReplies(t, h); len(got) != 1 || !got["young"] {
+			t.Errorf("released %v, want the other key's reply", got)
+		}
+	})
+	t.Run("waited long enough", func(t *testing.T) {
+		h, b, _ := scanHarness(t)
+		waitLimit := heldMaxWait / time.Minute * h.cfg.BudgetWindow
+		holdReply(t, h, "young", "wsak_other", 0)
+		holdReply(t, h, "old", "wsak_other", waitLimit+2*time.Second)
+		// The bot's own reply, whose answer (and so the key's id) was lost.
+		holdReply(t, h, "own", "wsak_bot", waitLimit+2*time.Second)
+		if err := h.st.AddOwnReply(t.Context(), "issue_1", "own"); err != nil {
 			t.Fatal(err)
 		}
-	}
-	waitLimit := heldMaxWait / time.Minute * h.cfg.BudgetWindow
-	hold("young", 0)
-	hold("old", waitLimit+2*time.Second)
-	// A reply of the bot's in flight: nothing is released.
-	if err := h.st.PutJob(t.Context(), queueReplies, store.Job{ID: "om_inflight", Payload: []byte(`{}`), NotBefore: time.Now().Add(time.Hour)}); err != nil {
-		t.Fatal(err)
-	}
-	b.releaseHeld(t.Context())
-	if got := queuedReplies(t, h); len(got) != 0 {
-		t.Fatalf("released %v while a reply of the bot's was in flight", got)
-	}
-	if err := h.st.DeleteJob(t.Context(), queueReplies, "om_inflight"); err != nil {
-		t.Fatal(err)
-	}
-	b.releaseHeld(t.Context())
-	if got := queuedReplies(t, h); len(got) != 1 || !got["old"] {
-		t.Fatalf("released %v, want the old one only", got)
-	}
-	// Another replica learnt the key's id: the young one goes too.
-	if err := h.st.SetMeta(t.Context(), metaKeyAccount, "wsak_bot"); err != nil {
-		t.Fatal(err)
-	}
-	b.releaseHeld(t.Context())
-	if got := queuedReplies(t, h); len(got) != 2 {
-		t.Errorf("released %v, want both", got)
-	}
-	if n, err := h.st.CountJobs(t.Context(), queueHeld); err != nil || n != 0 {
-		t.Errorf("%d still held (%v)", n, err)
-	}
+		// A reply of the bot's in flight: nothing is released.
+		if err := h.st.PutJob(t.Context(), queueReplies, store.Job{ID: "om_inflight", Payload: []byte(`{}`),
+			NotBefore: time.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		b.releaseHeld(t.Context())
+		if got := queuedReplies(t, h); len(got) != 0 {
+			t.Fatalf("released %v while a reply of the bot's was in flight", got)
+		}
+		if err := h.st.DeleteJob(t.Context(), queueReplies, "om_inflight"); err != nil {
+			t.Fatal(err)
+		}
+		b.releaseHeld(t.Context())
+		if got := queuedReplies(t, h); len(got) != 1 || !got["old"] {
+			t.Fatalf("released %v, want the old one only (not the young one, not the bot's own)", got)
+		}
+		if k := b.keyID.Load(); k == nil || *k != "wsak_bot" {
+			t.Errorf("the key's id was not learnt from the bot's own held reply")
+		}
+		// The key is known now: the young one is another key's, and goes too.
+		b.releaseHeld(t.Context())
+		if got := queuedReplies(t, h); len(got) != 2 || !got["young"] || got["own"] {
+			t.Errorf("released %v, want old and young", got)
+		}
+		if n, err := h.st.CountJobs(t.Context(), queueHeld); err != nil || n != 0 {
+			t.Errorf("%d still held (%v)", n, err)
+		}
+	})
 }
 
 // TestLateClickAnswerPatchesTheCard: when a click's answer leaves after Feishu stopped
@@ -319,5 +366,32 @@ func TestLateClickAnswerPatchesTheCard(t *testing.T) {
 	if got.StatusType != 20 || got.PatchedRevision >= got.CardRevision || err != nil || n != 1 {
 		t.Errorf("after a late answer: status %d, revision %d shown of %d, %d patches queued (%v); want a patch queued",
 			got.StatusType, got.PatchedRevision, got.CardRevision, n, err)
+	}
+}
+
+// TestUnfinishedScanOfAGoneIssue: an issue deleted in the middle of a scan of several
+// steps does not hold its queued replies forever; a resolved one stays watched until
+// its scan is through.
+func TestUnfinishedScanOfAGoneIssue(t *testing.T) {
+	h, b, _ := scanHarness(t)
+	issue := h.gs.AddIssue(guancetest.IssueSpec{Name: "going"}).UUID
+	carded(t, h, issue, time.Now())
+	for i := range scanPageSize*scanMaxPages + 5 {
+		h.gs.AddHumanReply(issue, "王五", fmt.Sprintf("r%03d", i))
+	}
+	if err := b.scanReplies(t.Context(), h.record(issue)); err != nil {
+		t.Fatal(err)
+	}
+	rec := h.record(issue)
+	rec.StatusType = int(guance.StatusResolved)
+	if rec.ScanResume == 0 || !b.watchedIssue(rec, time.Now().Add(365*24*time.Hour)) {
+		t.Errorf("resume page %d: a resolved, quiet issue with a scan to finish is not watched", rec.ScanResume)
+	}
+	// Deleted in Guance (a re-read answered 404).
+	if err := b.markGone(t.Context(), issue); err != nil {
+		t.Fatal(err)
+	}
+	if rec := h.record(issue); !rec.Gone || rec.ScanResume != 0 {
+		t.Errorf("gone %v, resume page %d; want no scan in progress", rec.Gone, rec.ScanResume)
 	}
 }

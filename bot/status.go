@@ -318,7 +318,7 @@ func (b *Bot) statusWork(ctx context.Context, j store.Job) error {
 			return errors.Join(b.markGone(wctx, p.IssueUUID), b.state.DeleteJob(wctx, queueStatus, j.ID))
 		case err != nil:
 			return b.retryJob(wctx, queueStatus, j, fmt.Errorf("read the issue before a queued status change: %w", err))
-		case cur.StatusType != p.Expect:
+		case cur.StatusType != p.Expect && cur.StatusType != p.Target:
 			log.Info("queued status change dropped: the issue changed in Guance meanwhile", "status", cur.StatusType.String())
 			if err := b.observe(wctx, *cur, asked); err != nil {
 				return b.retryJob(wctx, queueStatus, j, err)

@@ -165,8 +165,8 @@ func (b *Bot) watchedIssue(r store.Issue, now time.Time) bool {
 	if r.Gone || r.CardMessageID == "" {
 		return false
 	}
-	if !statusDone(r.StatusType) {
-		return true
+	if !statusDone(r.StatusType) || r.ScanResume > 0 {
+		return true // open, or a reply scan to finish
 	}
 	last := latest(time.Unix(r.UpdateAt, 0), time.Unix(r.LastReplyAt, 0), r.LastActivity, r.ChangedAt, r.SentAt)
 	return now.Sub(last) < b.cfg.QuietAfter

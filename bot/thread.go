@@ -114,6 +114,17 @@ func (b *Bot) scanReplies(ctx context.Context, rec store.Issue) error {
 	}
 	b.noteSuccess(uuid)
 	slices.Reverse(fresh) // oldest first: the thread shows them in order
+	if !complete && rec.ScanResume == 0 && len(fresh) > 0 {
+		// Hold the issue's posts before queuing any: older replies are still to come.
+		// (A crash before the resume page is written starts the scan over; the seen
+		// marks keep it from queuing twice.)
+		if _, _, err := b.updateIssue(ctx, uuid, func(r *store.Issue) error {
+			r.ScanResume = start
+			return nil
+		}); err != nil {
+			return fmt.Errorf("mark the reply scan of issue %s in progress: %w", uuid, err)
+		}
+	}
 
 	now := b.now()
 	refresh, changes := false, 0
@@ -257,6 +268,19 @@ func (b *Bot) releaseHeld(ctx context.Context) {
 		ok := json.Unmarshal(j.Payload, &p) == nil
 		if !known && ok && b.now().Sub(time.Unix(p.CreateAt, 0)) < heldMaxWait/time.Minute*b.cfg.BudgetWindow {
 			continue
+		}
+		if !known {
+			// A reply the bot wrote is recorded as its own even when the answer that
+			// would have taught it its key's id was lost: never post that one.
+			own, err := b.state.IsOwnReply(ctx, j.ID)
+			if err != nil {
+				b.logger.Warn("check a held reply", "reply_uuid", j.ID, "err", err)
+				continue
+			}
+			if own {
+				b.learnKey(ctx, p.Creator)
+				ok = false
+			}
 		}
 		if ok && (!known || !b.byBotKey(p.Creator)) {
 			j.NotBefore = b.now()
@@ -414,7 +438,7 @@ func (b *Bot) postToThread(ctx context.Context, j store.Job) error {
 	if err != nil {
 		return b.retryJob(wctx, queueThread, j, fmt.Errorf("read issue record: %w", err))
 	}
-	if rec.ScanResume > 0 {
+	if rec.ScanResume > 0 && !rec.Gone {
 		// A scan is still reading older replies of the issue: they go first.
 		j.NotBefore = b.now().Add(b.cfg.BudgetWindow / 10)
 		return b.state.PutJob(wctx, queueThread, j)
