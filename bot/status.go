@@ -27,26 +27,6 @@ const clickBudget = 2200 * time.Millisecond
 // answerDeadline is when Feishu stops waiting for a callback's answer.
 const answerDeadline = 3 * time.Second
 
-// unanswered marks the card's revision as not shown (the answer that carried it may
-// have come too late) and queues its patch.
-func (b *Bot) unanswered(ctx context.Context, rec store.Issue) {
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if _, _, err := b.updateIssue(wctx, rec.IssueUUID, func(r *store.Issue) error {
-		if r.CardMessageID != rec.CardMessageID || r.PatchedRevision != rec.CardRevision {
-			return errUnchanged
-		}
-		r.PatchedRevision = rec.CardRevision - 1
-		return nil
-	}); err != nil {
-		b.logger.Warn("mark a late click answer", "issue_uuid", rec.IssueUUID, "err", err)
-		return
-	}
-	if err := b.queuePatch(wctx, rec.IssueUUID); err != nil {
-		b.logger.Warn("queue the patch after a late click answer", "issue_uuid", rec.IssueUUID, "err", err)
-	}
-}
-
 // statusJob is a status change to make in Guance.
 type statusJob struct {
 	IssueUUID string            `json:"issue_uuid"`
@@ -280,6 +260,26 @@ func (b *Bot) queueStatusJob(ctx context.Context, id string, job statusJob) erro
 	}
 	b.kick(b.wakeStatus)
 	return nil
+}
+
+// unanswered marks the card's revision as not shown (the answer that carried it may
+// have come too late) and queues its patch.
+func (b *Bot) unanswered(ctx context.Context, rec store.Issue) {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, _, err := b.updateIssue(wctx, rec.IssueUUID, func(r *store.Issue) error {
+		if r.CardMessageID != rec.CardMessageID || r.PatchedRevision != rec.CardRevision {
+			return errUnchanged
+		}
+		r.PatchedRevision = rec.CardRevision - 1
+		return nil
+	}); err != nil {
+		b.logger.Warn("mark a late click answer", "issue_uuid", rec.IssueUUID, "err", err)
+		return
+	}
+	if err := b.queuePatch(wctx, rec.IssueUUID); err != nil {
+		b.logger.Warn("queue the patch after a late click answer", "issue_uuid", rec.IssueUUID, "err", err)
+	}
 }
 
 // runStatus makes queued status changes until ctx ends.
