@@ -72,6 +72,7 @@ type State interface {
 	DeleteJob(ctx context.Context, queue, id string) error
 	CountJobs(ctx context.Context, queue string) (int, error)
 	Claim(ctx context.Context, key string, ttl time.Duration) (bool, error)
+	Claimed(ctx context.Context, key string) (bool, error)
 	Release(ctx context.Context, key string) error
 	IssueByMessage(ctx context.Context, messageOrThreadID string) (store.Issue, error)
 	LinkThread(ctx context.Context, threadID, issueUUID string) error

@@ -395,3 +395,33 @@ func TestUnfinishedScanOfAGoneIssue(t *testing.T) {
 		t.Errorf("gone %v, resume page %d; want no scan in progress", rec.Gone, rec.ScanResume)
 	}
 }
+
+// TestPostedReplyIsNotPostedAgain: a Guance reply queued again after it was posted and
+// counted (a crash lost its seen mark, and Feishu's one-hour uuid window has passed)
+// is not posted twice.
+func TestPostedReplyIsNotPostedAgain(t *testing.T) {
+	h, b, _ := scanHarness(t)
+	issue := h.gs.AddIssue(guancetest.IssueSpec{Name: "posted"}).UUID
+	carded(t, h, issue, time.Now())
+	if _, err := h.st.Claim(t.Context(), syncedKey("guance:reply_posted"), store.Retention); err != nil {
+		t.Fatal(err)
+	}
+	payload, err := json.Marshal(threadJob{IssueUUID: issue, ReplyUUID: "reply_posted", Author: "王五",
+		CreateAt: time.Now().Add(-2 * time.Hour).Unix(), Text: "posted two hours ago"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := store.Job{ID: "reply_posted", Payload: payload, NotBefore: time.Now()}
+	if err := h.st.PutJob(t.Context(), queueThread, job); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.postToThread(t.Context(), job); err != nil {
+		t.Fatal(err)
+	}
+	if msgs := h.fs.Messages(testChat); len(msgs) != 0 {
+		t.Errorf("posted again: %v", msgs)
+	}
+	if n, err := h.st.CountJobs(t.Context(), queueThread); err != nil || n != 0 {
+		t.Errorf("%d thread jobs left (%v)", n, err)
+	}
+}

@@ -431,6 +431,13 @@ func (b *Bot) postToThread(ctx context.Context, j store.Job) error {
 	if !ok {
 		return err
 	}
+	// Posted and counted already (queued again after a crash lost its seen mark, say,
+	// perhaps after Feishu's one-hour uuid window): not again.
+	if done, err := b.state.Claimed(wctx, syncedKey("guance:"+p.ReplyUUID)); err != nil {
+		return b.retryJob(wctx, queueThread, j, fmt.Errorf("check reply %s posted: %w", p.ReplyUUID, err))
+	} else if done {
+		return b.state.DeleteJob(wctx, queueThread, j.ID)
+	}
 	rec, err := b.state.GetIssue(wctx, p.IssueUUID)
 	if errors.Is(err, store.ErrNotFound) {
 		return b.state.DeleteJob(wctx, queueThread, j.ID)
@@ -488,10 +495,13 @@ func (b *Bot) postToThread(ctx context.Context, j store.Job) error {
 	return nil
 }
 
+// syncedKey is the claim that a reply was synced and counted on its card.
+func syncedKey(key string) string { return "synced:" + key }
+
 // countSynced adds one synced reply to an issue's card (once per key, so a retried
 // job does not count twice) and queues the card's patch.
 func (b *Bot) countSynced(ctx context.Context, issueUUID, key string) error {
-	first, err := b.state.Claim(ctx, "synced:"+key, store.Retention)
+	first, err := b.state.Claim(ctx, syncedKey(key), store.Retention)
 	if err != nil {
 		return fmt.Errorf("claim reply count %s: %w", key, err)
 	}
@@ -507,7 +517,7 @@ func (b *Bot) countSynced(ctx context.Context, issueUUID, key string) error {
 		return nil
 	}
 	if err != nil {
-		_ = b.state.Release(context.WithoutCancel(ctx), "synced:"+key)
+		_ = b.state.Release(context.WithoutCancel(ctx), syncedKey(key))
 		return err
 	}
 	if ok {

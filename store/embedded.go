@@ -534,6 +534,19 @@ func (e *Embedded) Claim(ctx context.Context, key string, ttl time.Duration) (bo
 	return ok, nil
 }
 
+// Claimed reports whether a live claim on key exists.
+func (e *Embedded) Claimed(ctx context.Context, key string) (bool, error) {
+	var ok bool
+	err := e.view(ctx, func(tx *bolt.Tx) error {
+		ok = live(tx.Bucket(bucketClaims).Get([]byte(key)), e.now())
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("check claim %s: %w", key, err)
+	}
+	return ok, nil
+}
+
 // Release deletes a claim.
 func (e *Embedded) Release(ctx context.Context, key string) error {
 	err := e.update(ctx, func(tx *bolt.Tx, _ time.Time) error {

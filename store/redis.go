@@ -478,6 +478,15 @@ func (r *Redis) Claim(ctx context.Context, key string, ttl time.Duration) (bool,
 	return ok, nil
 }
 
+// Claimed reports whether the claim key exists (Redis expires it with its ttl).
+func (r *Redis) Claimed(ctx context.Context, key string) (bool, error) {
+	n, err := r.client.Exists(ctx, r.keys.claim(key)).Result()
+	if err != nil {
+		return false, fmt.Errorf("check claim %s: %w", key, err)
+	}
+	return n == 1, nil
+}
+
 // Release deletes the claim key.
 func (r *Redis) Release(ctx context.Context, key string) error {
 	if err := r.client.Del(ctx, r.keys.claim(key)).Err(); err != nil {

@@ -21,7 +21,7 @@
 //	                                            after DeleteIssue or, while it has none, after the last mark
 //	                                            (PutIssue removes the TTL again)
 //	own                      zset    members    reply uuids the bot created, score = unix ms; pruned after 30 days
-//	claim:<key>              string  caller's   "1"; set with SET NX PX (Claim), deleted by Release
+//	claim:<key>              string  caller's   "1"; set with SET NX PX (Claim), deleted by Release; read by Claimed (EXISTS)
 //	routes                   hash    none       field "<chatID>\x00<channelUUID>" → JSON [Route]
 //	cursor:<name>            string  none       decimal int64, only ever raised (AdvanceCursor)
 //	meta:<name>              string  none       a small named value (SetMeta)
@@ -180,6 +180,8 @@ type Store interface {
 	// Claim returns true if key was not claimed within the last ttl, and claims it for ttl (SET NX PX
 	// semantics); it returns false while an earlier claim holds. ttl must be at least 1ms.
 	Claim(ctx context.Context, key string, ttl time.Duration) (bool, error)
+	// Claimed reports whether key is claimed now (a claim taken and not yet expired or released).
+	Claimed(ctx context.Context, key string) (bool, error)
 	// Release removes a claim so that the work can be claimed and done again. Releasing an unclaimed key is
 	// not an error.
 	Release(ctx context.Context, key string) error

@@ -356,10 +356,21 @@ func testClaim(t *testing.T, s store.Store) {
 			t.Errorf("Claim(%q) = %v, want %v", key, got, want)
 		}
 	}
+	claimed := func(key string, want bool) {
+		t.Helper()
+		got, err := s.Claimed(ctx, key)
+		must(t, "Claimed", err)
+		if got != want {
+			t.Errorf("Claimed(%q) = %v, want %v", key, got, want)
+		}
+	}
+	claimed("msg:om_1", false)
 	claim("msg:om_1", true)
+	claimed("msg:om_1", true)
 	claim("msg:om_1", false)
 	claim("msg:om_2", true)
 	must(t, "Release", s.Release(ctx, "msg:om_1"))
+	claimed("msg:om_1", false)
 	claim("msg:om_1", true)
 	claim("msg:om_1", false)
 	must(t, "Release of an unclaimed key", s.Release(ctx, "never"))
@@ -381,6 +392,9 @@ func testClaimExpires(t *testing.T, s store.Store) {
 		t.Fatal("second Claim within ttl = true, want false")
 	}
 	waitExpired(t, s, shortTTL, "claim", func() bool {
+		if held, err := s.Claimed(ctx, "evt:1"); err != nil || held {
+			return false
+		}
 		ok, err := s.Claim(ctx, "evt:1", time.Hour)
 		must(t, "Claim", err)
 		return ok
