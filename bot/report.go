@@ -94,7 +94,11 @@ func (r Report) Text(now time.Time) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "issuebot 状态 / status\n")
 	fmt.Fprintf(&b, "上次轮询 / last poll: %s（每 / every %s）\n", ago(r.LastPoll), roundDur(r.PollEvery))
-	fmt.Fprintf(&b, "Guance 配额 / budget: %d / %d 每 / per %s\n", r.BudgetUsed, r.BudgetLimit, roundDur(r.BudgetWindow))
+	scope := ""
+	if r.Store == "redis" {
+		scope = "，本副本 / this replica" // the limit is shared by the replicas through Redis
+	}
+	fmt.Fprintf(&b, "Guance 配额 / budget: %d / %d 每 / per %s%s\n", r.BudgetUsed, r.BudgetLimit, roundDur(r.BudgetWindow), scope)
 	fmt.Fprintf(&b, "存储 / store: %s\n", r.Store)
 	fmt.Fprintf(&b, "卡片 / cards: 跟踪 tracked %d，监视 watched %d\n", r.Tracked, r.Watched)
 	fmt.Fprintf(&b, "回复同步 / reply sync: 最久未扫 oldest unscanned %s，轮转一周约 full round ≈ %s（回复更新 updateAt / replies bump updateAt: %s）\n",

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -423,5 +424,16 @@ func TestPostedReplyIsNotPostedAgain(t *testing.T) {
 	}
 	if n, err := h.st.CountJobs(t.Context(), queueThread); err != nil || n != 0 {
 		t.Errorf("%d thread jobs left (%v)", n, err)
+	}
+}
+
+// TestReportNamesTheBudgetScope: with Redis the budget is shared by the replicas, and
+// the report says its count is this replica's.
+func TestReportNamesTheBudgetScope(t *testing.T) {
+	for store, want := range map[string]bool{"redis": true, "embedded": false} {
+		text := Report{Store: store, BudgetUsed: 3, BudgetLimit: 18, BudgetWindow: time.Minute}.Text(time.Now())
+		if got := strings.Contains(text, "budget: 3 / 18 每 / per 1m0s，本副本 / this replica"); got != want {
+			t.Errorf("%s store: this-replica note %v, want %v:\n%s", store, got, want, text)
+		}
 	}
 }
