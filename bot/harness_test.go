@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -252,4 +253,60 @@ func (h *harness) quiet(n int) {
 		}
 		return seen >= n
 	})
+}
+
+// scanHarness returns a harness and a bot that is not running, for driving its steps
+// (scans, posts, queued jobs) one by one; the offset shifts the Guance fake's clock.
+func scanHarness(t *testing.T) (*harness, *Bot, *atomic.Int64) {
+	t.Helper()
+	h := newHarness(t, "embedded", 18, time.Second)
+	var offset atomic.Int64 // the Guance clock's offset from now
+	h.gs.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	return h, New(h.cfg, h.fc, h.gc, h.st, nil, h.logger()), &offset
+}
+
+// carded records a card for a Guance issue, as delivery would, sent at sentAt.
+func carded(t *testing.T, h *harness, issueUUID string, sentAt time.Time) store.Issue {
+	t.Helper()
+	is, ok := h.gs.Issue(issueUUID)
+	if !ok {
+		t.Fatalf("no issue %s", issueUUID)
+	}
+	rec := store.Issue{IssueUUID: issueUUID, ChatID: testChat, CardMessageID: "om_card_" + issueUUID, CardRevision: 1,
+		PatchedRevision: 1, UpdateAt: is.UpdateAt, ScannedUpdateAt: is.UpdateAt, StatusType: is.StatusType,
+		Name: is.Name, SentAt: sentAt, CreateAt: is.CreateAt}
+	if err := h.st.PutIssue(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+// countingStore counts the reads of the thread queue, and runs onUpdate (when set)
+// before each UpdateIssue and onPut before each PutJob.
+type countingStore struct {
+	store.Store
+	threadReads atomic.Int64
+	onUpdate    func()
+	onPut       func(queue string)
+}
+
+func (s *countingStore) PutJob(ctx context.Context, queue string, j store.Job) error {
+	if s.onPut != nil {
+		s.onPut(queue)
+	}
+	return s.Store.PutJob(ctx, queue, j)
+}
+
+func (s *countingStore) UpdateIssue(ctx context.Context, issueUUID string, fn func(*store.Issue) error) (store.Issue, error) {
+	if s.onUpdate != nil {
+		s.onUpdate()
+	}
+	return s.Store.UpdateIssue(ctx, issueUUID, fn)
+}
+
+func (s *countingStore) DueJobs(ctx context.Context, queue string, now time.Time, limit int) ([]store.Job, error) {
+	if queue == queueThread {
+		s.threadReads.Add(1)
+	}
+	return s.Store.DueJobs(ctx, queue, now, limit)
 }

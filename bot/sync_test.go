@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1037,5 +1038,72 @@ func TestRecalledOldCardIsGivenUp(t *testing.T) {
 	h.settled(issue) // given up, not retried
 	if n := h.cardCount(); n != 1 {
 		t.Errorf("%d cards, want the recalled one only", n)
+	}
+}
+
+// TestBrokenIssueBacksOff: an issue whose Guance requests keep failing is left alone
+// for a window, then two, four… (up to 32), so it cannot take the watcher's budget from
+// the others; a success or a throttle does not count against it.
+func TestBrokenIssueBacksOff(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Minute)
+	b := New(h.cfg, h.fc, h.gc, h.st, nil, h.logger())
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	now := t0
+	b.now = func() time.Time { return now }
+	broken := errors.New("decode issue: unexpected EOF")
+	for n, want := range []time.Duration{1, 2, 4, 8, 16, 32, 32} {
+		now = t0
+		b.noteFailure("issue_x", broken)
+		if !b.recentlyFailed("issue_x", t0.Add(want*time.Minute-time.Second)) || b.recentlyFailed("issue_x", t0.Add(want*time.Minute)) {
+			t.Errorf("after %d failures: want it left alone for %v", n+1, want*time.Minute)
+		}
+	}
+	b.noteFailure("issue_x", fmt.Errorf("list: %w", guance.ErrThrottled))
+	if b.recentlyFailed("issue_x", t0.Add(32*time.Minute)) {
+		t.Error("a throttle counted as the issue's failure")
+	}
+	b.noteSuccess("issue_x")
+	if b.recentlyFailed("issue_x", t0) {
+		t.Error("still left alone after a success")
+	}
+}
+
+// TestLateClickAnswerPatchesTheCard: when a click's answer leaves after Feishu stopped
+// waiting (a slow store, say), the card is not taken to show it: a patch is queued.
+func TestLateClickAnswerPatchesTheCard(t *testing.T) {
+	h, _, _ := scanHarness(t)
+	var late atomic.Bool
+	cs := &countingStore{Store: h.st, onUpdate: func() { late.Store(true) }}
+	b := New(h.cfg, h.fc, h.gc, cs, nil, h.logger())
+	b.now = func() time.Time {
+		if late.Load() {
+			return time.Now().Add(answerDeadline + time.Second)
+		}
+		return time.Now()
+	}
+	issue := h.gs.AddIssue(guancetest.IssueSpec{Name: "slow answer"}).UUID
+	rec := carded(t, h, issue, time.Now())
+	resp, err := b.HandleCardAction(t.Context(), feishu.CardAction{EventID: "ev_late", OperatorOpenID: "ou_alice",
+		MessageID: rec.CardMessageID, ChatID: testChat, EventTime: time.Now(),
+		Value: map[string]any{"action": "resolve", "issue": issue, "rev": float64(1), "st": float64(10)}})
+	if err != nil || resp.Toast == nil || resp.Toast.Type != "success" {
+		t.Fatalf("answer %+v, %v", resp, err)
+	}
+	got := h.record(issue)
+	n, err := h.st.CountJobs(t.Context(), queuePatches)
+	if got.StatusType != 20 || got.PatchedRevision >= got.CardRevision || err != nil || n != 1 {
+		t.Errorf("after a late answer: status %d, revision %d shown of %d, %d patches queued (%v); want a patch queued",
+			got.StatusType, got.PatchedRevision, got.CardRevision, n, err)
+	}
+}
+
+// TestReportNamesTheBudgetScope: with Redis the budget is shared by the replicas, and
+// the report says its count is this replica's.
+func TestReportNamesTheBudgetScope(t *testing.T) {
+	for store, want := range map[string]bool{"redis": true, "embedded": false} {
+		text := Report{Store: store, BudgetUsed: 3, BudgetLimit: 18, BudgetWindow: time.Minute}.Text(time.Now())
+		if got := strings.Contains(text, "budget: 3 / 18 每 / per 1m0s，本副本 / this replica"); got != want {
+			t.Errorf("%s store: this-replica note %v, want %v:\n%s", store, got, want, text)
+		}
 	}
 }

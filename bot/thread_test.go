@@ -1,46 +1,16 @@
 package bot
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"issuebot/bot/feishu"
 	"issuebot/guance"
 	"issuebot/guance/guancetest"
 	"issuebot/store"
 )
-
-// scanHarness is a bot that is not running, with one carded issue, for driving
-// scanReplies step by step.
-func scanHarness(t *testing.T) (*harness, *Bot, *atomic.Int64) {
-	t.Helper()
-	h := newHarness(t, "embedded", 18, time.Second)
-	var offset atomic.Int64 // the Guance clock's offset from now
-	h.gs.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
-	return h, New(h.cfg, h.fc, h.gc, h.st, nil, h.logger()), &offset
-}
-
-// carded records a card for a Guance issue, as delivery would, sent at sentAt.
-func carded(t *testing.T, h *harness, issueUUID string, sentAt time.Time) store.Issue {
-	t.Helper()
-	is, ok := h.gs.Issue(issueUUID)
-	if !ok {
-		t.Fatalf("no issue %s", issueUUID)
-	}
-	rec := store.Issue{IssueUUID: issueUUID, ChatID: testChat, CardMessageID: "om_card_" + issueUUID, CardRevision: 1,
-		PatchedRevision: 1, UpdateAt: is.UpdateAt, ScannedUpdateAt: is.UpdateAt, StatusType: is.StatusType,
-		Name: is.Name, SentAt: sentAt, CreateAt: is.CreateAt}
-	if err := h.st.PutIssue(t.Context(), rec); err != nil {
-		t.Fatal(err)
-	}
-	return rec
-}
 
 // scanUntilDone runs scan steps until a scan reached what earlier ones read.
 func scanUntilDone(t *testing.T, h *harness, b *Bot, issueUUID string) (steps int) {
@@ -179,36 +149,6 @@ func TestLateVisibleReplyIsRead(t *testing.T) {
 	}
 }
 
-// countingStore counts the reads of the thread queue, and runs onUpdate (when set)
-// before each UpdateIssue and onPut before each PutJob.
-type countingStore struct {
-	store.Store
-	threadReads atomic.Int64
-	onUpdate    func()
-	onPut       func(queue string)
-}
-
-func (s *countingStore) PutJob(ctx context.Context, queue string, j store.Job) error {
-	if s.onPut != nil {
-		s.onPut(queue)
-	}
-	return s.Store.PutJob(ctx, queue, j)
-}
-
-func (s *countingStore) UpdateIssue(ctx context.Context, issueUUID string, fn func(*store.Issue) error) (store.Issue, error) {
-	if s.onUpdate != nil {
-		s.onUpdate()
-	}
-	return s.Store.UpdateIssue(ctx, issueUUID, fn)
-}
-
-func (s *countingStore) DueJobs(ctx context.Context, queue string, now time.Time, limit int) ([]store.Job, error) {
-	if queue == queueThread {
-		s.threadReads.Add(1)
-	}
-	return s.Store.DueJobs(ctx, queue, now, limit)
-}
-
 // TestClaimedThreadPostIsLeftAlone: a thread post another worker holds (a crashed
 // process's claim, kept for workClaimTTL) is left alone, not spun on.
 func TestClaimedThreadPostIsLeftAlone(t *testing.T) {
@@ -238,33 +178,6 @@ func TestClaimedThreadPostIsLeftAlone(t *testing.T) {
 	}
 	if n, err := h.st.CountJobs(t.Context(), queueThread); err != nil || n != 1 {
 		t.Errorf("%d thread jobs (%v), want the claimed one kept", n, err)
-	}
-}
-
-// TestBrokenIssueBacksOff: an issue whose Guance requests keep failing is left alone
-// for a window, then two, four… (up to 32), so it cannot take the watcher's budget from
-// the others; a success or a throttle does not count against it.
-func TestBrokenIssueBacksOff(t *testing.T) {
-	h := newHarness(t, "embedded", 18, time.Minute)
-	b := New(h.cfg, h.fc, h.gc, h.st, nil, h.logger())
-	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	now := t0
-	b.now = func() time.Time { return now }
-	broken := errors.New("decode issue: unexpected EOF")
-	for n, want := range []time.Duration{1, 2, 4, 8, 16, 32, 32} {
-		now = t0
-		b.noteFailure("issue_x", broken)
-		if !b.recentlyFailed("issue_x", t0.Add(want*time.Minute-time.Second)) || b.recentlyFailed("issue_x", t0.Add(want*time.Minute)) {
-			t.Errorf("after %d failures: want it left alone for %v", n+1, want*time.Minute)
-		}
-	}
-	b.noteFailure("issue_x", fmt.Errorf("list: %w", guance.ErrThrottled))
-	if b.recentlyFailed("issue_x", t0.Add(32*time.Minute)) {
-		t.Error("a throttle counted as the issue's failure")
-	}
-	b.noteSuccess("issue_x")
-	if b.recentlyFailed("issue_x", t0) {
-		t.Error("still left alone after a success")
 	}
 }
 
@@ -341,35 +254,6 @@ func TestHeldReplyRelease(t *testing.T) {
 	})
 }
 
-// TestLateClickAnswerPatchesTheCard: when a click's answer leaves after Feishu stopped
-// waiting (a slow store, say), the card is not taken to show it: a patch is queued.
-func TestLateClickAnswerPatchesTheCard(t *testing.T) {
-	h, _, _ := scanHarness(t)
-	var late atomic.Bool
-	cs := &countingStore{Store: h.st, onUpdate: func() { late.Store(true) }}
-	b := New(h.cfg, h.fc, h.gc, cs, nil, h.logger())
-	b.now = func() time.Time {
-		if late.Load() {
-			return time.Now().Add(answerDeadline + time.Second)
-		}
-		return time.Now()
-	}
-	issue := h.gs.AddIssue(guancetest.IssueSpec{Name: "slow answer"}).UUID
-	rec := carded(t, h, issue, time.Now())
-	resp, err := b.HandleCardAction(t.Context(), feishu.CardAction{EventID: "ev_late", OperatorOpenID: "ou_alice",
-		MessageID: rec.CardMessageID, ChatID: testChat, EventTime: time.Now(),
-		Value: map[string]any{"action": "resolve", "issue": issue, "rev": float64(1), "st": float64(10)}})
-	if err != nil || resp.Toast == nil || resp.Toast.Type != "success" {
-		t.Fatalf("answer %+v, %v", resp, err)
-	}
-	got := h.record(issue)
-	n, err := h.st.CountJobs(t.Context(), queuePatches)
-	if got.StatusType != 20 || got.PatchedRevision >= got.CardRevision || err != nil || n != 1 {
-		t.Errorf("after a late answer: status %d, revision %d shown of %d, %d patches queued (%v); want a patch queued",
-			got.StatusType, got.PatchedRevision, got.CardRevision, n, err)
-	}
-}
-
 // TestUnfinishedScanOfAGoneIssue: an issue deleted in the middle of a scan of several
 // steps does not hold its queued replies forever; a resolved one stays watched until
 // its scan is through.
@@ -424,16 +308,5 @@ func TestPostedReplyIsNotPostedAgain(t *testing.T) {
 	}
 	if n, err := h.st.CountJobs(t.Context(), queueThread); err != nil || n != 0 {
 		t.Errorf("%d thread jobs left (%v)", n, err)
-	}
-}
-
-// TestReportNamesTheBudgetScope: with Redis the budget is shared by the replicas, and
-// the report says its count is this replica's.
-func TestReportNamesTheBudgetScope(t *testing.T) {
-	for store, want := range map[string]bool{"redis": true, "embedded": false} {
-		text := Report{Store: store, BudgetUsed: 3, BudgetLimit: 18, BudgetWindow: time.Minute}.Text(time.Now())
-		if got := strings.Contains(text, "budget: 3 / 18 每 / per 1m0s，本副本 / this replica"); got != want {
-			t.Errorf("%s store: this-replica note %v, want %v:\n%s", store, got, want, text)
-		}
 	}
 }
