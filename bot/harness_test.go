@@ -3,6 +3,7 @@ package bot
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -309,4 +310,23 @@ func (s *countingStore) DueJobs(ctx context.Context, queue string, now time.Time
 		s.threadReads.Add(1)
 	}
 	return s.Store.DueJobs(ctx, queue, now, limit)
+}
+
+// crashOnce returns a hook for the bot's after-write points (afterReply,
+// afterThreadPost): the first call sends its id on at and then hangs until the
+// running bot is stopped, as a process killed right after the write would; later calls
+// pass.
+func (h *harness) crashOnce(at chan<- string) func(id string) error {
+	ctx := h.ctx
+	var once sync.Once
+	return func(id string) error {
+		hit := false
+		once.Do(func() { hit = true })
+		if !hit {
+			return nil
+		}
+		at <- id
+		<-ctx.Done()
+		return errors.New("killed")
+	}
 }

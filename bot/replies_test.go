@@ -2,12 +2,10 @@ package bot
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -209,20 +207,7 @@ func TestRepliesSurviveThrottlingAndRestarts(t *testing.T) {
 			// Kill right after Guance accepts the next reply, before it is recorded.
 			h.terminate()
 			accepted := make(chan string, 1)
-			var once sync.Once
-			h.start(func(b *Bot) {
-				ctx := h.ctx
-				b.afterReply = func(msgID string) error {
-					hit := false
-					once.Do(func() { hit = true })
-					if !hit {
-						return nil
-					}
-					accepted <- msgID
-					<-ctx.Done()
-					return errors.New("killed")
-				}
-			})
+			h.start(func(b *Bot) { b.afterReply = h.crashOnce(accepted) })
 			select {
 			case <-accepted:
 			case <-time.After(30 * time.Second):

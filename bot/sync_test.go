@@ -147,7 +147,6 @@ func TestGuanceRepliesReachThreadOnce(t *testing.T) {
 			h.intake = true
 			h.fs.AddUser("ou_alice", "张三")
 			crashed := make(chan string, 1)
-			var once sync.Once
 			h.start()
 			h.bootstrapped()
 			issue, card := h.cardedIssue("db-1 down")
@@ -204,21 +203,9 @@ func TestGuanceRepliesReachThreadOnce(t *testing.T) {
 
 			// A restart, then a kill after Feishu accepted a post and before it was recorded.
 			h.terminate()
-			h.start(func(b *Bot) {
-				ctx := h.ctx
-				// The thread queue is empty after the SIGTERM: this process's first
-				// post is the reply below.
-				b.afterThreadPost = func(replyUUID string) error {
-					hit := false
-					once.Do(func() { hit = true })
-					if !hit {
-						return nil
-					}
-					crashed <- replyUUID
-					<-ctx.Done()
-					return errors.New("killed")
-				}
-			})
+			// The thread queue is empty after the SIGTERM: this process's first post is
+			// the reply below.
+			h.start(func(b *Bot) { b.afterThreadPost = h.crashOnce(crashed) })
 			crashOn := h.gs.AddHumanReply(issue, "王五", "after the restart").UUID
 			select {
 			case got := <-crashed:
