@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"reflect"
 	"strings"
 	"time"
@@ -31,6 +32,7 @@ type Config struct {
 	HTTPAddr                string        `env:"HTTP_ADDR" envDefault:":8080"`
 	RedisURL                string        `env:"REDIS_URL,unset"`
 	DataDir                 string        `env:"DATA_DIR" envDefault:"./data"`
+	InstanceID              string        `env:"INSTANCE_ID"`
 	LogLevel                string        `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat               string        `env:"LOG_FORMAT" envDefault:"json"`
 }
@@ -98,6 +100,13 @@ func parseConfig(environ []string) (Config, error) {
 	_, lvlErr := parseLevel(cfg.LogLevel)
 	check("LOG_LEVEL", lvlErr == nil, "must be debug, info, warn or error")
 	check("LOG_FORMAT", cfg.LogFormat == "json" || cfg.LogFormat == "text", "must be json or text")
+	if cfg.InstanceID == "" {
+		// The host name is stable across restarts of one replica (a pod or a container keeps
+		// it), which lets a restarted process take its own lease at once.
+		cfg.InstanceID, _ = os.Hostname()
+	}
+	check("INSTANCE_ID", cfg.InstanceID != "" && !strings.ContainsRune(cfg.InstanceID, 0),
+		"must be set when the host name is unknown")
 	if len(problems) > 0 {
 		return cfg, &ConfigError{Problems: problems}
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -22,8 +23,9 @@ func TestParseConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("parseConfig: %v", err)
 	}
+	host, _ := os.Hostname()
 	want := Config{
-		FeishuAppID: "cli_test", FeishuAppSecret: "app-secret-XYZ",
+		FeishuAppID: "cli_test", FeishuAppSecret: "app-secret-XYZ", InstanceID: host,
 		FeishuBaseURL: "https://open.feishu.cn", FeishuEventMode: "ws",
 		GuanceAPIKey: "guance-key-XYZ", GuanceBaseURL: "https://openapi.guance.com",
 		GuanceConsoleURL: "https://console.guance.com", GuanceRateLimit: 18,

@@ -17,6 +17,7 @@ import (
 
 	"issuebot/bot/feishu/feishutest"
 	"issuebot/guance/guancetest"
+	"issuebot/store/storetest"
 )
 
 // TestMain lets the tests run this test binary as the real issuebot process.
@@ -25,7 +26,7 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	storetest.Main(m) // stops the redis-server it may have started
 }
 
 // startProcess runs issuebot's main() in a child process with env (plus nothing from

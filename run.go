@@ -40,12 +40,11 @@ func run(ctx context.Context, environ []string, stdout io.Writer, listening func
 
 	metrics := bot.NewMetrics(nil)
 	// One budget for the key: people's writes keep a reserve that background work
-	// never spends, and replicas sharing Redis share the window.
-	limOpts := []guance.LimiterOption{guance.WithReserve(bot.Reserve(cfg.GuanceRateLimit))}
-	if st.Kind() == "redis" {
-		limOpts = append(limOpts, guance.WithSharedWindow(rateSlots{st: st, name: "guance", window: time.Minute}))
-	}
-	limiter := guance.NewWindowLimiter(cfg.GuanceRateLimit, time.Minute, limOpts...)
+	// never spends. The window is kept in the store, so replicas sharing Redis share it
+	// and a restarted process knows what its predecessor spent.
+	limiter := guance.NewWindowLimiter(cfg.GuanceRateLimit, time.Minute,
+		guance.WithReserve(bot.Reserve(cfg.GuanceRateLimit)),
+		guance.WithSharedWindow(rateSlots{st: st, name: "guance", window: time.Minute}))
 	gc, err := guance.NewClient(cfg.GuanceBaseURL, cfg.GuanceAPIKey,
 		guance.WithHTTPClient(&http.Client{Timeout: 30 * time.Second, Transport: metrics.InstrumentGuance(nil)}),
 		guance.WithLimiter(limiter),
@@ -65,6 +64,7 @@ func run(ctx context.Context, environ []string, stdout io.Writer, listening func
 	b := bot.New(bot.Config{
 		ChatID: cfg.FeishuChatID, PollInterval: cfg.PollInterval, RateLimit: cfg.GuanceRateLimit,
 		ConsoleURL: cfg.GuanceConsoleURL, QuietAfter: cfg.QuietAfter, Budget: limiter.Stats,
+		InstanceID: cfg.InstanceID,
 	}, fc, gc, st, metrics, logger)
 	intake, err := feishu.NewIntake(feishu.IntakeConfig{
 		AppID: cfg.FeishuAppID, AppSecret: cfg.FeishuAppSecret, BaseURL: cfg.FeishuBaseURL,

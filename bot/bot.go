@@ -13,6 +13,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -65,8 +66,10 @@ type State interface {
 	Meta(ctx context.Context, name string) (string, error)
 	SetMeta(ctx context.Context, name, value string) error
 	AdvanceCursor(ctx context.Context, name string, v int64) (int64, error)
-	AcquireLease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
-	ReleaseLease(ctx context.Context, name, owner string) error
+	AcquireLease(ctx context.Context, name string, h store.Holder, ttl time.Duration) (int64, error)
+	ReleaseLease(ctx context.Context, name string, h store.Holder) error
+	ClaimWork(ctx context.Context, key string, term int64, ttl time.Duration) (bool, error)
+	ReleaseWork(ctx context.Context, key string, term int64) error
 	PutJob(ctx context.Context, queue string, j store.Job) error
 	DueJobs(ctx context.Context, queue string, now time.Time, limit int) ([]store.Job, error)
 	DeleteJob(ctx context.Context, queue, id string) error
@@ -112,7 +115,8 @@ type Config struct {
 	RetryBase time.Duration
 	// Location is the time zone cards show times in; nil means time.Local.
 	Location *time.Location
-	// InstanceID names this replica in the poller lease; "" means random.
+	// InstanceID names this replica in the poller lease, the same across its restarts, so
+	// that a restarted process takes its own lease at once; "" means random.
 	InstanceID string
 	// QuietAfter is how long a resolved or closed issue stays watched for replies after
 	// its last change or chat activity; 0 means 24 hours.
@@ -131,6 +135,9 @@ type Bot struct {
 	metrics *Metrics
 	logger  *slog.Logger
 	now     func() time.Time
+
+	incarnation string       // this process in the poller lease: its start time, then random
+	term        atomic.Int64 // the poller lease term while this replica leads, else 0
 
 	botOpenID atomic.Pointer[string] // set once Run has learnt it
 	keyID     atomic.Pointer[string] // the Guance API key's account id (wsak_…), once seen
@@ -206,8 +213,11 @@ func New(cfg Config, fs Messenger, gc Tracker, st State, metrics *Metrics, logge
 		_, _ = rand.Read(b[:])
 		cfg.InstanceID = hex.EncodeToString(b[:])
 	}
+	var inc [4]byte
+	_, _ = rand.Read(inc[:])
 	b := &Bot{
 		cfg: cfg, feishu: fs, guance: gc, state: st, metrics: metrics,
+		incarnation:  fmt.Sprintf("%016x-%s", time.Now().UnixNano(), hex.EncodeToString(inc[:])),
 		logger:       logger.With("component", "bot"),
 		now:          time.Now,
 		wakeDelivery: make(chan struct{}, 1),

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"issuebot/guance"
 	"issuebot/store"
 )
@@ -18,95 +16,7 @@ const (
 	cursorNewIssues = "issues.createAt"     // newest server createAt seen (unix s)
 	cursorBootstrap = "issues.bootstrapped" // 1 once the first poll has run
 	cursorFirstTry  = "issues.firstStart"   // unix s of the first poll attempt ever
-	leasePoller     = "poller"
 )
-
-// runLeader polls and delivers while this replica holds the poller lease, and keeps
-// trying to take the lease otherwise. Only one replica polls at a time.
-func (b *Bot) runLeader(ctx context.Context) error {
-	ttl := max(3*b.pollEvery(), 30*time.Second)
-	if b.state.Kind() == "embedded" {
-		// The embedded store's file lock already admits one process; a lease would only
-		// make a restarted process wait for its predecessor's lease to expire.
-		b.lead(ctx, 0)
-		return nil
-	}
-	for {
-		ok, err := b.state.AcquireLease(ctx, leasePoller, b.cfg.InstanceID, ttl)
-		if err != nil && ctx.Err() == nil {
-			b.logger.Warn("take poller lease", "err", err)
-		}
-		if ok {
-			b.logger.Info("holding the poller lease", "instance", b.cfg.InstanceID)
-			b.lead(ctx, ttl)
-			if ctx.Err() == nil {
-				b.logger.Warn("lost the poller lease", "instance", b.cfg.InstanceID)
-			}
-		}
-		if !sleepCtx(ctx, ttl/3) {
-			// Hand the lease over at once on a clean shutdown.
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			_ = b.state.ReleaseLease(rctx, leasePoller, b.cfg.InstanceID)
-			cancel()
-			return nil
-		}
-	}
-}
-
-// lead runs the poller, card delivery and reply posting until ctx ends or the lease is
-// lost; ttl 0 means there is no lease to renew.
-func (b *Bot) lead(ctx context.Context, ttl time.Duration) {
-	lctx, lost := context.WithCancel(ctx)
-	defer lost()
-	g, gctx := errgroup.WithContext(lctx)
-	if ttl > 0 {
-		g.Go(func() error {
-			// Renew the lease well before it expires. A replica that cannot renew for
-			// two thirds of the lease stops leading: another may have taken over.
-			renewed := b.now()
-			for sleepCtx(gctx, ttl/3) {
-				ok, err := b.state.AcquireLease(gctx, leasePoller, b.cfg.InstanceID, ttl)
-				switch {
-				case err == nil && !ok:
-					lost()
-					return nil
-				case err == nil:
-					renewed = b.now()
-				case gctx.Err() == nil:
-					b.logger.Warn("renew poller lease", "err", err)
-					if b.now().Sub(renewed) > ttl*2/3 {
-						lost()
-						return nil
-					}
-				}
-			}
-			return nil
-		})
-	}
-	b.loadKey(gctx)
-	if err := b.requeuePatches(gctx); err != nil && gctx.Err() == nil {
-		b.logger.Warn("look for cards left unpatched", "err", err)
-	}
-	g.Go(func() error { b.runDelivery(gctx); return nil })
-	g.Go(func() error { b.runReplies(gctx); return nil })
-	g.Go(func() error { b.runStatus(gctx); return nil })
-	g.Go(func() error { b.runThread(gctx); return nil })
-	g.Go(func() error { b.runPatches(gctx); return nil })
-	g.Go(func() error { b.runSync(gctx); return nil })
-	g.Go(func() error {
-		every := b.pollEvery()
-		for {
-			start := b.now()
-			if err := b.pollOnce(gctx); err != nil && gctx.Err() == nil {
-				b.logPollError(err)
-			}
-			if !sleepCtx(gctx, every-b.now().Sub(start)) {
-				return nil
-			}
-		}
-	})
-	_ = g.Wait()
-}
 
 // pollEvery is the poll cadence: POLL_INTERVAL, unless the Guance budget cannot pay
 // for that many polls (each poll is one issue/list request, more only when a window

@@ -363,27 +363,6 @@ func feedbackUUID(messageID, kind string) string {
 	return "ibf-" + hex.EncodeToString(sum[:])[:40]
 }
 
-// workClaimTTL outlasts the longest single job (the 60 s reply deadline).
-const workClaimTTL = 2 * time.Minute
-
-// withWorkClaim runs fn unless another replica is working on the same job: during a
-// lease handover the old leader may still be finishing it. Then it returns errClaimed.
-func (b *Bot) withWorkClaim(ctx context.Context, key string, fn func() error) error {
-	ok, err := b.state.Claim(ctx, "work:"+key, workClaimTTL)
-	if err != nil {
-		return fmt.Errorf("claim work %s: %w", key, err)
-	}
-	if !ok {
-		return errClaimed
-	}
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = b.state.Release(rctx, "work:"+key)
-	}()
-	return fn()
-}
-
 // noteActivity records chat activity in an issue's thread (at most once a minute), so
 // the watcher looks at that issue's Guance replies more often.
 func (b *Bot) noteActivity(ctx context.Context, rec store.Issue) {

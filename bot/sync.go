@@ -297,10 +297,11 @@ func (b *Bot) recentlyFailed(issueUUID string, now time.Time) bool {
 	return ok && now.Sub(f.at) < b.cfg.BudgetWindow<<min(f.n-1, failureBackoffMax)
 }
 
-// noteFailure records a failed request about an issue (throttling is the budget's
-// business, not the issue's).
+// noteFailure records a failed request about an issue. Throttling is the budget's
+// business, and an outage (5xx, a network failure) Guance's, not the issue's: those are
+// tried again at the next step instead of leaving the issue alone for a window.
 func (b *Bot) noteFailure(issueUUID string, err error) {
-	if err == nil || errors.Is(err, guance.ErrThrottled) || errors.Is(err, context.Canceled) {
+	if err == nil || errors.Is(err, guance.ErrThrottled) || guance.Retryable(err) || errors.Is(err, context.Canceled) {
 		return
 	}
 	b.watch.mu.Lock()

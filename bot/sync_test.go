@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -1048,6 +1049,10 @@ func TestBrokenIssueBacksOff(t *testing.T) {
 	b.noteFailure("issue_x", fmt.Errorf("list: %w", guance.ErrThrottled))
 	if b.recentlyFailed("issue_x", t0.Add(32*time.Minute)) {
 		t.Error("a throttle counted as the issue's failure")
+	}
+	b.noteFailure("issue_y", fmt.Errorf("get: %w", &guance.Error{StatusCode: http.StatusServiceUnavailable}))
+	if b.recentlyFailed("issue_y", t0) {
+		t.Error("a 503 (Guance's outage) counted as the issue's failure: the issue would wait a window")
 	}
 	b.noteSuccess("issue_x")
 	if b.recentlyFailed("issue_x", t0) {

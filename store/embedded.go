@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -27,14 +26,20 @@ var (
 	bucketClaims  = []byte("claims")   // claim key → expiry
 	bucketRoutes  = []byte("routes")   // chat id NUL channel uuid → JSON Route
 	bucketCursors = []byte("cursors")  // name → int64
-	bucketLeases  = []byte("leases")   // name → expiry, then owner
+	bucketLeases  = []byte("leases")   // name → expiry, session, term, then instance NUL incarnation
+	bucketTerms   = []byte("terms")    // lease name → last term; sessionKey → the current session
+	bucketWork    = []byte("work")     // work key → expiry, then term
+	bucketRates   = []byte("rates")    // rate window name → the times of its slots (unix ns each)
 	bucketJobs    = []byte("jobs")     // queue NUL job id → JSON Job
 	bucketDue     = []byte("jobs_due") // queue NUL NotBefore (sortable µs) job id → empty
 	bucketMeta    = []byte("meta")     // name → value
 
 	allBuckets = [][]byte{bucketIssues, bucketIndex, bucketSeen, bucketReplies, bucketOwn, bucketClaims,
-		bucketRoutes, bucketCursors, bucketLeases, bucketJobs, bucketDue, bucketMeta}
+		bucketRoutes, bucketCursors, bucketLeases, bucketTerms, bucketWork, bucketRates, bucketJobs, bucketDue, bucketMeta}
 )
+
+// sessionKey holds the number of the current Open in bucketTerms; lease names never contain NUL.
+var sessionKey = []byte{0}
 
 // sweepInterval is how often a write also deletes expired claims, leases and old seen entries.
 const sweepInterval = 10 * time.Minute
@@ -46,10 +51,8 @@ type Embedded struct {
 	now func() time.Time
 	// lastSweep is only touched inside write transactions, which bbolt serializes.
 	lastSweep time.Time
-
-	// rateMu guards rates, the times of the slots taken in each rate window (see TakeRateSlot).
-	rateMu sync.Mutex
-	rates  map[string][]time.Time
+	// session numbers the Opens of the file: leases of an earlier one are void.
+	session int64
 }
 
 // OpenEmbedded opens (creating if needed) the embedded store file at path. If another process holds the file,
@@ -64,19 +67,25 @@ func OpenEmbedded(path string, opts ...Option) (*Embedded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open embedded store %s: %w", path, err)
 	}
+	var session int64
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("create bucket %s: %w", b, err)
 			}
 		}
-		return nil
+		terms := tx.Bucket(bucketTerms)
+		if v := terms.Get(sessionKey); len(v) == 8 {
+			session = decodeInt(v)
+		}
+		session++
+		return terms.Put(sessionKey, encodeInt(session))
 	})
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open embedded store %s: %w", path, err)
 	}
-	return &Embedded{db: db, now: o.now, rates: make(map[string][]time.Time)}, nil
+	return &Embedded{db: db, now: o.now, session: session}, nil
 }
 
 // Kind returns "embedded".
@@ -140,6 +149,7 @@ func sweep(tx *bolt.Tx, now time.Time) error {
 	}{
 		{bucketClaims, expired},
 		{bucketLeases, expired},
+		{bucketWork, expired},
 		{bucketReplies, expired},
 		{bucketSeen, old},
 		{bucketOwn, old},
@@ -670,40 +680,116 @@ func (e *Embedded) AdvanceCursor(ctx context.Context, name string, v int64) (int
 	return cur, nil
 }
 
-// AcquireLease takes the named lease for owner, or renews it if owner holds it.
-func (e *Embedded) AcquireLease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
-	if owner == "" {
-		return false, fmt.Errorf("acquire lease %s: empty owner", name)
-	}
-	if ttl < time.Millisecond {
-		return false, fmt.Errorf("acquire lease %s: ttl %v is below 1ms", name, ttl)
-	}
-	var ok bool
-	err := e.update(ctx, func(tx *bolt.Tx, now time.Time) error {
-		b := tx.Bucket(bucketLeases)
-		if cur := b.Get([]byte(name)); live(cur, now) && string(cur[8:]) != owner {
-			return nil
-		}
-		ok = true
-		return b.Put([]byte(name), append(expiryAt(now, ttl), owner...))
-	})
-	if err != nil {
-		return false, fmt.Errorf("acquire lease %s for %s: %w", name, owner, err)
-	}
-	return ok, nil
+// lease is a decoded lease value.
+type lease struct {
+	session, term int64
+	holder        Holder
 }
 
-// ReleaseLease frees the lease if owner holds it.
-func (e *Embedded) ReleaseLease(ctx context.Context, name, owner string) error {
+func decodeLease(v []byte) (lease, bool) {
+	if len(v) < 24 {
+		return lease{}, false
+	}
+	inst, inc, ok := strings.Cut(string(v[24:]), "\x00")
+	if !ok {
+		return lease{}, false
+	}
+	return lease{session: decodeInt(v[8:]), term: decodeInt(v[16:]), holder: Holder{Instance: inst, Incarnation: inc}}, true
+}
+
+// AcquireLease takes the named lease for h, or renews it if h holds it, and returns its term (0: another
+// instance holds it). A lease taken before this Open is free: the file lock says its holder is gone.
+func (e *Embedded) AcquireLease(ctx context.Context, name string, h Holder, ttl time.Duration) (int64, error) {
+	if err := checkHolder(h); err != nil {
+		return 0, fmt.Errorf("acquire lease %s: %w", name, err)
+	}
+	if err := checkPart("lease name", name); err != nil {
+		return 0, fmt.Errorf("acquire lease: %w", err)
+	}
+	if ttl < time.Millisecond {
+		return 0, fmt.Errorf("acquire lease %s: ttl %v is below 1ms", name, ttl)
+	}
+	var term int64
 	err := e.update(ctx, func(tx *bolt.Tx, now time.Time) error {
 		b := tx.Bucket(bucketLeases)
-		if cur := b.Get([]byte(name)); live(cur, now) && string(cur[8:]) == owner {
+		cur := b.Get([]byte(name))
+		l, ok := decodeLease(cur)
+		held := ok && live(cur, now) && l.session == e.session
+		switch {
+		case held && l.holder == h:
+			term = l.term
+		case held && (l.holder.Instance != h.Instance || h.Incarnation <= l.holder.Incarnation):
+			return nil
+		default:
+			terms := tx.Bucket(bucketTerms)
+			if v := terms.Get([]byte(name)); len(v) == 8 {
+				term = decodeInt(v)
+			}
+			term++
+			if err := terms.Put([]byte(name), encodeInt(term)); err != nil {
+				return err
+			}
+		}
+		v := append(expiryAt(now, ttl), encodeInt(e.session)...)
+		v = append(append(v, encodeInt(term)...), h.Instance+"\x00"+h.Incarnation...)
+		return b.Put([]byte(name), v)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("acquire lease %s for %s: %w", name, h, err)
+	}
+	return term, nil
+}
+
+// ReleaseLease frees the lease if h holds it.
+func (e *Embedded) ReleaseLease(ctx context.Context, name string, h Holder) error {
+	err := e.update(ctx, func(tx *bolt.Tx, now time.Time) error {
+		b := tx.Bucket(bucketLeases)
+		cur := b.Get([]byte(name))
+		if l, ok := decodeLease(cur); ok && live(cur, now) && l.session == e.session && l.holder == h {
 			return b.Delete([]byte(name))
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("release lease %s for %s: %w", name, owner, err)
+		return fmt.Errorf("release lease %s for %s: %w", name, h, err)
+	}
+	return nil
+}
+
+// ClaimWork claims key for term unless a live claim of term or a newer term holds.
+func (e *Embedded) ClaimWork(ctx context.Context, key string, term int64, ttl time.Duration) (bool, error) {
+	if term < 1 {
+		return false, fmt.Errorf("claim work %s: term %d is below 1", key, term)
+	}
+	if ttl < time.Millisecond {
+		return false, fmt.Errorf("claim work %s: ttl %v is below 1ms", key, ttl)
+	}
+	var ok bool
+	err := e.update(ctx, func(tx *bolt.Tx, now time.Time) error {
+		b := tx.Bucket(bucketWork)
+		if cur := b.Get([]byte(key)); live(cur, now) && len(cur) >= 16 && decodeInt(cur[8:]) >= term {
+			return nil
+		}
+		ok = true
+		return b.Put([]byte(key), append(expiryAt(now, ttl), encodeInt(term)...))
+	})
+	if err != nil {
+		return false, fmt.Errorf("claim work %s for term %d: %w", key, term, err)
+	}
+	return ok, nil
+}
+
+// ReleaseWork frees key if term claimed it.
+func (e *Embedded) ReleaseWork(ctx context.Context, key string, term int64) error {
+	err := e.update(ctx, func(tx *bolt.Tx, _ time.Time) error {
+		b := tx.Bucket(bucketWork)
+		if cur := b.Get([]byte(key)); len(cur) >= 16 && decodeInt(cur[8:]) == term {
+			return b.Delete([]byte(key))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("release work %s of term %d: %w", key, term, err)
 	}
 	return nil
 }
@@ -832,26 +918,41 @@ func (e *Embedded) CountJobs(ctx context.Context, queue string) (int, error) {
 	return n, nil
 }
 
-// TakeRateSlot takes a slot of the rate limit name by the store's clock. The windows are kept in memory, not
-// in the file: the file lock confines the embedded store to one process, so a mutex is enough to share a
-// limit among its callers, and the windows start empty when the store is opened.
+// TakeRateSlot takes a slot of the rate limit name by the store's clock, in one write transaction. The
+// window is kept in the file, so that a restarted process does not spend again what its predecessor spent
+// in the same window. A slot time in the future (the clock went back) counts as now.
 func (e *Embedded) TakeRateSlot(ctx context.Context, name string, limit int, window time.Duration) (time.Duration, error) {
 	if err := checkRate(limit, window); err != nil {
 		return 0, fmt.Errorf("take rate slot %s: %w", name, err)
 	}
-	if err := ctx.Err(); err != nil {
+	var wait time.Duration
+	err := e.update(ctx, func(tx *bolt.Tx, now time.Time) error {
+		b := tx.Bucket(bucketRates)
+		v := b.Get([]byte(name))
+		slots := make([]time.Time, 0, len(v)/8+1)
+		for i := 0; i+8 <= len(v); i += 8 {
+			t := decodeTime(v[i:])
+			if t.After(now) {
+				t = now
+			}
+			if now.Sub(t) < window {
+				slots = append(slots, t)
+			}
+		}
+		if len(slots) < limit {
+			slots = append(slots, now)
+			wait = 0
+		} else {
+			wait = min(max(slices.MinFunc(slots, time.Time.Compare).Add(window).Sub(now), 1), window)
+		}
+		out := make([]byte, 0, 8*len(slots))
+		for _, t := range slots {
+			out = append(out, encodeTime(t)...)
+		}
+		return b.Put([]byte(name), out)
+	})
+	if err != nil {
 		return 0, fmt.Errorf("take rate slot %s: %w", name, err)
 	}
-	e.rateMu.Lock()
-	defer e.rateMu.Unlock()
-	now := e.now()
-	slots := slices.DeleteFunc(e.rates[name], func(t time.Time) bool { return now.Sub(t) >= window })
-	if len(slots) < limit {
-		e.rates[name] = append(slots, now)
-		return 0, nil
-	}
-	e.rates[name] = slots
-	// Not slots[0]: a clock that went back breaks call order. The bounds keep the promised (0, window].
-	wait := slices.MinFunc(slots, time.Time.Compare).Add(window).Sub(now)
-	return min(max(wait, 1), window), nil
+	return wait, nil
 }

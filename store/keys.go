@@ -38,6 +38,12 @@ func (k keys) cursor(name string) string { return k.prefix + "cursor:" + name }
 // lease is one named lease.
 func (k keys) lease(name string) string { return k.prefix + "lease:" + name }
 
+// term is the last term handed out for one named lease.
+func (k keys) term(name string) string { return k.prefix + "term:" + name }
+
+// work is one work claim, fenced by a lease term.
+func (k keys) work(key string) string { return k.prefix + "work:" + key }
+
 // jobs is the hash of one queue's jobs by id.
 func (k keys) jobs(queue string) string { return k.prefix + "job:" + queue }
 

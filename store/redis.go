@@ -602,55 +602,125 @@ func (r *Redis) AdvanceCursor(ctx context.Context, name string, v int64) (int64,
 	return n, nil
 }
 
-// acquireLeaseScript takes or renews a lease.
+// acquireLeaseScript takes or renews a lease and returns its term.
 //
-//	KEYS[1] -> <prefix>lease:<name>
-//	ARGV[1] -> owner
-//	ARGV[2] -> ttl in milliseconds
+//	KEYS[1] -> <prefix>lease:<name>   hash {instance, incarnation, term}, PX ttl
+//	KEYS[2] -> <prefix>term:<name>    the last term handed out (never expires)
+//	ARGV[1] -> instance
+//	ARGV[2] -> incarnation
+//	ARGV[3] -> ttl in milliseconds
 //
-// Returns 1 if the lease was free (or expired, i.e. absent) or already held by ARGV[1], after setting it to
-// ARGV[1] with the new ttl; returns 0 if another owner holds it.
+// Renews and returns the term if (ARGV[1], ARGV[2]) holds the lease. Takes it with a new term (INCR KEYS[2])
+// if it is free (absent, i.e. expired) or held by an older incarnation (a smaller string) of the same
+// instance. Returns 0 otherwise. A string left by an older version of the bot is replaced.
 var acquireLeaseScript = redis.NewScript(`
-local cur = redis.call('GET', KEYS[1])
-if (not cur) or cur == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
+if redis.call('TYPE', KEYS[1]).ok == 'string' then
+  redis.call('DEL', KEYS[1])
 end
-return 0
+local cur = redis.call('HMGET', KEYS[1], 'instance', 'incarnation', 'term')
+if cur[1] == ARGV[1] and cur[2] == ARGV[2] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return tonumber(cur[3])
+end
+if cur[1] and (cur[1] ~= ARGV[1] or ARGV[2] <= cur[2]) then
+  return 0
+end
+local term = redis.call('INCR', KEYS[2])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'instance', ARGV[1], 'incarnation', ARGV[2], 'term', term)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return term
 `)
 
-// releaseLeaseScript frees a lease only for its owner.
+// releaseLeaseScript frees a lease only for its holder.
 //
 //	KEYS[1] -> <prefix>lease:<name>
-//	ARGV[1] -> owner
+//	ARGV[1] -> instance
+//	ARGV[2] -> incarnation
 //
-// Returns 1 if the lease was held by ARGV[1] and is now deleted, else 0.
+// Returns 1 if the lease was held by (ARGV[1], ARGV[2]) and is now deleted, else 0.
 var releaseLeaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then
+  return 0
+end
+local cur = redis.call('HMGET', KEYS[1], 'instance', 'incarnation')
+if cur[1] == ARGV[1] and cur[2] == ARGV[2] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
 `)
 
-// AcquireLease takes the named lease for owner, or renews it if owner holds it.
-func (r *Redis) AcquireLease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
-	if owner == "" {
-		return false, fmt.Errorf("acquire lease %s: empty owner", name)
+// AcquireLease takes the named lease for h, or renews it if h holds it, and returns its term (0: another
+// instance holds it).
+func (r *Redis) AcquireLease(ctx context.Context, name string, h Holder, ttl time.Duration) (int64, error) {
+	if err := checkHolder(h); err != nil {
+		return 0, fmt.Errorf("acquire lease %s: %w", name, err)
 	}
 	if ttl < time.Millisecond {
-		return false, fmt.Errorf("acquire lease %s: ttl %v is below 1ms", name, ttl)
+		return 0, fmt.Errorf("acquire lease %s: ttl %v is below 1ms", name, ttl)
 	}
-	n, err := acquireLeaseScript.Run(ctx, r.client, []string{r.keys.lease(name)}, owner, ttl.Milliseconds()).Int()
+	term, err := acquireLeaseScript.Run(ctx, r.client, []string{r.keys.lease(name), r.keys.term(name)},
+		h.Instance, h.Incarnation, ttl.Milliseconds()).Int64()
 	if err != nil {
-		return false, fmt.Errorf("acquire lease %s for %s: %w", name, owner, err)
+		return 0, fmt.Errorf("acquire lease %s for %s: %w", name, h, err)
+	}
+	return term, nil
+}
+
+// ReleaseLease frees the lease if h holds it.
+func (r *Redis) ReleaseLease(ctx context.Context, name string, h Holder) error {
+	if err := releaseLeaseScript.Run(ctx, r.client, []string{r.keys.lease(name)}, h.Instance, h.Incarnation).Err(); err != nil {
+		return fmt.Errorf("release lease %s for %s: %w", name, h, err)
+	}
+	return nil
+}
+
+// claimWorkScript claims work for a lease term.
+//
+//	KEYS[1] -> <prefix>work:<key>   the claiming term, PX ttl
+//	ARGV[1] -> term
+//	ARGV[2] -> ttl in milliseconds
+//
+// Returns 1 and sets the claim if there is none or it holds an older term; returns 0 otherwise.
+var claimWorkScript = redis.NewScript(`
+local cur = tonumber(redis.call('GET', KEYS[1]))
+if cur and cur >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+`)
+
+// releaseWorkScript frees a work claim of one term.
+//
+//	KEYS[1] -> <prefix>work:<key>
+//	ARGV[1] -> term
+var releaseWorkScript = redis.NewScript(`
+if tonumber(redis.call('GET', KEYS[1])) == tonumber(ARGV[1]) then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+
+// ClaimWork claims key for term unless a claim of term or a newer term holds.
+func (r *Redis) ClaimWork(ctx context.Context, key string, term int64, ttl time.Duration) (bool, error) {
+	if term < 1 {
+		return false, fmt.Errorf("claim work %s: term %d is below 1", key, term)
+	}
+	if ttl < time.Millisecond {
+		return false, fmt.Errorf("claim work %s: ttl %v is below 1ms", key, ttl)
+	}
+	n, err := claimWorkScript.Run(ctx, r.client, []string{r.keys.work(key)}, term, ttl.Milliseconds()).Int()
+	if err != nil {
+		return false, fmt.Errorf("claim work %s for term %d: %w", key, term, err)
 	}
 	return n == 1, nil
 }
 
-// ReleaseLease frees the lease if owner holds it.
-func (r *Redis) ReleaseLease(ctx context.Context, name, owner string) error {
-	if err := releaseLeaseScript.Run(ctx, r.client, []string{r.keys.lease(name)}, owner).Err(); err != nil {
-		return fmt.Errorf("release lease %s for %s: %w", name, owner, err)
+// ReleaseWork frees key if term claimed it.
+func (r *Redis) ReleaseWork(ctx context.Context, key string, term int64) error {
+	if err := releaseWorkScript.Run(ctx, r.client, []string{r.keys.work(key)}, term).Err(); err != nil {
+		return fmt.Errorf("release work %s of term %d: %w", key, term, err)
 	}
 	return nil
 }

@@ -25,7 +25,9 @@
 //	routes                   hash    none       field "<chatID>\x00<channelUUID>" → JSON [Route]
 //	cursor:<name>            string  none       decimal int64, only ever raised (AdvanceCursor)
 //	meta:<name>              string  none       a small named value (SetMeta)
-//	lease:<name>             string  caller's   owner of the lease, SET … PX ttl
+//	lease:<name>             hash    caller's   {instance, incarnation, term} of the holder, PEXPIRE ttl
+//	term:<name>              string  none       the lease's last term (INCR on every change of holder)
+//	work:<key>               string  caller's   the lease term that claimed the work (ClaimWork), SET … PX ttl
 //	job:<queue>              hash    none       field job id → JSON [Job]
 //	due:<queue>              zset    none       job id, score = NotBefore in unix µs
 //	ratelimit:<name>         zset    window     one member per slot taken by TakeRateSlot, score = the Redis
@@ -39,8 +41,9 @@
 //
 // The embedded store is one bbolt file with one bucket per concern, mirroring the keys above. Values that
 // expire carry their expiry time; expired entries are invisible to reads and are swept during writes. Rate
-// windows (TakeRateSlot) are the exception: they live in memory only, since the file lock already confines
-// the store to one process.
+// windows are kept in the file too, so that a restarted process knows what its predecessor spent. The file
+// lock confines the store to one process, so each Open starts a new session: a lease taken in an earlier
+// session is void (its holder is gone).
 package store
 
 import (
@@ -108,6 +111,25 @@ type Issue struct {
 	// Guance's updateAt has whole seconds, so issue data asked for before then, with the same updateAt,
 	// may be from just before that change.
 	StatusSetAt time.Time `json:"status_set_at,omitzero"`
+}
+
+// Holder identifies the holder of a lease: Instance is stable across restarts of one replica, Incarnation
+// is unique to one process and orders the processes of an instance (a later start has a greater string,
+// such as a fixed-width start time).
+type Holder struct {
+	Instance    string
+	Incarnation string
+}
+
+// String returns "instance/incarnation".
+func (h Holder) String() string { return h.Instance + "/" + h.Incarnation }
+
+// checkHolder rejects holders the stores cannot key unambiguously.
+func checkHolder(h Holder) error {
+	if err := checkPart("lease instance", h.Instance); err != nil {
+		return err
+	}
+	return checkPart("lease incarnation", h.Incarnation)
 }
 
 // Route sends the issues of one Guance channel to one chat, from MinLevel up.
@@ -205,11 +227,21 @@ type Store interface {
 	// ±2^53 are compared approximately by the Redis implementation.
 	AdvanceCursor(ctx context.Context, name string, v int64) (int64, error)
 
-	// AcquireLease takes the named lease for owner for ttl. It succeeds if the lease is free, expired, or
-	// already held by owner (then the ttl is renewed), and returns false if another owner holds it.
-	AcquireLease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
-	// ReleaseLease frees the lease if owner holds it; otherwise it does nothing.
-	ReleaseLease(ctx context.Context, name, owner string) error
+	// AcquireLease takes the named lease for h for ttl, or renews it when h already holds it, and returns the
+	// lease's term (at least 1); it returns 0 while another instance, or an incarnation of h.Instance that is
+	// not older than h's, holds it. The term rises every time the lease changes hands, also when h.Instance
+	// comes back with a newer Incarnation: a restarted process takes its own lease at once instead of waiting
+	// for its dead predecessor's to expire. Renewing keeps the term.
+	AcquireLease(ctx context.Context, name string, h Holder, ttl time.Duration) (term int64, err error)
+	// ReleaseLease frees the lease if h holds it; otherwise it does nothing.
+	ReleaseLease(ctx context.Context, name string, h Holder) error
+
+	// ClaimWork claims key for the lease holder of term for at most ttl. It succeeds if key is unclaimed or
+	// claimed under an older term, so a dead or deposed holder's claims are void as soon as a newer term
+	// exists; it returns false while a claim of term or a newer one holds. term must be at least 1.
+	ClaimWork(ctx context.Context, key string, term int64, ttl time.Duration) (bool, error)
+	// ReleaseWork frees key if it is claimed under term.
+	ReleaseWork(ctx context.Context, key string, term int64) error
 
 	// PutJob inserts or replaces the job with j.ID in queue.
 	PutJob(ctx context.Context, queue string, j Job) error
@@ -224,8 +256,9 @@ type Store interface {
 	// TakeRateSlot takes one slot of the sliding-window rate limit name: at most limit slots within any
 	// window. It atomically forgets slots older than window and, if fewer than limit remain, takes one and
 	// returns 0; otherwise it takes nothing and returns how long until the oldest slot leaves the window
-	// (more than 0, at most window). Callers sharing a Redis store share the limit. limit must be at least 1
-	// and window more than 0.
+	// (more than 0, at most window). Callers sharing a store share the limit, and both stores keep the
+	// window across restarts (a restarted process knows what its predecessor spent). limit must be at least
+	// 1 and window more than 0.
 	TakeRateSlot(ctx context.Context, name string, limit int, window time.Duration) (wait time.Duration, err error)
 }
 

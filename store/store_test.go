@@ -273,3 +273,52 @@ func TestRedisRateSlotIgnoresClientClocks(t *testing.T) {
 		}
 	}
 }
+
+// TestEmbeddedLeaseOfEarlierOpenIsVoid checks that a lease taken before the file was opened again is free
+// to any instance: the file lock says its holder is gone, so nobody waits for its expiry.
+func TestEmbeddedLeaseOfEarlierOpenIsVoid(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	ctx := t.Context()
+	s, err := store.OpenEmbedded(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := s.AcquireLease(ctx, "poller", store.Holder{Instance: "host-a", Incarnation: "1"}, time.Hour)
+	if err != nil || old == 0 {
+		t.Fatalf("AcquireLease = %d, %v, want a term", old, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = store.OpenEmbedded(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	term, err := s.AcquireLease(ctx, "poller", store.Holder{Instance: "host-b", Incarnation: "1"}, time.Hour)
+	if err != nil || term <= old {
+		t.Fatalf("AcquireLease by another instance after reopen = %d, %v, want a term above %d", term, err, old)
+	}
+	if got, err := s.AcquireLease(ctx, "poller", store.Holder{Instance: "host-c", Incarnation: "1"}, time.Hour); err != nil || got != 0 {
+		t.Errorf("AcquireLease by a third instance in the same session = %d, %v, want 0", got, err)
+	}
+}
+
+// TestRedisLeaseReplacesOldFormat checks that a lease left as a plain string by an earlier version of the bot
+// does not break the lease.
+func TestRedisLeaseReplacesOldFormat(t *testing.T) {
+	s := storetest.Redis(t)
+	ctx := t.Context()
+	raw := redis.NewClient(&redis.Options{Addr: storetest.RedisAddr(t)})
+	t.Cleanup(func() { _ = raw.Close() })
+	if err := raw.Set(ctx, s.Prefix()+"lease:poller", "old-owner", time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	h := store.Holder{Instance: "a", Incarnation: "1"}
+	if err := s.ReleaseLease(ctx, "poller", h); err != nil {
+		t.Fatalf("ReleaseLease over the old format: %v", err)
+	}
+	if term, err := s.AcquireLease(ctx, "poller", h, time.Hour); err != nil || term == 0 {
+		t.Fatalf("AcquireLease over the old format = %d, %v, want a term", term, err)
+	}
+}

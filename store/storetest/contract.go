@@ -49,6 +49,8 @@ func Contract(t *testing.T, open func(t *testing.T) store.Store) {
 		{"CursorConcurrent", testCursorConcurrent},
 		{"Lease", testLease},
 		{"LeaseExpires", testLeaseExpires},
+		{"WorkClaim", testWorkClaim},
+		{"WorkClaimExpires", testWorkClaimExpires},
 		{"Jobs", testJobs},
 		{"IssueEveryFieldRoundTrip", testIssueEveryField},
 		{"UpdateIssue", testUpdateIssue},
@@ -552,51 +554,127 @@ func testCursorConcurrent(t *testing.T, s store.Store) {
 
 func testLease(t *testing.T, s store.Store) {
 	ctx := t.Context()
-	acquire := func(owner string, want bool) {
+	a1, a2 := store.Holder{Instance: "a", Incarnation: "1"}, store.Holder{Instance: "a", Incarnation: "2"}
+	b1 := store.Holder{Instance: "b", Incarnation: "1"}
+	acquire := func(h store.Holder) int64 {
 		t.Helper()
-		got, err := s.AcquireLease(ctx, "poller", owner, time.Hour)
+		term, err := s.AcquireLease(ctx, "poller", h, time.Hour)
 		must(t, "AcquireLease", err)
-		if got != want {
-			t.Errorf("AcquireLease(poller, %s) = %v, want %v", owner, got, want)
-		}
+		return term
 	}
-	acquire("a", true)
-	acquire("b", false)
-	acquire("a", true) // renew
-	must(t, "ReleaseLease by non-owner", s.ReleaseLease(ctx, "poller", "b"))
-	acquire("b", false)
-	must(t, "ReleaseLease", s.ReleaseLease(ctx, "poller", "a"))
-	acquire("b", true)
-	acquire("a", false)
-	ok, err := s.AcquireLease(ctx, "other", "a", time.Hour)
+	t1 := acquire(a1)
+	if t1 < 1 {
+		t.Fatalf("AcquireLease(free) = %d, want a term ≥ 1", t1)
+	}
+	if got := acquire(b1); got != 0 {
+		t.Errorf("AcquireLease(b) while a holds it = %d, want 0", got)
+	}
+	if got := acquire(a1); got != t1 {
+		t.Errorf("renewing AcquireLease = term %d, want the same term %d", got, t1)
+	}
+	// A restarted process of the same instance (a newer incarnation) takes the lease at once, with a newer
+	// term; the older one cannot take it back while it is held.
+	t2 := acquire(a2)
+	if t2 <= t1 {
+		t.Errorf("AcquireLease by a newer incarnation = %d, want a term above %d", t2, t1)
+	}
+	if got := acquire(a1); got != 0 {
+		t.Errorf("AcquireLease by the older incarnation again = %d, want 0", got)
+	}
+	must(t, "ReleaseLease by non-holder", s.ReleaseLease(ctx, "poller", b1))
+	must(t, "ReleaseLease by a deposed incarnation", s.ReleaseLease(ctx, "poller", a1))
+	if got := acquire(b1); got != 0 {
+		t.Errorf("AcquireLease(b) after releases by non-holders = %d, want 0", got)
+	}
+	if got := acquire(a2); got != t2 {
+		t.Errorf("renewing AcquireLease(a2) = %d, want %d", got, t2)
+	}
+	must(t, "ReleaseLease", s.ReleaseLease(ctx, "poller", a2))
+	t3 := acquire(b1)
+	if t3 <= t2 {
+		t.Errorf("AcquireLease(b) after release = %d, want a term above the earlier ones", t3)
+	}
+	if got := acquire(a2); got != 0 {
+		t.Errorf("AcquireLease(a) while b holds it = %d, want 0", got)
+	}
+	other, err := s.AcquireLease(ctx, "other", a1, time.Hour)
 	must(t, "AcquireLease other", err)
-	if !ok {
-		t.Error("AcquireLease(other, a) = false, want true: leases must be independent")
+	if other < 1 {
+		t.Error("AcquireLease(other, a) = 0, want a term: leases must be independent")
+	}
+	if _, err := s.AcquireLease(ctx, "poller", store.Holder{Instance: "a"}, time.Hour); err == nil {
+		t.Error("AcquireLease with an empty incarnation succeeded, want an error")
 	}
 }
 
 func testLeaseExpires(t *testing.T, s store.Store) {
 	ctx := t.Context()
-	ok, err := s.AcquireLease(ctx, "poller", "a", shortTTL)
+	a, b := store.Holder{Instance: "a", Incarnation: "1"}, store.Holder{Instance: "b", Incarnation: "1"}
+	ta, err := s.AcquireLease(ctx, "poller", a, shortTTL)
 	must(t, "AcquireLease", err)
-	if !ok {
-		t.Fatal("AcquireLease(a) = false, want true")
+	if ta == 0 {
+		t.Fatal("AcquireLease(a) = 0, want a term")
 	}
-	ok, err = s.AcquireLease(ctx, "poller", "b", shortTTL)
+	tb, err := s.AcquireLease(ctx, "poller", b, shortTTL)
 	must(t, "AcquireLease", err)
-	if ok {
-		t.Fatal("AcquireLease(b) while a holds it = true, want false")
+	if tb != 0 {
+		t.Fatal("AcquireLease(b) while a holds it = a term, want 0")
 	}
 	waitExpired(t, s, shortTTL, "lease", func() bool {
-		ok, err := s.AcquireLease(ctx, "poller", "b", time.Hour)
+		tb, err = s.AcquireLease(ctx, "poller", b, time.Hour)
 		must(t, "AcquireLease", err)
+		return tb != 0
+	})
+	if tb <= ta {
+		t.Errorf("term after expiry = %d, want above %d", tb, ta)
+	}
+	got, err := s.AcquireLease(ctx, "poller", a, time.Hour)
+	must(t, "AcquireLease", err)
+	if got != 0 {
+		t.Error("AcquireLease(a) after b took the expired lease = a term, want 0")
+	}
+}
+
+func testWorkClaim(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	claim := func(key string, term int64, want bool) {
+		t.Helper()
+		got, err := s.ClaimWork(ctx, key, term, time.Hour)
+		must(t, "ClaimWork", err)
+		if got != want {
+			t.Errorf("ClaimWork(%s, term %d) = %v, want %v", key, term, got, want)
+		}
+	}
+	claim("card:1", 3, true)
+	claim("card:1", 3, false) // held in this term
+	claim("card:1", 2, false) // an older term never takes a newer claim
+	claim("card:2", 3, true)  // keys are independent
+	// A newer term voids the claim at once: the claim's holder is dead or deposed.
+	claim("card:1", 4, true)
+	must(t, "ReleaseWork by the old term", s.ReleaseWork(ctx, "card:1", 3))
+	claim("card:1", 4, false)
+	must(t, "ReleaseWork", s.ReleaseWork(ctx, "card:1", 4))
+	claim("card:1", 4, true)
+	if _, err := s.ClaimWork(ctx, "k", 0, time.Hour); err == nil {
+		t.Error("ClaimWork with term 0 succeeded, want an error")
+	}
+	if _, err := s.ClaimWork(ctx, "k", 1, 0); err == nil {
+		t.Error("ClaimWork with ttl 0 succeeded, want an error")
+	}
+}
+
+func testWorkClaimExpires(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	ok, err := s.ClaimWork(ctx, "w", 5, shortTTL)
+	must(t, "ClaimWork", err)
+	if !ok {
+		t.Fatal("ClaimWork = false, want true")
+	}
+	waitExpired(t, s, shortTTL, "work claim", func() bool {
+		ok, err := s.ClaimWork(ctx, "w", 5, time.Hour)
+		must(t, "ClaimWork", err)
 		return ok
 	})
-	ok, err = s.AcquireLease(ctx, "poller", "a", time.Hour)
-	must(t, "AcquireLease", err)
-	if ok {
-		t.Error("AcquireLease(a) after b took the expired lease = true, want false")
-	}
 }
 
 func testJobs(t *testing.T, s store.Store) {
@@ -674,9 +752,13 @@ func testReopen(t *testing.T, s store.Store, r Reopener) {
 	must(t, "AdvanceCursor", err)
 	_, err = s.Claim(ctx, "evt:1", time.Hour)
 	must(t, "Claim", err)
-	_, err = s.AcquireLease(ctx, "poller", "a", time.Hour)
+	term, err := s.AcquireLease(ctx, "poller", store.Holder{Instance: "a", Incarnation: "1"}, time.Hour)
 	must(t, "AcquireLease", err)
 	must(t, "PutJob", s.PutJob(ctx, "q", j))
+	for range 3 {
+		_, err := s.TakeRateSlot(ctx, "guance", 3, time.Hour)
+		must(t, "TakeRateSlot", err)
+	}
 
 	s = r.Reopen(t)
 
@@ -694,7 +776,10 @@ func testReopen(t *testing.T, s store.Store, r Reopener) {
 		{"ReplySeen(i1, r1)", func() (bool, error) { return s.ReplySeen(ctx, "i1", "r1") }, true},
 		{"IsOwnReply(r2)", func() (bool, error) { return s.IsOwnReply(ctx, "r2") }, true},
 		{"Claim(evt:1)", func() (bool, error) { return s.Claim(ctx, "evt:1", time.Hour) }, false},
-		{"AcquireLease(poller, b)", func() (bool, error) { return s.AcquireLease(ctx, "poller", "b", time.Hour) }, false},
+		{"TakeRateSlot(guance) with the window spent before the reopen", func() (bool, error) {
+			wait, err := s.TakeRateSlot(ctx, "guance", 3, time.Hour)
+			return wait == 0, err
+		}, false},
 	}
 	for _, b := range bools {
 		got, err := b.fn()
@@ -717,6 +802,23 @@ func testReopen(t *testing.T, s store.Store, r Reopener) {
 	must(t, "DueJobs", err)
 	if diff := cmp.Diff([]store.Job{j}, jobs); diff != "" {
 		t.Errorf("DueJobs after reopen mismatch (-want +got):\n%s", diff)
+	}
+	// The same instance, restarted, takes its lease at once with a newer term; a work claim of the old
+	// term does not hold it up.
+	ok, err := s.ClaimWork(ctx, "card:1", term, time.Hour)
+	must(t, "ClaimWork", err)
+	if !ok {
+		t.Fatal("ClaimWork before the restart = false, want true")
+	}
+	newTerm, err := s.AcquireLease(ctx, "poller", store.Holder{Instance: "a", Incarnation: "2"}, time.Hour)
+	must(t, "AcquireLease after reopen", err)
+	if newTerm <= term {
+		t.Errorf("AcquireLease by the restarted instance = %d, want a term above %d", newTerm, term)
+	}
+	ok, err = s.ClaimWork(ctx, "card:1", newTerm, time.Hour)
+	must(t, "ClaimWork", err)
+	if !ok {
+		t.Error("ClaimWork in the new term = false, want true: the old term's claim must not hold the work")
 	}
 }
 

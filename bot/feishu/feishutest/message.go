@@ -213,7 +213,11 @@ func (s *Server) send(w *recorder, chatID, msgType, content, uuid string, reply 
 		s.drop--
 	}
 	data := s.messageData(m.clone())
+	sent := m.clone()
 	s.mu.Unlock()
+	if s.AfterSend != nil {
+		s.AfterSend(sent)
+	}
 
 	switch {
 	case lose:

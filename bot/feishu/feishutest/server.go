@@ -107,6 +107,12 @@ type Server struct {
 	// nothing more. It may read r.Body; the handler still sees the whole body.
 	Fail func(r *http.Request) (status int, body string, ok bool)
 
+	// AfterSend, when set, is called with every message the fake created (a new message or a
+	// reply), after it exists and before the answer is written: a test can kill the client
+	// there, so that the message was sent but its sender never learns it. It must not call
+	// the server.
+	AfterSend func(m Message)
+
 	t  testing.TB
 	hs *httptest.Server
 	id int64

@@ -1,0 +1,139 @@
+package bot
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"issuebot/store"
+)
+
+// Leadership. One replica at a time — the holder of the poller lease — talks to Guance
+// and works the durable queues. Every change of holder starts a new lease term, also a
+// restart of the same instance (which takes its own lease at once), and work claims
+// carry the term they were taken in, so a dead or deposed leader's claims are void as
+// soon as the next term begins instead of holding their jobs until a timeout.
+const (
+	leasePoller = "poller"
+	// leaseTTL bounds how long a killed leader's lease keeps the others waiting.
+	leaseTTL = 8 * time.Second
+	// leaseRenew is how often the leader renews and a standby replica tries to take over,
+	// so a killed leader is replaced within leaseTTL + leaseRenew.
+	leaseRenew = 2 * time.Second
+	// leaseGiveUp is how long a leader that cannot renew keeps leading: well before the
+	// lease runs out and another replica may take it.
+	leaseGiveUp = leaseTTL * 2 / 3
+	// workClaimTTL only bounds how long a claim is kept; a newer term voids it at once.
+	workClaimTTL = 10 * time.Minute
+)
+
+// holder is this process in the poller lease.
+func (b *Bot) holder() store.Holder {
+	return store.Holder{Instance: b.cfg.InstanceID, Incarnation: b.incarnation}
+}
+
+// runLeader leads while this replica holds the poller lease and keeps trying to take it
+// otherwise.
+func (b *Bot) runLeader(ctx context.Context) error {
+	h := b.holder()
+	for {
+		term, err := b.state.AcquireLease(ctx, leasePoller, h, leaseTTL)
+		if err != nil && ctx.Err() == nil {
+			b.logger.Warn("take poller lease", "err", err)
+		}
+		if term > 0 {
+			b.logger.Info("holding the poller lease", "instance", h.Instance, "term", term)
+			b.lead(ctx, term)
+			if ctx.Err() == nil {
+				b.logger.Warn("lost the poller lease", "instance", h.Instance, "term", term)
+			}
+		}
+		if !sleepCtx(ctx, leaseRenew) {
+			// Hand the lease over at once on a clean shutdown.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			_ = b.state.ReleaseLease(rctx, leasePoller, h)
+			cancel()
+			return nil
+		}
+	}
+}
+
+// lead runs the poller, the watcher and every queue worker for one lease term, until ctx
+// ends or the lease is lost.
+func (b *Bot) lead(ctx context.Context, term int64) {
+	b.term.Store(term)
+	defer b.term.Store(0)
+	lctx, lost := context.WithCancel(ctx)
+	defer lost()
+	g, gctx := errgroup.WithContext(lctx)
+	g.Go(func() error {
+		renewed := b.now()
+		for sleepCtx(gctx, leaseRenew) {
+			got, err := b.state.AcquireLease(gctx, leasePoller, b.holder(), leaseTTL)
+			switch {
+			case err == nil && got != term:
+				// Another replica (or a newer process of this instance) holds it, or it
+				// expired and was taken again under a new term: this term is over.
+				lost()
+				return nil
+			case err == nil:
+				renewed = b.now()
+			case gctx.Err() == nil:
+				b.logger.Warn("renew poller lease", "err", err)
+				if b.now().Sub(renewed) > leaseGiveUp {
+					lost()
+					return nil
+				}
+			}
+		}
+		return nil
+	})
+	b.loadKey(gctx)
+	if err := b.requeuePatches(gctx); err != nil && gctx.Err() == nil {
+		b.logger.Warn("look for cards left unpatched", "err", err)
+	}
+	g.Go(func() error { b.runDelivery(gctx); return nil })
+	g.Go(func() error { b.runReplies(gctx); return nil })
+	g.Go(func() error { b.runStatus(gctx); return nil })
+	g.Go(func() error { b.runThread(gctx); return nil })
+	g.Go(func() error { b.runPatches(gctx); return nil })
+	g.Go(func() error { b.runSync(gctx); return nil })
+	g.Go(func() error {
+		every := b.pollEvery()
+		for {
+			start := b.now()
+			if err := b.pollOnce(gctx); err != nil && gctx.Err() == nil {
+				b.logPollError(err)
+			}
+			if !sleepCtx(gctx, every-b.now().Sub(start)) {
+				return nil
+			}
+		}
+	})
+	_ = g.Wait()
+}
+
+// withWorkClaim runs fn unless another worker holds the same job in this term or a newer
+// one (during a handover the old leader may still be finishing it); then it returns
+// errClaimed. A claim of an older term does not count: its holder is dead or deposed.
+func (b *Bot) withWorkClaim(ctx context.Context, key string, fn func() error) error {
+	term := b.term.Load()
+	if term == 0 {
+		return errClaimed // not leading (any more)
+	}
+	ok, err := b.state.ClaimWork(ctx, key, term, workClaimTTL)
+	if err != nil {
+		return fmt.Errorf("claim work %s: %w", key, err)
+	}
+	if !ok {
+		return errClaimed
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = b.state.ReleaseWork(rctx, key, term)
+	}()
+	return fn()
+}
