@@ -164,6 +164,7 @@ func TestFailingChatDoesNotBlockOthers(t *testing.T) {
 	}
 	dctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
+	b.term.Store(1) // as the leader of term 1
 	go func() { b.runDelivery(dctx); close(done) }()
 	waitFor(t, 10*time.Second, "the healthy chat's card", func() bool { return h.cardsFor(fine.UUID) == 1 })
 	waitFor(t, 10*time.Second, "the failed card rescheduled", func() bool {

@@ -18,7 +18,7 @@ import (
 const (
 	leasePoller = "poller"
 	// leaseTTL bounds how long a killed leader's lease keeps the others waiting.
-	leaseTTL = 8 * time.Second
+	leaseTTL = 6 * time.Second
 	// leaseRenew is how often the leader renews and a standby replica tries to take over,
 	// so a killed leader is replaced within leaseTTL + leaseRenew.
 	leaseRenew = 2 * time.Second
@@ -99,19 +99,7 @@ func (b *Bot) lead(ctx context.Context, term int64) {
 	g.Go(func() error { b.runStatus(gctx); return nil })
 	g.Go(func() error { b.runThread(gctx); return nil })
 	g.Go(func() error { b.runPatches(gctx); return nil })
-	g.Go(func() error { b.runSync(gctx); return nil })
-	g.Go(func() error {
-		every := b.pollEvery()
-		for {
-			start := b.now()
-			if err := b.pollOnce(gctx); err != nil && gctx.Err() == nil {
-				b.logPollError(err)
-			}
-			if !sleepCtx(gctx, every-b.now().Sub(start)) {
-				return nil
-			}
-		}
-	})
+	g.Go(func() error { b.runBudget(gctx); return nil })
 	_ = g.Wait()
 }
 

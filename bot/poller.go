@@ -2,6 +2,7 @@ package bot
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -16,16 +17,10 @@ const (
 	cursorNewIssues = "issues.createAt"     // newest server createAt seen (unix s)
 	cursorBootstrap = "issues.bootstrapped" // 1 once the first poll has run
 	cursorFirstTry  = "issues.firstStart"   // unix s of the first poll attempt ever
+	metaChannel     = "guance.channel:"     // + channel name: its uuid
+	metaLevels      = "guance.levels"       // JSON storedLevels
+	levelRefresh    = 10 * time.Minute
 )
-
-// pollEvery is the poll cadence: POLL_INTERVAL, unless the Guance budget cannot pay
-// for that many polls (each poll is one issue/list request, more only when a window
-// holds more than a page) besides the reserve for people and the watcher's minimum.
-// Slower polling keeps the cost per minute fixed.
-func (b *Bot) pollEvery() time.Duration {
-	n := max(b.cfg.RateLimit-Reserve(b.cfg.RateLimit)-minSyncPerWindow, 1)
-	return max(b.cfg.PollInterval, b.cfg.BudgetWindow/time.Duration(n))
-}
 
 func (b *Bot) logPollError(err error) {
 	switch {
@@ -86,12 +81,13 @@ func (b *Bot) pollOnce(ctx context.Context) error {
 			start = latest(start, time.Unix(last, 0).Add(-b.cfg.Overlap-b.cfg.ClockSkew))
 		}
 	}
+	asked := b.now()
 	issues, err := b.guance.ListAllIssues(ctx, guance.IssueQuery{
 		ChannelUUID: channel, Start: start, End: now.Add(b.cfg.ClockSkew), PageSize: 100,
 	})
 	if err != nil {
 		if errors.Is(err, guance.ErrNotFound) {
-			b.forgetChannel() // the channel may have been recreated
+			b.forgetChannel(ctx)
 		}
 		return fmt.Errorf("list issues: %w", err)
 	}
@@ -119,6 +115,11 @@ func (b *Bot) pollOnce(ctx context.Context) error {
 			return fmt.Errorf("check issue %s seen: %w", is.UUID, err)
 		}
 		if seen {
+			// The row also tells a carded issue's status, level, title and updateAt: one
+			// request answers the watcher's questions about every young issue.
+			if err := b.observe(ctx, is, asked); err != nil {
+				return fmt.Errorf("apply issue %s as listed: %w", is.UUID, err)
+			}
 			continue
 		}
 		if booted == 0 && is.CreateAt.Unix() < youngSince {
@@ -158,12 +159,17 @@ func (b *Bot) pollOnce(ctx context.Context) error {
 	return nil
 }
 
-// watchedChannel returns the uuid of the watched channel, looked up once by name.
+// watchedChannel returns the uuid of the watched channel, looked up by name once and
+// kept in the store, so that a restart costs no request.
 func (b *Bot) watchedChannel(ctx context.Context) (string, error) {
 	b.channelMu.Lock()
 	defer b.channelMu.Unlock()
 	if b.channelUUID != "" {
 		return b.channelUUID, nil
+	}
+	if id, err := b.state.Meta(ctx, metaChannel+b.cfg.Channel); err == nil && id != "" {
+		b.channelUUID = id
+		return id, nil
 	}
 	chans, err := b.guance.ListChannels(ctx)
 	if err != nil {
@@ -172,20 +178,28 @@ func (b *Bot) watchedChannel(ctx context.Context) (string, error) {
 	for _, c := range chans {
 		if c.Name == b.cfg.Channel || c.UUID == b.cfg.Channel {
 			b.channelUUID = c.UUID
+			if err := b.state.SetMeta(ctx, metaChannel+b.cfg.Channel, c.UUID); err != nil {
+				b.logger.Warn("keep the watched channel's uuid", "err", err)
+			}
 			return c.UUID, nil
 		}
 	}
 	return "", fmt.Errorf("no Guance channel named %q among %d", b.cfg.Channel, len(chans))
 }
 
-func (b *Bot) forgetChannel() {
+// forgetChannel drops the watched channel's uuid: Guance no longer knows it (the channel
+// may have been recreated).
+func (b *Bot) forgetChannel(ctx context.Context) {
 	b.channelMu.Lock()
 	b.channelUUID = ""
 	b.channelMu.Unlock()
+	if err := b.state.SetMeta(ctx, metaChannel+b.cfg.Channel, ""); err != nil {
+		b.logger.Warn("forget the watched channel's uuid", "err", err)
+	}
 }
 
 // levelCache keeps the workspace's issue levels (names and colours of custom levels),
-// refreshed at most every 10 minutes: one request, so it barely dents the budget.
+// refreshed at most every levelRefresh: one request, so it barely dents the budget.
 type levelCache struct {
 	mu      sync.Mutex
 	byUUID  map[string]guance.Level
@@ -194,7 +208,13 @@ type levelCache struct {
 
 func (c *levelCache) refresh(ctx context.Context, b *Bot) {
 	c.mu.Lock()
-	due := b.now().Sub(c.fetched) >= 10*time.Minute
+	loaded := c.byUUID != nil
+	c.mu.Unlock()
+	if !loaded {
+		c.load(ctx, b)
+	}
+	c.mu.Lock()
+	due := b.now().Sub(c.fetched) >= levelRefresh
 	if due {
 		c.fetched = b.now() // one attempt per period, success or not
 	}
@@ -207,12 +227,41 @@ func (c *levelCache) refresh(ctx context.Context, b *Bot) {
 		b.logger.Warn("list issue levels; cards show level ids", "err", err)
 		return
 	}
+	c.set(levels, b.now())
+	if data, err := json.Marshal(storedLevels{Fetched: b.now(), Levels: levels}); err == nil {
+		if err := b.state.SetMeta(ctx, metaLevels, string(data)); err != nil {
+			b.logger.Warn("keep the issue levels", "err", err)
+		}
+	}
+}
+
+// storedLevels is the level list as kept in the store, so that a restart costs no request.
+type storedLevels struct {
+	Fetched time.Time      `json:"fetched"`
+	Levels  []guance.Level `json:"levels"`
+}
+
+// load takes the level list kept by an earlier run.
+func (c *levelCache) load(ctx context.Context, b *Bot) {
+	v, err := b.state.Meta(ctx, metaLevels)
+	if err != nil || v == "" {
+		return
+	}
+	var sl storedLevels
+	if err := json.Unmarshal([]byte(v), &sl); err != nil {
+		b.logger.Warn("ignore unreadable stored issue levels", "err", err)
+		return
+	}
+	c.set(sl.Levels, sl.Fetched)
+}
+
+func (c *levelCache) set(levels []guance.Level, fetched time.Time) {
 	m := make(map[string]guance.Level, len(levels))
 	for _, l := range levels {
 		m[l.UUID] = l
 	}
 	c.mu.Lock()
-	c.byUUID = m
+	c.byUUID, c.fetched = m, fetched
 	c.mu.Unlock()
 }
 

@@ -115,17 +115,6 @@ func (w *watcher) replyBumps() (bumps, known bool) {
 	return false, false
 }
 
-// syncEvery is the pace of the watcher: the budget window divided by the requests
-// left for it after polling and the reserve for people's writes.
-func (b *Bot) syncEvery() time.Duration {
-	polls := int((b.cfg.BudgetWindow + b.pollEvery() - 1) / b.pollEvery())
-	n := max(b.cfg.RateLimit-Reserve(b.cfg.RateLimit)-polls, minSyncPerWindow)
-	return b.cfg.BudgetWindow / time.Duration(n)
-}
-
-// minSyncPerWindow is the least the watcher may spend per budget window.
-const minSyncPerWindow = 2
-
 // Reserve is how many requests per budget window are kept for people's writes
 // (thread replies, buttons): background work never spends them, so a click finds a
 // free slot at once. run.go gives it to the Guance limiter.
@@ -145,21 +134,6 @@ func (b *Bot) sweepEvery() time.Duration {
 	return every
 }
 
-// runSync runs the watcher until ctx ends, one request per step.
-func (b *Bot) runSync(ctx context.Context) {
-	every := b.syncEvery()
-	b.logger.Info("watching carded issues for changes", "request_every", every)
-	for {
-		start := b.now()
-		if err := b.syncStep(guance.WithPriority(ctx, guance.PriorityLow)); err != nil && ctx.Err() == nil {
-			b.logPollError(fmt.Errorf("watch issues: %w", err))
-		}
-		if !sleepCtx(ctx, every-b.now().Sub(start)) {
-			return
-		}
-	}
-}
-
 // watchedIssue reports whether the watcher still looks at a record.
 func (b *Bot) watchedIssue(r store.Issue, now time.Time) bool {
 	if r.Gone || r.CardMessageID == "" {
@@ -176,11 +150,12 @@ func statusDone(s int) bool {
 	return guance.StatusType(s) == guance.StatusResolved || guance.StatusType(s) == guance.StatusClosed
 }
 
-// syncStep makes at most one Guance request of the watcher.
-func (b *Bot) syncStep(ctx context.Context) error {
+// syncStep makes at most one Guance request of the watcher and reports whether it made
+// one (false: no issue needs a look now).
+func (b *Bot) syncStep(ctx context.Context) (bool, error) {
 	recs, err := b.state.ListIssues(ctx)
 	if err != nil {
-		return fmt.Errorf("list issue records: %w", err)
+		return false, fmt.Errorf("list issue records: %w", err)
 	}
 	now := b.now()
 	w := &b.watch
@@ -254,15 +229,15 @@ func (b *Bot) syncStep(ctx context.Context) error {
 
 	switch {
 	case refresh != nil:
-		return b.refreshIssue(ctx, *refresh)
+		return true, b.refreshIssue(ctx, *refresh)
 	case dirty != nil:
-		return b.scanReplies(ctx, *dirty)
+		return true, b.scanReplies(ctx, *dirty)
 	case sweepDue && !openFrom.IsZero() && (step%3 == 0 || bestRR == nil):
-		return b.sweepPage(ctx, openFrom, watched)
+		return true, b.sweepPage(ctx, openFrom, watched)
 	case bestRR != nil:
-		return b.scanReplies(ctx, *bestRR)
+		return true, b.scanReplies(ctx, *bestRR)
 	}
-	return nil
+	return false, nil
 }
 
 // scanWeight is how much faster than others an issue's wait counts.
@@ -357,7 +332,7 @@ func (b *Bot) sweepPage(ctx context.Context, openFrom time.Time, watched []store
 	})
 	if err != nil {
 		if errors.Is(err, guance.ErrNotFound) {
-			b.forgetChannel()
+			b.forgetChannel(ctx)
 		}
 		return fmt.Errorf("list open issues (page %d): %w", page, err)
 	}

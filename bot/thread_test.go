@@ -3,6 +3,7 @@ package bot
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -149,8 +150,8 @@ func TestLateVisibleReplyIsRead(t *testing.T) {
 	}
 }
 
-// TestClaimedThreadPostIsLeftAlone: a thread post another worker holds (a crashed
-// process's claim, kept for workClaimTTL) is left alone, not spun on.
+// TestClaimedThreadPostIsLeftAlone: a thread post another worker of the same term holds
+// is left alone, not spun on.
 func TestClaimedThreadPostIsLeftAlone(t *testing.T) {
 	h := newHarness(t, "redis", 18, time.Second)
 	cs := &countingStore{Store: h.st}
@@ -163,7 +164,7 @@ func TestClaimedThreadPostIsLeftAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := h.st.Claim(t.Context(), "work:"+queueThread+":reply_claimed", time.Minute); err != nil || !ok {
+	if ok, err := h.st.ClaimWork(t.Context(), queueThread+":reply_claimed", h.bot.term.Load(), time.Minute); err != nil || !ok {
 		t.Fatalf("claim: %v %v", ok, err)
 	}
 	if err := h.st.PutJob(t.Context(), queueThread, store.Job{ID: "reply_claimed", Payload: payload, NotBefore: time.Now()}); err != nil {
@@ -178,6 +179,49 @@ func TestClaimedThreadPostIsLeftAlone(t *testing.T) {
 	}
 	if n, err := h.st.CountJobs(t.Context(), queueThread); err != nil || n != 1 {
 		t.Errorf("%d thread jobs (%v), want the claimed one kept", n, err)
+	}
+}
+
+// TestDeadLeadersClaimDoesNotHoldThePost: a claim taken in an earlier lease term (by a
+// process killed while posting) does not hold its job: the next term posts it at once,
+// not after the claim's timeout.
+func TestDeadLeadersClaimDoesNotHoldThePost(t *testing.T) {
+	for _, kind := range []string{"embedded", "redis"} {
+		t.Run(kind, func(t *testing.T) {
+			h := newHarness(t, kind, 18, time.Second)
+			h.cfg.InstanceID = "replica-1"
+			// The dead predecessor: the same instance, an older incarnation, term n.
+			dead, err := h.st.AcquireLease(t.Context(), leasePoller, store.Holder{Instance: "replica-1", Incarnation: "0"}, time.Hour)
+			if err != nil || dead == 0 {
+				t.Fatalf("take the lease as the dead process: %d, %v", dead, err)
+			}
+			h.start()
+			h.bootstrapped()
+			if got := h.bot.term.Load(); got <= dead {
+				t.Fatalf("the restarted process leads in term %d, want above the dead one's %d", got, dead)
+			}
+			issue, msg := h.cardedIssue("post of a dead leader")
+			payload, err := json.Marshal(threadJob{IssueUUID: issue, ReplyUUID: "reply_orphaned", Author: "王五",
+				CreateAt: time.Now().Unix(), Text: "claimed by a dead leader"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok, err := h.st.ClaimWork(t.Context(), queueThread+":reply_orphaned", dead, time.Hour); err != nil || !ok {
+				t.Fatalf("claim as the dead process: %v %v", ok, err)
+			}
+			if err := h.st.PutJob(t.Context(), queueThread, store.Job{ID: "reply_orphaned", Payload: payload, NotBefore: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			h.bot.kick(h.bot.wakeThread)
+			waitFor(t, 10*time.Second, "the dead leader's post in the thread", func() bool {
+				for _, m := range h.fs.Messages(testChat) {
+					if m.RootID == msg && strings.Contains(m.Content, "claimed by a dead leader") {
+						return true
+					}
+				}
+				return false
+			})
+		})
 	}
 }
 

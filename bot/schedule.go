@@ -1,0 +1,156 @@
+package bot
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"issuebot/guance"
+)
+
+// Spending the Guance budget.
+//
+// Guance allows 20 requests a minute per key and the bot spends Config.RateLimit of them.
+// People's writes (thread replies, clicks) wait on the limiter with PriorityHigh and have
+// a reserve that background work never takes (Reserve). The rest is spent here, by one
+// loop for every background need: one request per turn, turns spaced evenly over the
+// window, so the window never fills in a burst and then stalls. The time of the next turn
+// is kept in the store, so a restarted process (or a new leader) continues the same pace
+// instead of spending again what its predecessor just spent.
+//
+// Each turn goes to whichever of the new-issue poll and the watcher was served longer
+// ago, among those that have something to do: the poll when POLL_INTERVAL has passed
+// since the last one, the watcher when an issue needs a look (see sync.go). So neither
+// starves: with both busy they share the turns equally, and either takes every turn the
+// other does not need. POLL_INTERVAL is how often new issues are looked for when the
+// budget allows, not a claim on the budget.
+
+// metaNextTurn is the store's record of the next background turn (unix ms).
+const metaNextTurn = "budget.nextTurn"
+
+// turnEvery is the spacing of background turns: the window shared by the requests left
+// after the reserve for people's writes.
+func (b *Bot) turnEvery() time.Duration {
+	return b.cfg.BudgetWindow / time.Duration(max(b.cfg.RateLimit-Reserve(b.cfg.RateLimit), 1))
+}
+
+// pollEvery is the poll cadence while the watcher is busy too: POLL_INTERVAL, or every
+// other turn when the budget cannot pay for more.
+func (b *Bot) pollEvery() time.Duration {
+	return max(b.cfg.PollInterval, 2*b.turnEvery())
+}
+
+// syncEvery is the watcher's cadence while polls are due as well: the turns left
+// between polls.
+func (b *Bot) syncEvery() time.Duration {
+	turns := b.cfg.BudgetWindow / b.turnEvery()
+	polls := (b.cfg.BudgetWindow + b.pollEvery() - 1) / b.pollEvery()
+	return b.cfg.BudgetWindow / max(turns-polls, 1)
+}
+
+// turn is one background need the scheduler can serve.
+type turn int
+
+const (
+	turnPoll turn = iota
+	turnWatch
+)
+
+// turns is the scheduler's decision state; it lives in the leader's memory.
+type turns struct {
+	lastPoll, lastWatch time.Time // when each was last served
+}
+
+// order returns what to offer this turn, first choice first: the poll only when due,
+// and of two candidates the one served longer ago.
+func (s *turns) order(now time.Time, pollInterval time.Duration) []turn {
+	pollDue := s.lastPoll.IsZero() || now.Sub(s.lastPoll) >= pollInterval
+	switch {
+	case !pollDue:
+		return []turn{turnWatch}
+	case s.lastPoll.After(s.lastWatch):
+		return []turn{turnWatch, turnPoll}
+	}
+	return []turn{turnPoll, turnWatch}
+}
+
+// runBudget spends the background budget until ctx ends.
+func (b *Bot) runBudget(ctx context.Context) {
+	every := b.turnEvery()
+	b.logger.Info("spending the Guance budget", "turn_every", every, "poll_interval", b.cfg.PollInterval)
+	next := b.loadNextTurn(ctx)
+	var s turns
+	for {
+		if d := next.Sub(b.now()); d > 0 && !sleepCtx(ctx, d) {
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		now := b.now()
+		served := false
+		for _, t := range s.order(now, b.cfg.PollInterval) {
+			if served = b.serve(ctx, t); served {
+				if t == turnPoll {
+					s.lastPoll = now
+				} else {
+					s.lastWatch = now
+				}
+				break
+			}
+		}
+		if !served {
+			// Nothing needed a request: look again when the poll is due, or sooner
+			// if the watcher gets work (a poll or a thread event flags an issue).
+			wait := min(every, s.lastPoll.Add(b.cfg.PollInterval).Sub(now))
+			next = now.Add(max(wait, 100*time.Millisecond))
+			continue
+		}
+		next = now.Add(every)
+		b.saveNextTurn(ctx, next)
+	}
+}
+
+// serve gives the turn to t and reports whether t used it (made a request).
+func (b *Bot) serve(ctx context.Context, t turn) bool {
+	ctx = guance.WithPriority(ctx, guance.PriorityLow)
+	switch t {
+	case turnPoll:
+		if err := b.pollOnce(ctx); err != nil && ctx.Err() == nil {
+			b.logPollError(err)
+		}
+		return true
+	default:
+		did, err := b.syncStep(ctx)
+		if err != nil && ctx.Err() == nil {
+			b.logPollError(fmt.Errorf("watch issues: %w", err))
+		}
+		return did
+	}
+}
+
+// loadNextTurn reads when the previous leader's next turn was due; no later than one
+// spacing from now, so a clock that went back cannot stall the budget.
+func (b *Bot) loadNextTurn(ctx context.Context) time.Time {
+	now := b.now()
+	v, err := b.state.Meta(ctx, metaNextTurn)
+	if err != nil || v == "" {
+		return now
+	}
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return now
+	}
+	if next, limit := time.UnixMilli(ms), now.Add(b.turnEvery()); next.Before(limit) {
+		return next
+	}
+	return now.Add(b.turnEvery())
+}
+
+// saveNextTurn records the next turn for a successor.
+func (b *Bot) saveNextTurn(ctx context.Context, next time.Time) {
+	if err := b.state.SetMeta(ctx, metaNextTurn, strconv.FormatInt(next.UnixMilli(), 10)); err != nil && ctx.Err() == nil {
+		b.logger.Warn("record the next budget turn", "err", err)
+	}
+}

@@ -1,0 +1,68 @@
+package bot
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestTurnOrder(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	const every = 2 * time.Second
+	for _, tt := range []struct {
+		name                string
+		lastPoll, lastWatch time.Duration // before t0; 0 = never
+		want                []turn
+	}{
+		{"first turn polls", 0, 0, []turn{turnPoll, turnWatch}},
+		{"poll not due: only the watcher", time.Second, 10 * time.Second, []turn{turnWatch}},
+		{"both due, the watcher waited longer", 3 * time.Second, 5 * time.Second, []turn{turnWatch, turnPoll}},
+		{"both due, the poll waited longer", 6 * time.Second, 3 * time.Second, []turn{turnPoll, turnWatch}},
+		{"the watcher never ran", 3 * time.Second, 0, []turn{turnWatch, turnPoll}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var s turns
+			if tt.lastPoll > 0 {
+				s.lastPoll = t0.Add(-tt.lastPoll)
+			}
+			if tt.lastWatch > 0 {
+				s.lastWatch = t0.Add(-tt.lastWatch)
+			}
+			if got := s.order(t0, every); !slices.Equal(got, tt.want) {
+				t.Errorf("order = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestTurnsShareTheBudget plays the scheduler's decisions over ten minutes of turns: with
+// both always hungry they alternate; with the watcher idle the poll takes every turn
+// POLL_INTERVAL allows.
+func TestTurnsShareTheBudget(t *testing.T) {
+	const turnEvery, pollInterval = 3750 * time.Millisecond, 2 * time.Second
+	play := func(watchHungry bool) (polls, watches int) {
+		var s turns
+		now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+		for range 160 {
+			for _, tn := range s.order(now, pollInterval) {
+				if tn == turnWatch && !watchHungry {
+					continue
+				}
+				if tn == turnPoll {
+					s.lastPoll, polls = now, polls+1
+				} else {
+					s.lastWatch, watches = now, watches+1
+				}
+				break
+			}
+			now = now.Add(turnEvery)
+		}
+		return polls, watches
+	}
+	if p, w := play(true); p != 80 || w != 80 {
+		t.Errorf("both hungry: %d polls, %d watcher turns, want 80 each", p, w)
+	}
+	if p, w := play(false); p != 160 || w != 0 {
+		t.Errorf("watcher idle: %d polls, %d watcher turns, want every turn to poll", p, w)
+	}
+}
