@@ -416,11 +416,13 @@ func (c *cardView) layout(desc string) cardJSON {
 	}
 	k.Header.Subtitle = c.subtitle()
 	k.Header.Template = c.template
-	k.Header.TextTagList = []cardTextTag{{
-		Tag:   "text_tag",
-		Text:  cardPlain(c.statusZH, c.statusEN),
-		Color: c.tagColor,
-	}}
+	// A text tag's text takes no i18n_content: the documented multilingual form is
+	// i18n_text_tag_list, which wins over text_tag_list where the client supports it.
+	tag := func(s string) []cardTextTag {
+		return []cardTextTag{{Tag: "text_tag", Text: cardText{Tag: "plain_text", Content: s}, Color: c.tagColor}}
+	}
+	k.Header.TextTagList = tag(c.statusEN)
+	k.Header.I18nTextTagList = map[string][]cardTextTag{"zh_cn": tag(c.statusZH), "en_us": tag(c.statusEN)}
 
 	els := []any{c.fields(), cardHR{Tag: "hr"}}
 	if desc == "" {
@@ -481,8 +483,10 @@ func (c *cardView) fields() cardMarkdown {
 	}
 	var zh, en []string
 	add := func(labelZH, labelEN, valueZH, valueEN string) {
-		zh = append(zh, "**"+labelZH+"**："+valueZH)
-		en = append(en, "**"+labelEN+"**: "+valueEN)
+		// Feishu renders bold reliably only with whitespace (or a line's edge) on both
+		// sides of the run; next to CJK punctuation it may print the asterisks.
+		zh = append(zh, "**"+labelZH+"：** "+valueZH)
+		en = append(en, "**"+labelEN+":** "+valueEN)
 	}
 	add("等级", "Level", cardMD(c.levelZH), cardMD(c.levelEN))
 	add("状态", "Status", c.statusZH, c.statusEN)
@@ -763,10 +767,11 @@ type (
 		EN string `json:"en_us"`
 	}
 	cardHeader struct {
-		Title       cardText      `json:"title"`
-		Subtitle    *cardText     `json:"subtitle,omitempty"`
-		Template    string        `json:"template"`
-		TextTagList []cardTextTag `json:"text_tag_list,omitempty"`
+		Title           cardText                 `json:"title"`
+		Subtitle        *cardText                `json:"subtitle,omitempty"`
+		Template        string                   `json:"template"`
+		TextTagList     []cardTextTag            `json:"text_tag_list,omitempty"`
+		I18nTextTagList map[string][]cardTextTag `json:"i18n_text_tag_list,omitempty"`
 	}
 	cardText struct {
 		Tag     string    `json:"tag"`

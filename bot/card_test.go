@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
@@ -193,9 +194,10 @@ var cardAllowed = map[string][]string{
 	"card":       {"schema", "config", "header", "body"},
 	"config":     {"update_multi", "summary"},
 	"summary":    {"content", "i18n_content"},
-	"header":     {"title", "subtitle", "template", "text_tag_list"},
+	"header":     {"title", "subtitle", "template", "text_tag_list", "i18n_text_tag_list"},
 	"plain_text": {"tag", "content", "i18n_content"},
 	"text_tag":   {"tag", "text", "color"},
+	"tag_text":   {"tag", "content"}, // a text_tag's text: multilingual only through i18n_text_tag_list
 	"body":       {"elements"},
 	"markdown":   {"tag", "content", "i18n_content"},
 	"div":        {"tag", "text"},
@@ -277,15 +279,29 @@ func cardValidate(m map[string]any) []string {
 			if s, _ := o["template"].(string); !slices.Contains(cardTemplates, s) {
 				bad("bad header template", s)
 			}
-			tags, _ := o["text_tag_list"].([]any)
-			for _, tg := range tags {
-				tm := obj("text_tag", tg)
-				if tm == nil {
-					continue
+			tagList := func(v any) {
+				tags, _ := v.([]any)
+				for _, tg := range tags {
+					tm := obj("text_tag", tg)
+					if tm == nil {
+						continue
+					}
+					if tt := obj("tag_text", tm["text"]); tt != nil && tt["tag"] != "plain_text" {
+						bad("text_tag text is not plain_text", tt["tag"])
+					}
+					if s, _ := tm["color"].(string); !slices.Contains(cardTagColors, s) {
+						bad("bad text_tag color", s)
+					}
 				}
-				text(tm["text"])
-				if s, _ := tm["color"].(string); !slices.Contains(cardTagColors, s) {
-					bad("bad text_tag color", s)
+			}
+			tagList(o["text_tag_list"])
+			if o["text_tag_list"] != nil {
+				i18n, _ := o["i18n_text_tag_list"].(map[string]any)
+				for _, lang := range []string{"zh_cn", "en_us"} {
+					if l, _ := i18n[lang].([]any); len(l) == 0 {
+						bad("i18n_text_tag_list lacks a language:", lang)
+					}
+					tagList(i18n[lang])
 				}
 			}
 		case "body":
@@ -300,6 +316,12 @@ func cardValidate(m map[string]any) []string {
 				els, _ := cm["elements"].([]any)
 				for _, e := range els {
 					cardWalkElement(e, walk, bad)
+				}
+			}
+		case "markdown":
+			for _, md := range []any{o["content"], o["i18n_content"].(map[string]any)["zh_cn"], o["i18n_content"].(map[string]any)["en_us"]} {
+				if s, _ := md.(string); cardBoldProblem(s) != "" {
+					bad("markdown bold:", cardBoldProblem(s))
 				}
 			}
 		case "div":
@@ -332,6 +354,29 @@ func cardValidate(m map[string]any) []string {
 	}
 	walk("card", m)
 	return problems
+}
+
+// cardBoldProblem reports a bold run (**…**) without whitespace or a line's edge on
+// both outer sides: Feishu may then print the asterisks, next to CJK punctuation
+// above all. It returns "" when every run is safe.
+func cardBoldProblem(s string) string {
+	rs := []rune(s)
+	open := false
+	edge := func(i int) bool { return i < 0 || i >= len(rs) || unicode.IsSpace(rs[i]) }
+	for i := 0; i+1 < len(rs); i++ {
+		if rs[i] != '*' || rs[i+1] != '*' {
+			continue
+		}
+		if !open && !edge(i-1) {
+			return fmt.Sprintf("opening ** after %q in %q", rs[i-1], s)
+		}
+		if open && !edge(i+2) {
+			return fmt.Sprintf("closing ** before %q in %q", rs[i+2], s)
+		}
+		open = !open
+		i++
+	}
+	return ""
 }
 
 func cardWalkElement(e any, walk func(string, any), bad func(string, ...any)) {
@@ -686,4 +731,45 @@ func FuzzRenderCard(f *testing.F) {
 			t.Fatalf("invalid card: %v", p)
 		}
 	})
+}
+
+func TestCardBoldProblem(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		safe bool
+	}{
+		{"**等级：** P3", true},
+		{"**Level:** P3\n**Status:** Open", true},
+		{"a **b** c", true},
+		{"**等级**：P3", false},  // closer against CJK punctuation
+		{"**等级：**P3", false},  // closer against a letter
+		{"说明**重点** 后", false}, // opener against a letter
+		{"no bold at all", true},
+	} {
+		if got := cardBoldProblem(tt.in) == ""; got != tt.safe {
+			t.Errorf("cardBoldProblem(%q) safe = %v, want %v", tt.in, got, tt.safe)
+		}
+	}
+}
+
+// TestHelpCardBold: the help card's bold labels render in both languages.
+func TestHelpCardBold(t *testing.T) {
+	var card struct {
+		Body struct {
+			Elements []struct {
+				Content string            `json:"content"`
+				I18n    map[string]string `json:"i18n_content"`
+			} `json:"elements"`
+		} `json:"body"`
+	}
+	if err := json.Unmarshal(helpCard(), &card); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range card.Body.Elements {
+		for _, s := range []string{e.Content, e.I18n["zh_cn"], e.I18n["en_us"]} {
+			if p := cardBoldProblem(s); p != "" {
+				t.Error(p)
+			}
+		}
+	}
 }

@@ -64,10 +64,10 @@ func (b *Bot) sendHelp(m feishu.Message) {
 
 // helpCard is the bilingual help card (JSON 2.0).
 func helpCard() []byte {
-	const zh = "**在卡片的话题里回复**，内容会同步为 Guance Issue 的回复（带上你的名字）；同步成功后消息上会出现 ✅。\n" +
+	const zh = "**在卡片的话题里回复：** 内容会同步为 Guance Issue 的回复（带上你的名字）；同步成功后消息上会出现 ✅。\n" +
 		"以 `//` 开头的消息不会同步（私下备注）。\n" +
 		"Guance 中的回复和状态变化会回到话题和卡片里。\n\n" +
-		"**命令**（@机器人）：\n" +
+		"**命令（@机器人）：**\n" +
 		"- `help`：显示本帮助\n" +
 		"- `status`：桥接状态（上次轮询、Guance 配额、同步延迟）\n" +
 		"- 在卡片话题里：`resolve` / `pending` / `reopen` 修改状态（与卡片按钮相同）\n" +
