@@ -58,7 +58,10 @@ func (b *Bot) HandleMessage(ctx context.Context, m feishu.Message) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	botID := b.botID()
-	if m.SenderType == "app" || (botID != "" && m.SenderOpenID == botID) {
+	if m.SenderType != "user" || (botID != "" && m.SenderOpenID == botID) {
+		// Only people's messages are synced: another bot's posts in a card's thread
+		// (the SDK documents "user" and "bot"; the platform also sends "app") are not
+		// someone's reply.
 		return nil
 	}
 	log := b.logger.With("message_id", m.MessageID, "chat_id", m.ChatID)

@@ -248,9 +248,12 @@ func TestMessagesOutsideThreadsAreIgnored(t *testing.T) {
 	h.fs.AddChat("oc_other")
 	h.start()
 	h.bootstrapped()
-	issue, _ := h.cardedIssue("compat target")
+	issue, card := h.cardedIssue("compat target")
 	bot := feishutest.Mention{Key: "@_user_1", OpenID: h.fs.BotOpenID, Name: h.fs.BotName}
 	events := [][]byte{
+		// Another bot's post in the card's thread is not a person's reply.
+		h.fs.MessageEvent(feishutest.MessageSpec{MessageID: "om_otherbot", ChatID: testChat, RootID: card, SenderOpenID: "ou_deploybot",
+			SenderType: "bot", Content: feishutest.TextContent("deploy finished")}),
 		h.fs.MessageEvent(feishutest.MessageSpec{MessageID: "om_chatter", ChatID: "oc_other", SenderOpenID: "ou_alice", Content: feishutest.TextContent("lunch?")}),
 		h.fs.MessageEvent(feishutest.MessageSpec{MessageID: "om_help", ChatID: "oc_other", SenderOpenID: "ou_alice", Content: feishutest.TextContent("@_user_1 help"), Mentions: []feishutest.Mention{bot}}),
 		h.fs.MessageEvent(feishutest.MessageSpec{MessageID: "om_compat", ChatID: "oc_other", SenderOpenID: "ou_alice",

@@ -35,7 +35,7 @@ type Message struct {
 	// Content is the message content JSON exactly as Feishu sent it.
 	Content      string
 	SenderOpenID string
-	SenderType   string // "user" or "app"
+	SenderType   string // "user" for a person; "app", "bot" or another value for anything else
 	Mentions     []Mention
 	// CreateTime is when the message was sent; EventTime when Feishu emitted the event.
 	CreateTime time.Time
@@ -197,5 +197,13 @@ func msTime(s string) time.Time {
 	if err != nil || n <= 0 {
 		return time.Time{}
 	}
-	return time.UnixMilli(n)
+	// Feishu's docs say milliseconds, but card.action.trigger headers carry 16-digit
+	// microseconds: judge the unit by the size (seconds until 2286, ms and µs alike).
+	switch {
+	case n >= 1e15:
+		return time.UnixMicro(n)
+	case n >= 1e11:
+		return time.UnixMilli(n)
+	}
+	return time.Unix(n, 0)
 }

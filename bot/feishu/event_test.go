@@ -85,3 +85,22 @@ func TestValidSignature(t *testing.T) {
 		t.Error("validSignature accepted another body")
 	}
 }
+
+func TestEventTimeUnits(t *testing.T) {
+	want := time.Date(2026, 12, 1, 9, 30, 0, 123456000, time.UTC)
+	for _, tt := range []struct {
+		in   string
+		want time.Time
+	}{
+		{"1796117400123456", want},                         // card.action.trigger: µs
+		{"1796117400123", want.Truncate(time.Millisecond)}, // events: ms
+		{"1796117400", want.Truncate(time.Second)},         // seconds
+		{"", time.Time{}},
+		{"-5", time.Time{}},
+		{"soon", time.Time{}},
+	} {
+		if got := msTime(tt.in); !got.Equal(tt.want) {
+			t.Errorf("msTime(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
