@@ -873,6 +873,37 @@ func (e *Embedded) DueJobs(ctx context.Context, queue string, now time.Time, lim
 }
 
 // DeleteJob removes a job from the queue.
+// DeleteJobIf removes a job whose Rev is still rev, in one transaction.
+func (e *Embedded) DeleteJobIf(ctx context.Context, queue, id string, rev uint64) (bool, error) {
+	if err := checkPart("queue", queue); err != nil {
+		return false, fmt.Errorf("delete job %s: %w", id, err)
+	}
+	var deleted bool
+	err := e.update(ctx, func(tx *bolt.Tx, _ time.Time) error {
+		jobs := tx.Bucket(bucketJobs)
+		old := jobs.Get(jobKey(queue, id))
+		if old == nil {
+			return nil
+		}
+		var oj Job
+		if err := json.Unmarshal(old, &oj); err != nil {
+			return fmt.Errorf("decode job: %w", err)
+		}
+		if oj.Rev != rev {
+			return nil
+		}
+		if err := tx.Bucket(bucketDue).Delete(dueKey(queue, oj.NotBefore, id)); err != nil {
+			return err
+		}
+		deleted = true
+		return jobs.Delete(jobKey(queue, id))
+	})
+	if err != nil {
+		return false, fmt.Errorf("delete job %s from %s: %w", id, queue, err)
+	}
+	return deleted, nil
+}
+
 func (e *Embedded) DeleteJob(ctx context.Context, queue, id string) error {
 	if err := checkPart("queue", queue); err != nil {
 		return fmt.Errorf("delete job %s: %w", id, err)

@@ -777,6 +777,38 @@ func (r *Redis) DueJobs(ctx context.Context, queue string, now time.Time, limit 
 	return out, nil
 }
 
+// deleteJobIfScript removes a job whose rev is still the given one.
+//
+//	KEYS[1] -> <prefix>job:<queue>
+//	KEYS[2] -> <prefix>due:<queue>
+//	ARGV[1] -> job id
+//	ARGV[2] -> rev, as a decimal string
+//
+// Returns 1 if the job was removed, 0 if it is missing or was replaced (another rev).
+var deleteJobIfScript = redis.NewScript(`
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then
+  return 0
+end
+local rev = string.match(v, '"rev":(%d+)') or '0'
+if rev ~= ARGV[2] then
+  return 0
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+`)
+
+// DeleteJobIf removes a job whose Rev is still rev, in one Lua script.
+func (r *Redis) DeleteJobIf(ctx context.Context, queue, id string, rev uint64) (bool, error) {
+	n, err := deleteJobIfScript.Run(ctx, r.client, []string{r.keys.jobs(queue), r.keys.due(queue)},
+		id, strconv.FormatUint(rev, 10)).Int()
+	if err != nil {
+		return false, fmt.Errorf("delete job %s from %s: %w", id, queue, err)
+	}
+	return n == 1, nil
+}
+
 // DeleteJob removes a job from the queue.
 func (r *Redis) DeleteJob(ctx context.Context, queue, id string) error {
 	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {

@@ -146,6 +146,11 @@ type Job struct {
 	Payload   []byte    `json:"payload"`
 	NotBefore time.Time `json:"not_before"`
 	Attempts  int       `json:"attempts"`
+	// Enqueued is when the job was first queued (kept across retries), for ordering.
+	Enqueued time.Time `json:"enqueued,omitzero"`
+	// Rev changes with every write of the job, so that DeleteJobIf can tell whether it
+	// was replaced since it was read. The store keeps it; the writer chooses it.
+	Rev uint64 `json:"rev,omitempty"`
 }
 
 // Store is the bot's state. Both [Redis] and [Embedded] implement it; every method is safe for concurrent
@@ -250,6 +255,10 @@ type Store interface {
 	DueJobs(ctx context.Context, queue string, now time.Time, limit int) ([]Job, error)
 	// DeleteJob removes a job; removing a missing job is not an error.
 	DeleteJob(ctx context.Context, queue, id string) error
+	// DeleteJobIf removes the job id if its Rev is still rev, and reports whether it did: a job
+	// replaced since it was read (queued again while it was being worked on) is kept. A missing
+	// job is not an error (false).
+	DeleteJobIf(ctx context.Context, queue, id string, rev uint64) (bool, error)
 	// CountJobs returns the number of jobs in queue, due or not.
 	CountJobs(ctx context.Context, queue string) (int, error)
 

@@ -50,6 +50,7 @@ func Contract(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Lease", testLease},
 		{"LeaseExpires", testLeaseExpires},
 		{"WorkClaim", testWorkClaim},
+		{"DeleteJobIf", testDeleteJobIf},
 		{"WorkClaimExpires", testWorkClaimExpires},
 		{"Jobs", testJobs},
 		{"IssueEveryFieldRoundTrip", testIssueEveryField},
@@ -660,6 +661,44 @@ func testWorkClaim(t *testing.T, s store.Store) {
 	}
 	if _, err := s.ClaimWork(ctx, "k", 1, 0); err == nil {
 		t.Error("ClaimWork with ttl 0 succeeded, want an error")
+	}
+}
+
+func testDeleteJobIf(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	j := store.Job{ID: "issue_1", Payload: []byte(`{"x":1}`), NotBefore: now, Enqueued: now, Rev: 7}
+	must(t, "PutJob", s.PutJob(ctx, "patches", j))
+	del := func(rev uint64, want bool) {
+		t.Helper()
+		got, err := s.DeleteJobIf(ctx, "patches", "issue_1", rev)
+		must(t, "DeleteJobIf", err)
+		if got != want {
+			t.Errorf("DeleteJobIf(rev %d) = %v, want %v", rev, got, want)
+		}
+	}
+	// Queued again while it was worked on: the newer job stays.
+	j.Rev, j.NotBefore = 1<<63+5, now.Add(time.Second)
+	must(t, "PutJob again", s.PutJob(ctx, "patches", j))
+	del(7, false)
+	got, err := s.DueJobs(ctx, "patches", now.Add(time.Hour), 0)
+	must(t, "DueJobs", err)
+	if diff := cmp.Diff([]store.Job{j}, got); diff != "" {
+		t.Errorf("job after a refused DeleteJobIf mismatch (-want +got):\n%s", diff)
+	}
+	del(1<<63+5, true)
+	got, err = s.DueJobs(ctx, "patches", now.Add(time.Hour), 0)
+	must(t, "DueJobs", err)
+	if len(got) != 0 {
+		t.Errorf("DueJobs after DeleteJobIf = %v, want none", got)
+	}
+	del(1<<63+5, false) // missing
+	// A job written without a rev (by an older version) is deleted with rev 0.
+	must(t, "PutJob", s.PutJob(ctx, "patches", store.Job{ID: "old", NotBefore: now}))
+	ok, err := s.DeleteJobIf(ctx, "patches", "old", 0)
+	must(t, "DeleteJobIf", err)
+	if !ok {
+		t.Error("DeleteJobIf(rev 0) of a job without a rev = false, want true")
 	}
 }
 
