@@ -12,7 +12,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -22,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"issuebot/bot/feishu"
+	"issuebot/bot/jobs"
 	"issuebot/guance"
 	"issuebot/store"
 )
@@ -68,11 +68,7 @@ type State interface {
 	AdvanceCursor(ctx context.Context, name string, v int64) (int64, error)
 	AcquireLease(ctx context.Context, name string, h store.Holder, ttl time.Duration) (int64, error)
 	ReleaseLease(ctx context.Context, name string, h store.Holder) error
-	ClaimWork(ctx context.Context, key string, term int64, ttl time.Duration) (bool, error)
-	ReleaseWork(ctx context.Context, key string, term int64) error
-	PutJob(ctx context.Context, queue string, j store.Job) error
-	DueJobs(ctx context.Context, queue string, now time.Time, limit int) ([]store.Job, error)
-	DeleteJob(ctx context.Context, queue, id string) error
+	jobs.Store
 	CountJobs(ctx context.Context, queue string) (int, error)
 	Claim(ctx context.Context, key string, ttl time.Duration) (bool, error)
 	Claimed(ctx context.Context, key string) (bool, error)
@@ -142,20 +138,21 @@ type Bot struct {
 	botOpenID atomic.Pointer[string] // set once Run has learnt it
 	keyID     atomic.Pointer[string] // the Guance API key's account id (wsak_…), once seen
 
-	wakeDelivery chan struct{}
-	wakeReplies  chan struct{}
-	wakePatches  chan struct{}
-	wakeThread   chan struct{}
-	wakeStatus   chan struct{}
-	pacer        *chatPacer
-	patches      patchClock
-	watch        watcher
-	bg           sync.WaitGroup // background answers to chat messages
-	bgSlots      chan struct{}
-	lastPoll     atomic.Int64 // unix ns of the last successful poll
-	levels       levelCache
-	channelMu    sync.Mutex
-	channelUUID  string
+	// The durable queues, all run by one engine (package jobs).
+	cards       *jobs.Queue[cardJob]
+	replies     *jobs.Queue[replyJob]
+	thread      *jobs.Queue[threadJob]
+	held        *jobs.Queue[threadJob]
+	status      *jobs.Queue[statusJob]
+	patches     *jobs.Queue[patchJob]
+	answers     *jobs.Queue[answerJob]
+	pacer       *chatPacer
+	patchClock  patchClock
+	watch       watcher
+	lastPoll    atomic.Int64 // unix ns of the last successful poll
+	levels      levelCache
+	channelMu   sync.Mutex
+	channelUUID string
 
 	// afterSend, when set (tests only), runs after a card was sent and before it is
 	// recorded; an error abandons the job there, as a crash would.
@@ -217,17 +214,12 @@ func New(cfg Config, fs Messenger, gc Tracker, st State, metrics *Metrics, logge
 	_, _ = rand.Read(inc[:])
 	b := &Bot{
 		cfg: cfg, feishu: fs, guance: gc, state: st, metrics: metrics,
-		incarnation:  fmt.Sprintf("%016x-%s", time.Now().UnixNano(), hex.EncodeToString(inc[:])),
-		logger:       logger.With("component", "bot"),
-		now:          time.Now,
-		wakeDelivery: make(chan struct{}, 1),
-		wakeReplies:  make(chan struct{}, 1),
-		wakePatches:  make(chan struct{}, 1),
-		wakeThread:   make(chan struct{}, 1),
-		wakeStatus:   make(chan struct{}, 1),
-		bgSlots:      make(chan struct{}, 16),
+		incarnation: fmt.Sprintf("%016x-%s", time.Now().UnixNano(), hex.EncodeToString(inc[:])),
+		logger:      logger.With("component", "bot"),
+		now:         time.Now,
 	}
 	b.pacer = newChatPacer(cfg.ChatSendInterval, func() time.Time { return b.now() })
+	b.newQueues()
 	return b
 }
 
@@ -245,7 +237,6 @@ func (b *Bot) Run(ctx context.Context) error {
 	g.Go(func() error { b.learnIdentity(gctx); return nil })
 	g.Go(func() error { return b.runLeader(gctx) })
 	err := g.Wait()
-	b.bg.Wait()
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -304,10 +295,3 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
-
-// errAbandoned marks work given up on purpose (shutdown, a test's simulated crash).
-var errAbandoned = errors.New("abandoned")
-
-// errClaimed is returned for a job another worker holds: left alone for now, as if
-// abandoned, and not progress.
-var errClaimed = errors.Join(errAbandoned, errors.New("another worker holds the job"))

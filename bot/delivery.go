@@ -4,14 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
-	"sync"
 	"time"
 
-	"issuebot/bot/feishu"
+	"issuebot/bot/jobs"
 	"issuebot/guance"
 	"issuebot/store"
 )
@@ -19,9 +16,6 @@ import (
 // queueCards is the store queue of cards waiting to be posted. A job survives
 // restarts; its id is the issue uuid, so queueing an issue twice stores one job.
 const queueCards = "cards"
-
-// deliveryBatch bounds how many due jobs one delivery pass reads.
-const deliveryBatch = 500
 
 // maxChatsInFlight bounds how many chats are sent to at once.
 const maxChatsInFlight = 8
@@ -47,14 +41,8 @@ func (b *Bot) queueCard(ctx context.Context, is guance.Issue) error {
 	chat := b.routeIssue(is)
 	if chat == "" {
 		b.logger.Warn("new issue has no chat to go to; set FEISHU_CHAT_ID", "issue_uuid", is.UUID)
-	} else {
-		payload, err := json.Marshal(cardJob{Issue: is, ChatID: chat})
-		if err != nil {
-			return fmt.Errorf("encode card job %s: %w", is.UUID, err)
-		}
-		if err := b.state.PutJob(ctx, queueCards, store.Job{ID: is.UUID, Payload: payload, NotBefore: b.now()}); err != nil {
-			return fmt.Errorf("queue card for issue %s: %w", is.UUID, err)
-		}
+	} else if err := b.cards.Enqueue(ctx, is.UUID, cardJob{Issue: is, ChatID: chat}, b.now()); err != nil {
+		return fmt.Errorf("queue card for issue %s: %w", is.UUID, err)
 	}
 	if err := b.state.MarkIssuesSeen(ctx, is.UUID); err != nil {
 		return fmt.Errorf("mark issue %s seen: %w", is.UUID, err)
@@ -70,148 +58,41 @@ func cardUUID(issueUUID, chatID string) string {
 	return "ib1-" + hex.EncodeToString(sum[:])[:40]
 }
 
-// runDelivery posts queued cards until ctx ends. Chats are served concurrently and
-// independently, each at most one message per ChatSendInterval, so a chat that fails
-// or is throttled never holds up another. On shutdown it lets the card in hand finish.
-func (b *Bot) runDelivery(ctx context.Context) {
-	var (
-		mu     sync.Mutex
-		busy   = map[string]bool{}
-		nextAt = map[string]time.Time{} // a chat sends again no earlier than this
-		wg     sync.WaitGroup
-		sem    = make(chan struct{}, maxChatsInFlight)
-	)
-	defer wg.Wait()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		jobs, err := b.state.DueJobs(ctx, queueCards, b.now(), deliveryBatch)
-		if err != nil && ctx.Err() == nil {
-			b.logger.Warn("read queued cards", "err", err)
-		}
-		byChat := map[string][]store.Job{}
-		var chats []string
-		for _, j := range jobs {
-			var p cardJob
-			if err := json.Unmarshal(j.Payload, &p); err != nil || p.ChatID == "" {
-				b.logger.Error("dropping unreadable card job", "job_id", j.ID, "err", err)
-				_ = b.state.DeleteJob(ctx, queueCards, j.ID)
-				continue
-			}
-			if _, ok := byChat[p.ChatID]; !ok {
-				chats = append(chats, p.ChatID)
-			}
-			byChat[p.ChatID] = append(byChat[p.ChatID], j)
-		}
-		sort.Strings(chats)
-		for _, chat := range chats {
-			mu.Lock()
-			if busy[chat] || b.now().Before(nextAt[chat]) {
-				mu.Unlock()
-				continue
-			}
-			busy[chat] = true
-			delete(nextAt, chat)
-			mu.Unlock()
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			wg.Add(1)
-			go func(chat string, jobs []store.Job) {
-				defer wg.Done()
-				defer func() { <-sem }()
-				next := b.deliverChat(ctx, chat, jobs)
-				mu.Lock()
-				delete(busy, chat)
-				nextAt[chat] = next
-				mu.Unlock()
-				b.kick(b.wakeDelivery) // more may have become due meanwhile
-			}(chat, byChat[chat])
-		}
-		if n, err := b.state.CountJobs(ctx, queueCards); err == nil {
-			b.metrics.cardsQueued.Set(float64(n))
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-b.wakeDelivery:
-		case <-tick.C:
-		}
-	}
-}
-
-// deliverChat sends one chat's due cards in order, pacing them, and returns when the
-// chat may send again. It stops at the first failure: the failed job is rescheduled,
-// and the whole chat waits as long as that job does (a throttled or broken chat is
-// not hammered, and its cards keep their order).
-func (b *Bot) deliverChat(ctx context.Context, chat string, jobs []store.Job) time.Time {
-	for _, j := range jobs {
-		if !b.pacer.wait(ctx, chat) {
-			break
-		}
-		err := b.withWorkClaim(ctx, "card:"+j.ID, func() error { return b.deliverCard(ctx, j) })
-		if err != nil {
-			if !errors.Is(err, errAbandoned) {
-				b.logger.Warn("card not delivered yet", "chat_id", chat, "issue_uuid", j.ID, "err", err)
-			}
-			var later *retryLater
-			if errors.As(err, &later) {
-				return later.at
-			}
-			return b.now().Add(b.cfg.ChatSendInterval)
-		}
-	}
-	return b.now().Add(b.cfg.ChatSendInterval)
-}
-
-// retryLater is a failure whose job was rescheduled for at.
-type retryLater struct {
-	cause error
-	at    time.Time
-}
-
-func (e *retryLater) Error() string { return e.cause.Error() }
-func (e *retryLater) Unwrap() error { return e.cause }
-
-// deliverCard posts one queued card, records it, and removes the job — in that order.
-// Once a card is being sent it is finished even if shutdown begins (bounded by a
-// timeout), so SIGTERM never leaves a sent card unrecorded.
-func (b *Bot) deliverCard(ctx context.Context, j store.Job) error {
+// deliverCard posts one queued card and records it; the engine then removes the job.
+// The cards of one chat go in order (the chat is the job's key), at most one per
+// ChatSendInterval, and a chat that fails or is throttled holds up no other. Once a
+// card is being sent it is finished even if shutdown begins (bounded by a timeout), so
+// SIGTERM never leaves a sent card unrecorded.
+func (b *Bot) deliverCard(ctx context.Context, j *jobs.Job[cardJob]) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	var p cardJob
-	if err := json.Unmarshal(j.Payload, &p); err != nil {
-		return fmt.Errorf("decode card job %s: %w", j.ID, err)
-	}
+	p := &j.Payload
 	is := p.Issue
 	if rec, err := b.state.GetIssue(wctx, is.UUID); err == nil && rec.CardMessageID != "" {
-		// Recorded by a run that stopped before removing the job.
-		return b.state.DeleteJob(wctx, queueCards, j.ID)
+		return nil // recorded by a run that stopped before removing the job
 	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return b.reschedule(wctx, j, p, fmt.Errorf("read issue record: %w", err))
+		return fmt.Errorf("read issue record: %w", err)
 	}
 	card, err := RenderCard(b.cardData(is, 1))
 	if err != nil {
-		return b.reschedule(wctx, j, p, fmt.Errorf("render card: %w", err))
+		return fmt.Errorf("render card: %w", err)
 	}
 	if p.FirstTry.IsZero() {
 		// Written ahead of the send, so that a restart knows how old the first try is.
 		p.FirstTry = b.now()
-		if payload, err := json.Marshal(p); err == nil {
-			j.Payload = payload
-			if err := b.state.PutJob(wctx, queueCards, j); err != nil {
-				return fmt.Errorf("save card job %s: %w", j.ID, err)
-			}
+		if err := j.Save(wctx); err != nil {
+			return err
 		}
 	} else if b.now().Sub(p.FirstTry) > 55*time.Minute {
 		b.logger.Warn("retrying a card after Feishu's one-hour dedupe window; a lost earlier answer could show as a second card",
 			"issue_uuid", is.UUID, "chat_id", p.ChatID)
 	}
+	if !b.pacer.wait(ctx, p.ChatID) {
+		return errAbandoned
+	}
 	sent, err := b.feishu.SendCard(wctx, p.ChatID, card, cardUUID(is.UUID, p.ChatID))
 	if err != nil {
-		return b.reschedule(wctx, j, p, err)
+		return fmt.Errorf("send card to chat %s: %w", p.ChatID, err)
 	}
 	if b.afterSend != nil {
 		if err := b.afterSend(is.UUID); err != nil {
@@ -222,10 +103,7 @@ func (b *Bot) deliverCard(ctx context.Context, j store.Job) error {
 	rec.Snapshot = b.snapshot(is)
 	if err := b.state.PutIssue(wctx, rec); err != nil {
 		// The card is out; the job stays, and its retry (same uuid) gets the same message.
-		return b.reschedule(wctx, j, p, fmt.Errorf("record card %s: %w", sent.MessageID, err))
-	}
-	if err := b.state.DeleteJob(wctx, queueCards, j.ID); err != nil {
-		b.logger.Warn("remove delivered card job; it will be skipped next time", "issue_uuid", is.UUID, "err", err)
+		return fmt.Errorf("record card %s: %w", sent.MessageID, err)
 	}
 	b.metrics.cardsSent.Inc()
 	if !is.CreateAt.IsZero() {
@@ -233,31 +111,6 @@ func (b *Bot) deliverCard(ctx context.Context, j store.Job) error {
 	}
 	b.logger.Info("issue card sent", "issue_uuid", is.UUID, "chat_id", p.ChatID, "message_id", sent.MessageID)
 	return nil
-}
-
-// reschedule puts a failed job back with a backoff that honours Feishu's reset hint.
-// Errors that a retry cannot cure (bot not in the chat, say) are retried slowly, so
-// an operator can fix the cause without losing the card.
-func (b *Bot) reschedule(ctx context.Context, j store.Job, p cardJob, cause error) error {
-	j.Attempts++
-	var delay time.Duration
-	if feishu.Retryable(ctx, cause) {
-		delay = newBackoff(b.cfg.RetryBase, 5*time.Minute).after(j.Attempts)
-		delay = max(delay, feishu.RetryAfter(cause))
-	} else {
-		delay = 10 * time.Minute
-		b.metrics.cardFailures.Inc()
-		b.logger.Error("card refused by Feishu; retrying in 10 minutes", "issue_uuid", p.Issue.UUID,
-			"chat_id", p.ChatID, "attempts", j.Attempts, "err", cause)
-	}
-	if payload, err := json.Marshal(p); err == nil {
-		j.Payload = payload
-	}
-	j.NotBefore = b.now().Add(delay)
-	if err := b.state.PutJob(ctx, queueCards, j); err != nil {
-		return fmt.Errorf("reschedule card job %s after %v: %w", j.ID, cause, err)
-	}
-	return &retryLater{cause: cause, at: j.NotBefore}
 }
 
 // cardData gathers what the card of is shows.

@@ -165,7 +165,7 @@ func TestFailingChatDoesNotBlockOthers(t *testing.T) {
 	dctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	b.term.Store(1) // as the leader of term 1
-	go func() { b.runDelivery(dctx); close(done) }()
+	go func() { b.cards.Run(dctx); close(done) }()
 	waitFor(t, 10*time.Second, "the healthy chat's card", func() bool { return h.cardsFor(fine.UUID) == 1 })
 	waitFor(t, 10*time.Second, "the failed card rescheduled", func() bool {
 		jobs, err := h.st.DueJobs(ctx, queueCards, time.Now().Add(time.Hour), 10)
@@ -177,7 +177,7 @@ func TestFailingChatDoesNotBlockOthers(t *testing.T) {
 	if err != nil || len(jobs) != 1 || jobs[0].ID != gone.UUID || jobs[0].Attempts != 1 {
 		t.Errorf("queued jobs = %+v, %v; want the failed card kept with one attempt", jobs, err)
 	}
-	if !strings.Contains(h.logs.String(), "card refused by Feishu") {
+	if logs := h.logs.String(); !strings.Contains(logs, "job failed; retrying") || !strings.Contains(logs, "reason=refused") {
 		t.Errorf("the refused card was not logged")
 	}
 }

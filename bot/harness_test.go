@@ -263,7 +263,9 @@ func scanHarness(t *testing.T) (*harness, *Bot, *atomic.Int64) {
 	h := newHarness(t, "embedded", 18, time.Second)
 	var offset atomic.Int64 // the Guance clock's offset from now
 	h.gs.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
-	return h, New(h.cfg, h.fc, h.gc, h.st, nil, h.logger()), &offset
+	b := New(h.cfg, h.fc, h.gc, h.st, nil, h.logger())
+	b.term.Store(1) // stepped by hand as the leader of term 1 (queues' Pass)
+	return h, b, &offset
 }
 
 // carded records a card for a Guance issue, as delivery would, sent at sentAt.

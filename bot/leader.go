@@ -2,7 +2,6 @@ package bot
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -25,8 +24,6 @@ const (
 	// leaseGiveUp is how long a leader that cannot renew keeps leading: well before the
 	// lease runs out and another replica may take it.
 	leaseGiveUp = leaseTTL * 2 / 3
-	// workClaimTTL only bounds how long a claim is kept; a newer term voids it at once.
-	workClaimTTL = 10 * time.Minute
 )
 
 // holder is this process in the poller lease.
@@ -94,34 +91,9 @@ func (b *Bot) lead(ctx context.Context, term int64) {
 	if err := b.requeuePatches(gctx); err != nil && gctx.Err() == nil {
 		b.logger.Warn("look for cards left unpatched", "err", err)
 	}
-	g.Go(func() error { b.runDelivery(gctx); return nil })
-	g.Go(func() error { b.runReplies(gctx); return nil })
-	g.Go(func() error { b.runStatus(gctx); return nil })
-	g.Go(func() error { b.runThread(gctx); return nil })
-	g.Go(func() error { b.runPatches(gctx); return nil })
+	for _, run := range []func(context.Context){b.cards.Run, b.replies.Run, b.status.Run, b.thread.Run, b.held.Run, b.patches.Run, b.answers.Run} {
+		g.Go(func() error { run(gctx); return nil })
+	}
 	g.Go(func() error { b.runBudget(gctx); return nil })
 	_ = g.Wait()
-}
-
-// withWorkClaim runs fn unless another worker holds the same job in this term or a newer
-// one (during a handover the old leader may still be finishing it); then it returns
-// errClaimed. A claim of an older term does not count: its holder is dead or deposed.
-func (b *Bot) withWorkClaim(ctx context.Context, key string, fn func() error) error {
-	term := b.term.Load()
-	if term == 0 {
-		return errClaimed // not leading (any more)
-	}
-	ok, err := b.state.ClaimWork(ctx, key, term, workClaimTTL)
-	if err != nil {
-		return fmt.Errorf("claim work %s: %w", key, err)
-	}
-	if !ok {
-		return errClaimed
-	}
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = b.state.ReleaseWork(rctx, key, term)
-	}()
-	return fn()
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"issuebot/bot/feishu"
+	"issuebot/bot/jobs"
 	"issuebot/guance"
 	"issuebot/store"
 )
@@ -59,11 +60,15 @@ func (b *Bot) snapshot(is guance.Issue) json.RawMessage {
 
 // recordIssue returns the issue a record describes: its snapshot, with the fields the
 // record keeps itself (the latest known) laid over it, and the level display the
-// snapshot carries.
-func recordIssue(rec store.Issue) (guance.Issue, snapshotData) {
+// snapshot carries. A snapshot that does not decode is reported (the fields the record
+// keeps itself are still returned).
+func recordIssue(rec store.Issue) (guance.Issue, snapshotData, error) {
 	var d snapshotData
+	var err error
 	if len(rec.Snapshot) > 0 {
-		_ = json.Unmarshal(rec.Snapshot, &d)
+		if uerr := json.Unmarshal(rec.Snapshot, &d); uerr != nil {
+			d, err = snapshotData{}, fmt.Errorf("decode the stored snapshot of issue %s: %w", rec.IssueUUID, uerr)
+		}
 	}
 	is := d.Issue
 	is.UUID = rec.IssueUUID
@@ -79,12 +84,26 @@ func recordIssue(rec store.Issue) (guance.Issue, snapshotData) {
 	if string(is.Level) != string(d.Issue.Level) {
 		d.LevelName, d.LevelColor = "", "" // the level changed since the snapshot
 	}
-	return is, d
+	return is, d, err
 }
 
-// recordCard renders the card of a record at its current revision.
-func (b *Bot) recordCard(rec store.Issue) ([]byte, error) {
-	is, snap := recordIssue(rec)
+// recordCard renders the card of a record at its current revision. A record whose
+// snapshot does not decode renders from the fields it keeps itself (no description),
+// is logged, and is flagged to be read again from Guance, which stores a good one.
+func (b *Bot) recordCard(ctx context.Context, rec store.Issue) ([]byte, error) {
+	is, snap, err := recordIssue(rec)
+	if err != nil {
+		b.logger.Warn("stored issue snapshot is unreadable; reading the issue again", "issue_uuid", rec.IssueUUID, "err", err)
+		if _, _, uerr := b.updateIssue(ctx, rec.IssueUUID, func(r *store.Issue) error {
+			if r.Refresh {
+				return errUnchanged
+			}
+			r.Refresh = true
+			return nil
+		}); uerr != nil {
+			b.logger.Warn("flag an issue to be read again", "issue_uuid", rec.IssueUUID, "err", uerr)
+		}
+	}
 	d := b.cardData(is, rec.CardRevision)
 	if d.LevelName == "" {
 		d.LevelName, d.LevelColor = snap.LevelName, snap.LevelColor
@@ -214,7 +233,7 @@ func (b *Bot) learnKey(ctx context.Context, account string) {
 		return
 	}
 	b.keyID.Store(&account)
-	b.kick(b.wakeThread) // held replies can be settled now
+	b.held.Wake() // held replies can be settled now
 	b.logger.Info("learnt the Guance API key's account id", "key_account", account)
 	if err := b.state.SetMeta(ctx, metaKeyAccount, account); err != nil {
 		b.logger.Warn("keep the Guance API key's account id", "err", err)
@@ -266,11 +285,10 @@ func (b *Bot) markGone(ctx context.Context, issueUUID string) error {
 // queuePatch asks for an issue's card to be re-rendered, no sooner than patchEvery
 // after its last patch.
 func (b *Bot) queuePatch(ctx context.Context, issueUUID string) error {
-	at := latest(b.now(), b.patches.last(issueUUID).Add(patchEvery))
-	if err := b.state.PutJob(ctx, queuePatches, store.Job{ID: issueUUID, NotBefore: at}); err != nil {
+	at := latest(b.now(), b.patchClock.last(issueUUID).Add(patchEvery))
+	if err := b.patches.Enqueue(ctx, issueUUID, patchJob{}, at); err != nil {
 		return fmt.Errorf("queue card patch for issue %s: %w", issueUUID, err)
 	}
-	b.kick(b.wakePatches)
 	return nil
 }
 
@@ -303,14 +321,10 @@ func (c *patchClock) mark(issueUUID string, at time.Time) {
 	}
 }
 
-// runPatches re-renders queued cards until ctx ends. A card patched less than
-// patchEvery ago waits for its turn, so a burst of changes makes at most two patches
-// a second. A card too old to patch gets a fresh card in its thread instead.
-func (b *Bot) runPatches(ctx context.Context) {
-	b.runQueue(ctx, queuePatches, b.wakePatches, func(ctx context.Context, j store.Job) error {
-		return b.patchCard(ctx, j)
-	})
-}
+// patchJob is a queued re-render of an issue's card; the job's id is the issue uuid, so
+// changes coalesce into one job, and the card shows the record as it is when the job
+// runs (the latest state wins).
+type patchJob struct{}
 
 // requeuePatches queues a patch for every card that shows an older revision than its
 // record (a patch cut short by a crash); the leader runs it when it starts.
@@ -338,46 +352,45 @@ func (b *Bot) requeuePatches(ctx context.Context) error {
 	return nil
 }
 
-// patchCard renders an issue's card from its record and patches it in place. The job
-// is removed first: a change made while the patch is under way queues a new job, and
-// the record's PatchedRevision tells what the card shows.
-func (b *Bot) patchCard(ctx context.Context, j store.Job) error {
+// patchCard renders an issue's card from its record and patches it in place. A card
+// patched less than patchEvery ago waits for its turn, so a burst of changes makes at
+// most two patches a second; a card too old to patch gets a fresh card in its thread
+// instead. The job stays until the patch is made: a failure (rendering included) is
+// retried, and a change made while the patch is under way queues the job again, which
+// the engine keeps.
+func (b *Bot) patchCard(ctx context.Context, j *jobs.Job[patchJob]) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	if wait := b.patches.last(j.ID).Add(patchEvery); b.now().Before(wait) {
-		j.NotBefore = wait
-		return b.state.PutJob(wctx, queuePatches, j)
+	if wait := b.patchClock.last(j.ID).Add(patchEvery); b.now().Before(wait) {
+		return jobs.Later(wait.Sub(b.now()), errors.New("patched less than a second ago"))
 	}
 	rec, err := b.state.GetIssue(wctx, j.ID)
 	if errors.Is(err, store.ErrNotFound) {
-		return b.state.DeleteJob(wctx, queuePatches, j.ID)
+		return nil
 	}
 	if err != nil {
-		return b.retryJob(wctx, queuePatches, j, fmt.Errorf("read issue record: %w", err))
+		return fmt.Errorf("read issue record: %w", err)
 	}
 	if rec.PatchedRevision >= rec.CardRevision {
-		return b.state.DeleteJob(wctx, queuePatches, j.ID) // already shown (a click's answer, say)
+		return nil // already shown (a click's answer, say)
 	}
 	if len(rec.Snapshot) == 0 && !rec.Gone {
 		// A record of an older version: rendering it now would blank the card's body.
 		// The watcher reads the issue first (requeuePatches flagged it).
-		return b.retryJob(wctx, queuePatches, j, errors.New("waiting for the issue to be read again"))
-	}
-	if err := b.state.DeleteJob(wctx, queuePatches, j.ID); err != nil {
-		return fmt.Errorf("take patch job %s: %w", j.ID, err)
+		return jobs.Later(b.cfg.BudgetWindow/6, errors.New("waiting for the issue to be read again"))
 	}
 	if b.now().Sub(rec.SentAt) > patchMaxAge {
-		return b.recard(wctx, j, rec)
+		return b.recard(wctx, rec)
 	}
-	card, err := b.recordCard(rec)
+	card, err := b.recordCard(wctx, rec)
 	if err != nil {
 		return fmt.Errorf("render card of issue %s: %w", rec.IssueUUID, err)
 	}
-	b.patches.mark(rec.IssueUUID, b.now())
+	b.patchClock.mark(rec.IssueUUID, b.now())
 	err = b.feishu.PatchCard(wctx, rec.CardMessageID, card)
 	var fe *feishu.Error
 	if errors.As(err, &fe) && fe.PatchWindowEnded() {
-		return b.recard(wctx, j, rec)
+		return b.recard(wctx, rec)
 	}
 	if errors.As(err, &fe) && fe.MessageGone() {
 		// Someone recalled the card: it stays gone (Guance replies go to the chat). The
@@ -387,7 +400,7 @@ func (b *Bot) patchCard(ctx context.Context, j store.Job) error {
 		return b.patched(wctx, rec.IssueUUID, rec.CardMessageID, rec.CardRevision)
 	}
 	if err != nil {
-		return b.retryJob(wctx, queuePatches, j, fmt.Errorf("patch card %s: %w", rec.CardMessageID, err))
+		return fmt.Errorf("patch card %s: %w", rec.CardMessageID, err)
 	}
 	b.metrics.cardPatches.Inc()
 	return b.patched(wctx, rec.IssueUUID, rec.CardMessageID, rec.CardRevision)
@@ -421,16 +434,15 @@ func (b *Bot) patched(ctx context.Context, issueUUID, messageID string, rev int6
 
 // recard posts a fresh card into the thread of a card too old to patch, and moves the
 // issue to it: its buttons work again and later changes patch it.
-func (b *Bot) recard(ctx context.Context, j store.Job, rec store.Issue) error {
+func (b *Bot) recard(ctx context.Context, rec store.Issue) error {
 	rec.CardRevision++
-	card, err := b.recordCard(rec)
+	card, err := b.recordCard(ctx, rec)
 	if err != nil {
 		return fmt.Errorf("render card of issue %s: %w", rec.IssueUUID, err)
 	}
 	sum := sha256.Sum256([]byte(rec.IssueUUID + "\x00" + rec.CardMessageID))
 	uuid := "ibn-" + hex.EncodeToString(sum[:])[:40]
 	if !b.pacer.wait(ctx, rec.ChatID) {
-		_ = b.retryJob(ctx, queuePatches, j, errAbandoned)
 		return errAbandoned
 	}
 	sent, err := b.feishu.ReplyCard(ctx, rec.CardMessageID, card, true, uuid)
@@ -441,7 +453,7 @@ func (b *Bot) recard(ctx context.Context, j store.Job, rec store.Issue) error {
 		return b.patched(ctx, rec.IssueUUID, rec.CardMessageID, rec.CardRevision-1)
 	}
 	if err != nil {
-		return b.retryJob(ctx, queuePatches, j, fmt.Errorf("post a fresh card for issue %s: %w", rec.IssueUUID, err))
+		return fmt.Errorf("post a fresh card for issue %s: %w", rec.IssueUUID, err)
 	}
 	old := rec.CardMessageID
 	_, _, err = b.updateIssue(ctx, rec.IssueUUID, func(r *store.Issue) error {
@@ -462,7 +474,7 @@ func (b *Bot) recard(ctx context.Context, j store.Job, rec store.Issue) error {
 	})
 	if err != nil {
 		// The new card is out; the retry posts with the same uuid and gets it back.
-		return b.retryJob(ctx, queuePatches, j, fmt.Errorf("record the fresh card %s: %w", sent.MessageID, err))
+		return fmt.Errorf("record the fresh card %s: %w", sent.MessageID, err)
 	}
 	b.metrics.cardsSent.Inc()
 	b.logger.Info("card older than 14 days: posted a fresh one in its thread", "issue_uuid", rec.IssueUUID,

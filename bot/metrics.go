@@ -37,6 +37,8 @@ type Metrics struct {
 	sweepPages      prometheus.Counter
 	replyScans      prometheus.Counter
 	threadDrops     prometheus.Counter
+	jobRetries      *prometheus.CounterVec
+	jobsDropped     *prometheus.CounterVec
 }
 
 // NewMetrics registers issuebot's metrics (plus Go and process collectors) on reg;
@@ -144,6 +146,14 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 			Name: "issuebot_reply_scans_total",
 			Help: "Reply pages read from Guance to find new replies.",
 		}),
+		jobRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "issuebot_job_retries_total",
+			Help: "Failed attempts of queued jobs that will be retried, by queue and reason (transient, throttled, refused, internal).",
+		}, []string{"queue", "reason"}),
+		jobsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "issuebot_jobs_dropped_total",
+			Help: "Queued jobs given up for good, by queue and reason.",
+		}, []string{"queue", "reason"}),
 		threadDrops: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "issuebot_thread_posts_dropped_total",
 			Help: "Guance replies given up on after failing to reach the chat for hours (each is logged as an error).",
@@ -153,7 +163,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		m.cardsSent, m.cardFailures, m.cardLatency, m.cardsQueued,
 		m.repliesToGuance, m.replyFailures, m.replyLatency, m.repliesQueued,
 		m.queued, m.repliesToChat, m.replyStaleness, m.cardPatches, m.statusChanges, m.watched, m.scanOldest,
-		m.sweepPages, m.replyScans, m.threadDrops,
+		m.sweepPages, m.replyScans, m.threadDrops, m.jobRetries, m.jobsDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -3,9 +3,10 @@ package bot
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"time"
 
-	"issuebot/bot/feishu"
+	"issuebot/bot/jobs"
 )
 
 // notice is a short bilingual message the bot posts into a thread. Plain text messages
@@ -38,28 +39,83 @@ var (
 		"⚠️ The Guance issue no longer exists (deleted?); the status was not changed."}
 )
 
-// notify replies to a chat message with a notice, in its thread. It is idempotent per
-// message and notice, so a retry never posts it twice.
-func (b *Bot) notify(ctx context.Context, messageID string, n notice) {
-	nctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := b.feishu.ReplyText(nctx, messageID, n.text(), true, feedbackUUID(messageID, n.kind)); err != nil {
-		b.logger.Warn("post a notice in the chat", "message_id", messageID, "notice", n.kind, "err", err)
+// notices finds a notice by its kind.
+var notices = map[string]notice{}
+
+func init() {
+	for _, n := range []notice{noticeRefused, noticeNoIssue, noticeDelayed, noticeNotInThread, noticeStatusRefused, noticeNoIssueStatus} {
+		notices[n.kind] = n
 	}
 }
 
-// sendNotice answers a message with a notice (used from background work).
-func (b *Bot) sendNotice(m feishu.Message, n notice) {
-	b.notify(context.Background(), m.MessageID, n)
+// queueAnswers holds the bot's answers to people: the help card, the status report and
+// notices about their messages. They are durable, paced with everything else the bot
+// posts into a chat (Feishu allows 5 messages a second per group, shared by every bot
+// in it), and retried like any job, so a throttled chat or a restart loses none.
+const queueAnswers = "answers"
+
+// Answer kinds besides the notices'.
+const (
+	answerHelp   = "help"
+	answerStatus = "status"
+)
+
+// answerJob is an answer on its way to a chat. Its id is the answer's Feishu uuid, so
+// one message gets each answer once.
+type answerJob struct {
+	MessageID string `json:"message_id"` // the message answered
+	ChatID    string `json:"chat_id,omitempty"`
+	Kind      string `json:"kind"` // answerHelp, answerStatus or a notice's kind
 }
 
-// sendHelp answers a message with the help card.
-func (b *Bot) sendHelp(m feishu.Message) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := b.feishu.ReplyCard(ctx, m.MessageID, helpCard(), false, feedbackUUID(m.MessageID, "help")); err != nil {
-		b.logger.Warn("post the help card", "message_id", m.MessageID, "err", err)
+// queueAnswer queues an answer of kind to a message.
+func (b *Bot) queueAnswer(ctx context.Context, messageID, chatID, kind string) error {
+	id := feedbackUUID(messageID, kind)
+	if err := b.answers.Enqueue(ctx, id, answerJob{MessageID: messageID, ChatID: chatID, Kind: kind}, b.now()); err != nil {
+		return fmt.Errorf("queue the %s answer to message %s: %w", kind, messageID, err)
 	}
+	return nil
+}
+
+// notify queues a notice about a message (in its thread); a failure to queue it is
+// logged, since the work it reports on is done either way.
+func (b *Bot) notify(ctx context.Context, messageID, chatID string, n notice) {
+	if err := b.queueAnswer(ctx, messageID, chatID, n.kind); err != nil {
+		b.logger.Warn("queue a notice", "message_id", messageID, "notice", n.kind, "err", err)
+	}
+}
+
+// sendAnswer posts one queued answer as a reply to its message.
+func (b *Bot) sendAnswer(ctx context.Context, j *jobs.Job[answerJob]) error {
+	p := j.Payload
+	if p.ChatID != "" && !b.pacer.wait(ctx, p.ChatID) {
+		return errAbandoned
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	var err error
+	switch p.Kind {
+	case answerHelp:
+		_, err = b.feishu.ReplyCard(wctx, p.MessageID, helpCard(), false, j.ID)
+	case answerStatus:
+		r, rerr := b.report(wctx)
+		text := r.Text(b.now())
+		if rerr != nil {
+			b.logger.Warn("status report incomplete", "err", rerr)
+			text += "\n⚠️ 存储不可用 / the store is unreachable"
+		}
+		_, err = b.feishu.ReplyText(wctx, p.MessageID, text, false, j.ID)
+	default:
+		n, ok := notices[p.Kind]
+		if !ok {
+			return jobs.Drop("unknown answer", fmt.Errorf("answer kind %q", p.Kind))
+		}
+		_, err = b.feishu.ReplyText(wctx, p.MessageID, n.text(), true, j.ID)
+	}
+	if err != nil {
+		return fmt.Errorf("post the %s answer to message %s: %w", p.Kind, p.MessageID, err)
+	}
+	return nil
 }
 
 // helpCard is the bilingual help card (JSON 2.0).
@@ -95,21 +151,4 @@ func helpCard() []byte {
 	}
 	b, _ := json.Marshal(card)
 	return b
-}
-
-// background runs fn outside the event handler, bounded, and Run waits for it on
-// shutdown. When too much is already running, fn is dropped with a log line.
-func (b *Bot) background(fn func()) {
-	select {
-	case b.bgSlots <- struct{}{}:
-	default:
-		b.logger.Warn("too many background answers in flight; dropping one")
-		return
-	}
-	b.bg.Add(1)
-	go func() {
-		defer b.bg.Done()
-		defer func() { <-b.bgSlots }()
-		fn()
-	}()
 }

@@ -154,7 +154,6 @@ func (b *Bot) pollOnce(ctx context.Context) error {
 	}
 	if queued > 0 {
 		b.logger.Info("new issues queued for cards", "count", queued, "listed", len(issues))
-		b.kick(b.wakeDelivery)
 	}
 	return nil
 }

@@ -2,83 +2,106 @@ package bot
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"time"
 
 	"issuebot/bot/feishu"
-	"issuebot/store"
+	"issuebot/bot/jobs"
+	"issuebot/guance"
 )
 
-// queueBatch bounds how many due jobs one pass of a queue worker reads.
-const queueBatch = 100
+// Every durable queue of the bot runs on one engine (package jobs); a flow supplies its
+// payload type and what to do with one job. The queues, their ordering keys and their
+// files:
+//
+//	cards    one chat's cards in order         delivery.go
+//	replies  one issue's chat messages → Guance replies.go
+//	thread   one issue's Guance replies → chat  thread.go
+//	held     replies waiting for the bot's key  thread.go
+//	status   one issue's status changes         status.go
+//	patches  one card's re-render               livecard.go
+//	answers  one chat's answers to people       notices.go
 
-// kick wakes a worker without blocking.
-func (b *Bot) kick(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
+// refusedRetry is how long a job waits after an answer a retry cannot cure (the bot
+// removed from the chat, a refused API key): an operator can fix the cause without
+// losing the work.
+const refusedRetry = 10 * time.Minute
+
+// retryMax caps the backoff of transient failures.
+const retryMax = 2 * time.Minute
+
+// newQueues builds the engine and every queue.
+func (b *Bot) newQueues() {
+	e := &jobs.Engine{
+		Store: b.state, Logger: b.logger, Classify: b.classify, Term: b.term.Load,
+		Now: func() time.Time { return b.now() },
+		Observer: jobs.Observer{
+			Depth: func(queue string, n int) {
+				b.metrics.queued.WithLabelValues(queue).Set(float64(n))
+				switch queue {
+				case queueCards:
+					b.metrics.cardsQueued.Set(float64(n))
+				case queueReplies:
+					b.metrics.repliesQueued.Set(float64(n))
+				}
+			},
+			Retried: func(queue, reason string) {
+				b.metrics.jobRetries.WithLabelValues(queue, reason).Inc()
+				if queue == queueCards && reason == jobs.ReasonRefused {
+					b.metrics.cardFailures.Inc()
+				}
+			},
+			Dropped: func(queue, reason string) {
+				b.metrics.jobsDropped.WithLabelValues(queue, reason).Inc()
+				if queue == queueThread {
+					b.metrics.threadDrops.Inc()
+				}
+			},
+		},
 	}
+	b.cards = jobs.NewQueue(e, queueCards, b.deliverCard)
+	b.cards.Key = func(p cardJob) string { return p.ChatID }
+	b.cards.Parallel = maxChatsInFlight
+	b.replies = jobs.NewQueue(e, queueReplies, b.postReply)
+	b.replies.Key = func(p replyJob) string { return p.IssueUUID }
+	b.thread = jobs.NewQueue(e, queueThread, b.postToThread)
+	b.thread.Key = func(p threadJob) string { return p.IssueUUID }
+	b.thread.Less = func(x, y *jobs.Job[threadJob]) bool {
+		if x.Payload.CreateAt != y.Payload.CreateAt {
+			return x.Payload.CreateAt < y.Payload.CreateAt
+		}
+		return x.Payload.Seq < y.Payload.Seq
+	}
+	b.held = jobs.NewQueue(e, queueHeld, b.settleHeld)
+	b.status = jobs.NewQueue(e, queueStatus, b.statusWork)
+	b.status.Key = func(p statusJob) string { return p.IssueUUID }
+	b.patches = jobs.NewQueue(e, queuePatches, b.patchCard)
+	b.answers = jobs.NewQueue(e, queueAnswers, b.sendAnswer)
+	b.answers.Key = func(p answerJob) string { return p.ChatID }
+	b.answers.Parallel = maxChatsInFlight
 }
 
-// runQueue runs do for the due jobs of a queue, one at a time, until ctx ends; it
-// looks again every second and whenever wake fires. do owns the job: it deletes it when
-// done and reschedules it (retryJob) when not. A job another replica is working on is
-// skipped (see withWorkClaim).
-func (b *Bot) runQueue(ctx context.Context, queue string, wake chan struct{}, do func(context.Context, store.Job) error) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		jobs, err := b.state.DueJobs(ctx, queue, b.now(), queueBatch)
-		if err != nil && ctx.Err() == nil {
-			b.logger.Warn("read queued jobs", "queue", queue, "err", err)
-		}
-		for _, j := range jobs {
-			if ctx.Err() != nil {
-				return
-			}
-			err := b.withWorkClaim(ctx, queue+":"+j.ID, func() error { return do(ctx, j) })
-			if err != nil && !errors.Is(err, errAbandoned) && ctx.Err() == nil {
-				b.logger.Warn("job not done yet", "queue", queue, "job_id", j.ID, "err", err)
-			}
-		}
-		if n, err := b.state.CountJobs(ctx, queue); err == nil {
-			b.metrics.queued.WithLabelValues(queue).Set(float64(n))
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-wake:
-		case <-tick.C:
-		}
+// classify is the one retry policy of every queue: how long a failed attempt waits,
+// and why. Throttling and outages back off exponentially (at least as long as Feishu
+// asks); an answer a retry cannot cure waits refusedRetry; the bot's own failures (the
+// store, say) back off like outages.
+func (b *Bot) classify(ctx context.Context, err error, attempts int) (time.Duration, string) {
+	delay := newBackoff(b.cfg.RetryBase, retryMax).after(attempts)
+	var fe *feishu.Error
+	var ge *guance.Error
+	switch {
+	case errors.Is(err, guance.ErrThrottled):
+		return delay, "throttled"
+	case feishu.Retryable(ctx, err):
+		return max(delay, feishu.RetryAfter(err)), "transient"
+	case guance.Retryable(err), errors.Is(err, context.DeadlineExceeded):
+		return delay, "transient"
+	case errors.As(err, &fe), errors.As(err, &ge):
+		return refusedRetry, jobs.ReasonRefused
 	}
+	return delay, "internal"
 }
 
-// decodeJob decodes a job's payload. An unreadable job (written by an incompatible
-// version, say) cannot ever be done: it is logged and dropped, and ok is false.
-func decodeJob[T any](ctx context.Context, b *Bot, queue string, j store.Job) (p T, ok bool, err error) {
-	if err := json.Unmarshal(j.Payload, &p); err != nil {
-		b.logger.Error("dropping an unreadable job", "queue", queue, "job_id", j.ID, "err", err)
-		return p, false, b.state.DeleteJob(ctx, queue, j.ID)
-	}
-	return p, true, nil
-}
-
-// retryJob puts a failed job back with an exponential backoff that honours Feishu's
-// reset hint; failures a retry cannot cure (the bot removed from the chat, say) wait
-// ten minutes, so an operator can fix the cause without losing the work. It returns
-// cause.
-func (b *Bot) retryJob(ctx context.Context, queue string, j store.Job, cause error) error {
-	j.Attempts++
-	delay := newBackoff(b.cfg.RetryBase, 5*time.Minute).after(j.Attempts)
-	if feishu.Retryable(ctx, cause) || errors.Is(cause, context.DeadlineExceeded) {
-		delay = max(delay, feishu.RetryAfter(cause))
-	} else if fe := (*feishu.Error)(nil); errors.As(cause, &fe) {
-		delay = 10 * time.Minute
-	}
-	j.NotBefore = b.now().Add(delay)
-	if err := b.state.PutJob(context.WithoutCancel(ctx), queue, j); err != nil {
-		return errors.Join(cause, err)
-	}
-	return cause
-}
+// errAbandoned marks work given up on purpose (shutdown, a test's simulated crash):
+// the job stays as it is.
+var errAbandoned = jobs.ErrAbandon

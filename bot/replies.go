@@ -4,12 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"issuebot/bot/feishu"
+	"issuebot/bot/jobs"
 	"issuebot/guance"
 	"issuebot/store"
 )
@@ -46,6 +46,44 @@ type replyJob struct {
 	AttemptedAt time.Time `json:"attempted_at,omitzero"`
 	// Notified is set once the chat was told the reply is delayed.
 	Notified bool `json:"notified,omitempty"`
+	// RootID and ThreadID place a message whose thread was not known to be a card's
+	// when it arrived (IssueUUID empty): the job waits until the card is recorded.
+	RootID   string `json:"root_id,omitempty"`
+	ThreadID string `json:"thread_id,omitempty"`
+}
+
+// cardInFlight reports whether a card of the chat is queued (perhaps sent and not yet
+// recorded).
+func (b *Bot) cardInFlight(ctx context.Context, chatID string) (bool, error) {
+	queued, err := b.cards.Jobs(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, j := range queued {
+		if j.Payload.ChatID == chatID {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// resolveThread finds the issue of a message queued before its thread was known to
+// be a card's. It returns "" once it is clear the thread is not a card's.
+func (b *Bot) resolveThread(ctx context.Context, p replyJob) (string, error) {
+	rec, ok, err := b.threadIssue(ctx, feishu.Message{RootID: p.RootID, ThreadID: p.ThreadID})
+	if err != nil || ok {
+		return rec.IssueUUID, err
+	}
+	waiting, err := b.cardInFlight(ctx, p.ChatID)
+	if err != nil {
+		return "", err
+	}
+	// After the last card of the chat left the queue, a budget window (a minute) more:
+	// the record and the job's removal are two writes, perhaps by two processes.
+	if waiting || b.now().Sub(p.Received) < b.cfg.BudgetWindow {
+		return "", jobs.Later(max(b.cfg.RetryBase, 200*time.Millisecond), errors.New("waiting for the card of this thread to be recorded"))
+	}
+	return "", nil
 }
 
 // HandleMessage receives im.message.receive_v1. A message in a card's thread (or one
@@ -71,10 +109,18 @@ func (b *Bot) HandleMessage(ctx context.Context, m feishu.Message) error {
 		return err // the store is unreachable: let Feishu deliver again
 	}
 	addressed := m.ChatType == "p2p" || mentionsBot(m, botID)
+	if !inThread && m.RootID != "" {
+		// A thread the store does not know may be a card that is out but not recorded
+		// yet (its sender was killed between the two, say): while a card of this chat
+		// is queued, the message is queued too and waits for the record.
+		if inThread, err = b.cardInFlight(ctx, m.ChatID); err != nil {
+			return err
+		}
+	}
 	if !inThread && !addressed {
 		return nil
 	}
-	if inThread {
+	if inThread && rec.IssueUUID != "" {
 		b.noteActivity(ctx, rec)
 	}
 	text := messageText(m, botID)
@@ -82,19 +128,19 @@ func (b *Bot) HandleMessage(ctx context.Context, m feishu.Message) error {
 	issueUUID := rec.IssueUUID
 	switch cmd.kind {
 	case cmdHelp:
-		return b.once(ctx, m, func() { b.sendHelp(m) })
+		return b.once(ctx, m, answerHelp)
 	case cmdResolve, cmdPending, cmdReopen:
 		if !inThread {
-			return b.once(ctx, m, func() { b.sendNotice(m, noticeNotInThread) })
+			return b.once(ctx, m, noticeNotInThread.kind)
 		}
 		return b.queueStatusCommand(ctx, m, rec, cmd.kind)
 	case cmdStatus:
-		return b.once(ctx, m, func() { b.sendStatus(m) })
+		return b.once(ctx, m, answerStatus)
 	case cmdCompat:
 		issueUUID, text = cmd.issueUUID, cmd.text
 	case cmdNone:
 		if !inThread {
-			return b.once(ctx, m, func() { b.sendHelp(m) })
+			return b.once(ctx, m, answerHelp)
 		}
 	}
 	if isPrivate(text) || text == "" {
@@ -103,6 +149,9 @@ func (b *Bot) HandleMessage(ctx context.Context, m feishu.Message) error {
 	job := replyJob{
 		MessageID: m.MessageID, ChatID: m.ChatID, IssueUUID: issueUUID, Text: text,
 		SenderOpenID: m.SenderOpenID, Received: b.now(),
+	}
+	if issueUUID == "" {
+		job.RootID, job.ThreadID = m.RootID, m.ThreadID
 	}
 	for _, mn := range m.Mentions {
 		if mn.OpenID != "" && mn.OpenID == m.SenderOpenID {
@@ -117,21 +166,16 @@ func (b *Bot) HandleMessage(ctx context.Context, m feishu.Message) error {
 		log.Debug("duplicate message delivery ignored")
 		return nil
 	}
-	payload, err := json.Marshal(job)
-	if err == nil {
-		err = b.state.PutJob(ctx, queueReplies, store.Job{ID: m.MessageID, Payload: payload, NotBefore: b.now()})
-	}
-	if err != nil {
+	if err := b.replies.Enqueue(ctx, m.MessageID, job, b.now()); err != nil {
 		_ = b.state.Release(context.WithoutCancel(ctx), "msg:"+m.MessageID)
 		return fmt.Errorf("queue reply %s: %w", m.MessageID, err)
 	}
-	if inThread && m.ThreadID != "" && rec.ThreadID == "" {
+	if inThread && m.ThreadID != "" && rec.IssueUUID != "" && rec.ThreadID == "" {
 		if err := b.state.LinkThread(ctx, m.ThreadID, rec.IssueUUID); err != nil {
 			log.Warn("link thread to issue", "issue_uuid", rec.IssueUUID, "err", err)
 		}
 	}
 	log.Info("chat message queued for Guance", "issue_uuid", issueUUID)
-	b.kick(b.wakeReplies)
 	return nil
 }
 
@@ -152,72 +196,66 @@ func (b *Bot) threadIssue(ctx context.Context, m feishu.Message) (store.Issue, b
 	return store.Issue{}, false, nil
 }
 
-// once runs an answer to m at most once per message id, in the background.
-func (b *Bot) once(ctx context.Context, m feishu.Message, answer func()) error {
+// once queues an answer of kind to m, at most once per message id. If the answer
+// cannot be queued, the claim is given back and the event fails, so Feishu delivers it
+// again.
+func (b *Bot) once(ctx context.Context, m feishu.Message, kind string) error {
 	first, err := b.state.Claim(ctx, "msg:"+m.MessageID, messageDedupeTTL)
 	if err != nil {
 		return fmt.Errorf("claim message %s: %w", m.MessageID, err)
 	}
-	if first {
-		b.background(answer)
+	if !first {
+		return nil
+	}
+	if err := b.queueAnswer(ctx, m.MessageID, m.ChatID, kind); err != nil {
+		_ = b.state.Release(context.WithoutCancel(ctx), "msg:"+m.MessageID)
+		return err
 	}
 	return nil
 }
 
-// runReplies posts queued chat messages to Guance until ctx ends, one at a time (the
-// Guance budget is the bottleneck, and people's writes go first in it).
-func (b *Bot) runReplies(ctx context.Context) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		jobs, err := b.state.DueJobs(ctx, queueReplies, b.now(), 100)
-		if err != nil && ctx.Err() == nil {
-			b.logger.Warn("read queued replies", "err", err)
-		}
-		for _, j := range jobs {
-			if ctx.Err() != nil {
-				return
-			}
-			if err := b.withWorkClaim(ctx, "reply:"+j.ID, func() error { return b.postReply(ctx, j) }); err != nil && !errors.Is(err, errAbandoned) {
-				b.logger.Warn("reply not posted yet", "message_id", j.ID, "err", err)
-			}
-		}
-		if n, err := b.state.CountJobs(ctx, queueReplies); err == nil {
-			b.metrics.repliesQueued.Set(float64(n))
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-b.wakeReplies:
-		case <-tick.C:
-		}
-	}
-}
-
-// postReply posts one queued message as a Guance reply, records the reply as the
-// bot's own, acknowledges it with a reaction and removes the job.
-func (b *Bot) postReply(ctx context.Context, j store.Job) error {
+// postReply posts one queued chat message as a Guance reply, records the reply as the
+// bot's own and acknowledges it with a reaction; the engine then removes the job. The
+// messages of one issue go in the order they arrived (the issue is the job's key).
+func (b *Bot) postReply(ctx context.Context, j *jobs.Job[replyJob]) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
 	defer cancel()
-	p, ok, err := decodeJob[replyJob](wctx, b, queueReplies, j)
-	if !ok {
-		return err
+	p := &j.Payload
+	if p.IssueUUID == "" {
+		id, err := b.resolveThread(wctx, *p)
+		if err != nil {
+			return err
+		}
+		if id == "" {
+			b.logger.Debug("a message in a thread that is no card's is not synced", "message_id", p.MessageID)
+			return nil
+		}
+		p.IssueUUID = id
+		if err := j.Save(wctx); err != nil {
+			return err
+		}
 	}
 	gctx := guance.WithPriority(wctx, guance.PriorityHigh)
+	if j.Attempts >= replyNotifyAfter && !p.Notified {
+		p.Notified = true
+		b.notify(wctx, p.MessageID, p.ChatID, noticeDelayed)
+	}
 	if p.Content == "" {
-		p.Content = replyContent(b.senderName(wctx, p), p.Text)
+		p.Content = replyContent(b.senderName(wctx, *p), p.Text)
 	}
 	if p.Attempted {
 		// An earlier attempt may have been accepted without us hearing the answer.
-		if r, err := b.findOwnReply(gctx, p); err != nil {
-			return b.rescheduleReply(wctx, j, p, err)
-		} else if r != "" {
-			return b.replyDone(wctx, j, p, r)
+		r, err := b.findOwnReply(gctx, *p)
+		if err != nil {
+			return errors.Join(err, j.Save(wctx))
+		}
+		if r != "" {
+			return b.replyDone(wctx, *p, r)
 		}
 	} else {
 		p.Attempted, p.AttemptedAt = true, b.now()
 	}
-	if err := b.saveReplyJob(wctx, j, p); err != nil {
+	if err := j.Save(wctx); err != nil {
 		return err
 	}
 	r, err := b.guance.CreateReply(gctx, p.IssueUUID, p.Content)
@@ -227,19 +265,22 @@ func (b *Bot) postReply(ctx context.Context, j store.Job) error {
 		if answered && !ge.Temporary() && !errors.Is(err, guance.ErrBadKey) {
 			// Guance said no for a reason a retry will not change.
 			b.metrics.replyFailures.Inc()
-			b.logger.Error("Guance refused a reply", "issue_uuid", p.IssueUUID, "message_id", p.MessageID, "err", err)
 			notice := noticeRefused
 			if errors.Is(err, guance.ErrNotFound) {
 				notice = noticeNoIssue
 			}
-			b.notify(wctx, p.MessageID, notice)
-			return b.state.DeleteJob(wctx, queueReplies, j.ID)
+			b.notify(wctx, p.MessageID, p.ChatID, notice)
+			return jobs.Drop("refused by Guance", fmt.Errorf("reply to issue %s: %w", p.IssueUUID, err))
 		}
 		if answered && ge.StatusCode < 500 {
-			// A throttle or a refused key: Guance did not create the reply.
+			// A throttle or a refused key: Guance did not create the reply. (A refused
+			// key waits for someone to fix GUANCE_API_KEY; the reply is kept until then.)
 			p.Attempted, p.AttemptedAt = false, time.Time{}
+			if serr := j.Save(wctx); serr != nil {
+				return errors.Join(err, serr)
+			}
 		}
-		return b.rescheduleReply(wctx, j, p, err)
+		return fmt.Errorf("reply to issue %s: %w", p.IssueUUID, err)
 	}
 	if b.afterReply != nil {
 		if err := b.afterReply(p.MessageID); err != nil {
@@ -247,14 +288,14 @@ func (b *Bot) postReply(ctx context.Context, j store.Job) error {
 		}
 	}
 	b.learnKey(wctx, r.Creator)
-	return b.replyDone(wctx, j, p, r.UUID)
+	return b.replyDone(wctx, *p, r.UUID)
 }
 
-// replyDone records a posted reply, reacts to the chat message, and drops the job.
-func (b *Bot) replyDone(ctx context.Context, j store.Job, p replyJob, replyUUID string) error {
+// replyDone records a posted reply and reacts to the chat message.
+func (b *Bot) replyDone(ctx context.Context, p replyJob, replyUUID string) error {
 	if replyUUID != "" {
 		if err := b.state.AddOwnReply(ctx, p.IssueUUID, replyUUID); err != nil {
-			return b.rescheduleReply(ctx, j, p, fmt.Errorf("record own reply %s: %w", replyUUID, err))
+			return fmt.Errorf("record own reply %s: %w", replyUUID, err)
 		}
 	}
 	if err := b.countSynced(ctx, p.IssueUUID, "chat:"+p.MessageID); err != nil {
@@ -262,9 +303,6 @@ func (b *Bot) replyDone(ctx context.Context, j store.Job, p replyJob, replyUUID 
 	}
 	if err := b.feishu.AddReaction(ctx, p.MessageID, "DONE"); err != nil {
 		b.logger.Warn("react to a synced message", "message_id", p.MessageID, "err", err)
-	}
-	if err := b.state.DeleteJob(ctx, queueReplies, j.ID); err != nil {
-		return fmt.Errorf("remove reply job %s: %w", j.ID, err)
 	}
 	b.metrics.repliesToGuance.Inc()
 	b.metrics.replyLatency.Observe(max(b.now().Sub(p.Received), 0).Seconds())
@@ -295,44 +333,6 @@ func (b *Bot) findOwnReply(ctx context.Context, p replyJob) (string, error) {
 		}
 	}
 	return "", nil
-}
-
-func (b *Bot) saveReplyJob(ctx context.Context, j store.Job, p replyJob) error {
-	payload, err := json.Marshal(p)
-	if err != nil {
-		return fmt.Errorf("encode reply job %s: %w", j.ID, err)
-	}
-	j.Payload = payload
-	if err := b.state.PutJob(ctx, queueReplies, j); err != nil {
-		return fmt.Errorf("save reply job %s: %w", j.ID, err)
-	}
-	return nil
-}
-
-// rescheduleReply puts a reply back with a backoff. After a few failures the chat is
-// told, once, that Guance is unavailable and the reply will follow.
-func (b *Bot) rescheduleReply(ctx context.Context, j store.Job, p replyJob, cause error) error {
-	j.Attempts++
-	if j.Attempts >= replyNotifyAfter && !p.Notified {
-		p.Notified = true
-		b.notify(ctx, p.MessageID, noticeDelayed)
-	}
-	payload, err := json.Marshal(p)
-	if err != nil {
-		return fmt.Errorf("encode reply job %s: %w", j.ID, err)
-	}
-	j.Payload = payload
-	delay := newBackoff(b.cfg.RetryBase, 2*time.Minute).after(j.Attempts)
-	if errors.Is(cause, guance.ErrBadKey) {
-		// Someone has to fix GUANCE_API_KEY; keep the reply until then.
-		delay = 10 * time.Minute
-		b.logger.Error("Guance refused GUANCE_API_KEY; the reply waits until it is fixed", "message_id", p.MessageID, "err", cause)
-	}
-	j.NotBefore = b.now().Add(delay)
-	if err := b.state.PutJob(ctx, queueReplies, j); err != nil {
-		return fmt.Errorf("reschedule reply %s after %v: %w", j.ID, cause, err)
-	}
-	return cause
 }
 
 // senderName is the display name for a reply's author: the contact API's name, else
@@ -394,7 +394,7 @@ func (b *Bot) queueStatusCommand(ctx context.Context, m feishu.Message, rec stor
 	}
 	job := statusJob{
 		IssueUUID: rec.IssueUUID, Target: CardAction{Action: action}.Status(), Action: action,
-		WhoOpenID: m.SenderOpenID, MessageID: m.MessageID, At: b.now(),
+		WhoOpenID: m.SenderOpenID, MessageID: m.MessageID, ChatID: m.ChatID, At: b.now(),
 	}
 	if err := b.queueStatusJob(ctx, "msg:"+m.MessageID, job); err != nil {
 		_ = b.state.Release(context.WithoutCancel(ctx), "msg:"+m.MessageID)

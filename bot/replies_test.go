@@ -275,7 +275,10 @@ func TestMessagesOutsideThreadsAreIgnored(t *testing.T) {
 		return false
 	})
 	h.quietReplies()
-	h.bot.bg.Wait()
+	waitFor(t, 10*time.Second, "every answer sent", func() bool {
+		n, err := h.st.CountJobs(t.Context(), queueAnswers)
+		return err == nil && n == 0
+	})
 	if got := h.botReplies(issue); len(got) != 1 || got[0] != "[飞书] 张三: 已处理" {
 		t.Errorf("compat replies = %q", got)
 	}
@@ -390,4 +393,94 @@ func (h *harness) threadNotes(card, substr string) int {
 		}
 	}
 	return n
+}
+
+// TestReplyToACardNotYetRecordedIsKept: a thread reply that arrives after the card was
+// posted and before it was recorded (its sender was slow, or killed between the two) is
+// not dropped: it waits for the record and then reaches Guance. A message in a thread
+// that is no card's is still ignored.
+func TestReplyToACardNotYetRecordedIsKept(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Second)
+	h.fs.AddUser("ou_alice", "张三")
+	h.intake = true
+	release := make(chan struct{})
+	h.start(func(b *Bot) {
+		b.afterSend = func(string) error {
+			select {
+			case <-release:
+			case <-h.ctx.Done():
+			}
+			return nil
+		}
+	})
+	h.bootstrapped()
+	issue := h.gs.AddIssue(guancetest.IssueSpec{Name: "slow record"}).UUID
+	var card string
+	waitFor(t, 40*time.Second, "the card posted", func() bool {
+		for _, m := range h.fs.Messages(testChat) {
+			if m.MsgType == "interactive" && m.RootID == "" {
+				card = m.ID
+				return true
+			}
+		}
+		return false
+	})
+	if _, err := h.st.GetIssue(t.Context(), issue); err == nil {
+		t.Fatal("the card is recorded already; the test cannot play the gap")
+	}
+	for _, e := range [][]byte{
+		threadReply(h.fs, "om_early", card, "已在处理"),
+		h.fs.MessageEvent(feishutest.MessageSpec{MessageID: "om_other_thread", RootID: "om_not_a_card", ChatID: testChat,
+			SenderOpenID: "ou_alice", Content: feishutest.TextContent("lunch?")}),
+	} {
+		if ack, err := h.fs.DeliverWS(t.Context(), e); err != nil || ack.Code != 200 {
+			t.Fatalf("deliver: %v %v", ack, err)
+		}
+	}
+	close(release)
+	waitFor(t, 30*time.Second, "the early reply in Guance", func() bool { return len(h.botReplies(issue)) == 1 })
+	waitFor(t, 30*time.Second, "the other thread's message settled", func() bool {
+		n, err := h.st.CountJobs(t.Context(), queueReplies)
+		return err == nil && n == 0
+	})
+	if got := h.botReplies(issue); len(got) != 1 || got[0] != "[飞书] 张三: 已在处理" {
+		t.Errorf("replies = %q, want the early one once", got)
+	}
+}
+
+// TestEveryAnswerIsSent: a burst of commands, with Feishu refusing one answer with its
+// per-chat rate limit (230020), still gets every answer exactly once: answers are
+// durable jobs, paced with the chat's other posts and retried.
+func TestEveryAnswerIsSent(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Second)
+	h.fs.AddUser("ou_alice", "张三")
+	h.fs.ChatQPS = 5
+	h.intake = true
+	h.start()
+	h.bootstrapped()
+	bot := feishutest.Mention{Key: "@_user_1", OpenID: h.fs.BotOpenID, Name: h.fs.BotName}
+	h.fs.FailNext(1, http.StatusBadRequest, feishutest.CodeChatRateLimited)
+	const n = 25
+	for i := range n {
+		e := h.fs.MessageEvent(feishutest.MessageSpec{MessageID: fmt.Sprintf("om_help_%02d", i), ChatID: testChat,
+			SenderOpenID: "ou_alice", Content: feishutest.TextContent("@_user_1 help"), Mentions: []feishutest.Mention{bot}})
+		if ack, err := h.fs.DeliverWS(t.Context(), e); err != nil || ack.Code != 200 {
+			t.Fatalf("deliver: %v %v", ack, err)
+		}
+	}
+	answered := func() map[string]int {
+		got := map[string]int{}
+		for _, m := range h.fs.Messages(testChat) {
+			if m.MsgType == "interactive" && strings.HasPrefix(m.ParentID, "om_help_") {
+				got[m.ParentID]++
+			}
+		}
+		return got
+	}
+	waitFor(t, 60*time.Second, "every help answer", func() bool { return len(answered()) == n })
+	for id, c := range answered() {
+		if c != 1 {
+			t.Errorf("%s answered %d times, want once", id, c)
+		}
+	}
 }

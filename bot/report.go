@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	"issuebot/bot/feishu"
 )
 
 // cursorLastPoll is the store cursor holding the unix time of the last successful
@@ -114,19 +112,4 @@ func roundDur(d time.Duration) time.Duration {
 		return d.Round(time.Minute)
 	}
 	return d.Round(time.Second)
-}
-
-// sendStatus answers the status command.
-func (b *Bot) sendStatus(m feishu.Message) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	r, err := b.report(ctx)
-	text := r.Text(b.now())
-	if err != nil {
-		b.logger.Warn("status report incomplete", "err", err)
-		text += "\n⚠️ 存储不可用 / the store is unreachable"
-	}
-	if _, err := b.feishu.ReplyText(ctx, m.MessageID, text, false, feedbackUUID(m.MessageID, "status")); err != nil {
-		b.logger.Warn("post the status report", "message_id", m.MessageID, "err", err)
-	}
 }

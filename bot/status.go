@@ -2,12 +2,12 @@ package bot
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"issuebot/bot/feishu"
+	"issuebot/bot/jobs"
 	"issuebot/guance"
 	"issuebot/store"
 )
@@ -38,8 +38,10 @@ type statusJob struct {
 	Who    string            `json:"who"`
 	// WhoOpenID names the person when Who is not known yet (a text command).
 	WhoOpenID string `json:"who_open_id,omitempty"`
-	// MessageID is the chat message of a text command, which gets a reaction.
+	// MessageID is the chat message of a text command, which gets a reaction, and
+	// ChatID its chat.
 	MessageID string    `json:"message_id,omitempty"`
+	ChatID    string    `json:"chat_id,omitempty"`
 	At        time.Time `json:"at"`
 }
 
@@ -70,18 +72,18 @@ func (b *Bot) HandleCardAction(ctx context.Context, a feishu.CardAction) (feishu
 		return toastOnly("error", "机器人暂时无法处理，请稍后再试。", "The bot cannot handle this right now; try again shortly."), nil
 	}
 	if rec.Gone {
-		return b.answer(rec, "warning", "这个 Issue 已在 Guance 中删除。", "This issue was deleted in Guance.")
+		return b.answer(ctx, rec, "warning", "这个 Issue 已在 Guance 中删除。", "This issue was deleted in Guance.")
 	}
 	if b.staleClick(act, rec) {
 		zh, en := cardStatus(guance.StatusType(rec.StatusType))
 		log.Info("stale card click answered with the current state", "clicked_rev", act.Revision, "revision", rec.CardRevision)
-		return b.answer(rec, "warning", "卡片已过期：当前状态为「"+zh+"」，未做修改。",
+		return b.answer(ctx, rec, "warning", "卡片已过期：当前状态为「"+zh+"」，未做修改。",
 			"The card was out of date: the issue is "+en+" now; nothing was changed.")
 	}
 	target := act.Status()
 	if int(target) == rec.StatusType {
 		zh, en := cardStatus(target)
-		return b.answer(rec, "info", "已经是「"+zh+"」。", "Already "+en+".")
+		return b.answer(ctx, rec, "info", "已经是「"+zh+"」。", "Already "+en+".")
 	}
 	who := b.operatorName(ctx, a.OperatorOpenID)
 	job := statusJob{
@@ -102,7 +104,7 @@ func (b *Bot) HandleCardAction(ctx context.Context, a feishu.CardAction) (feishu
 		}
 		zh, en := cardStatus(cur.StatusType)
 		log.Info("card click on a status changed in Guance answered with the current state", "status", cur.StatusType.String())
-		return b.answer(rec, "warning", "状态已在 Guance 中改为「"+zh+"」，未做修改。",
+		return b.answer(ctx, rec, "warning", "状态已在 Guance 中改为「"+zh+"」，未做修改。",
 			"The issue was changed to "+en+" in Guance; nothing was changed.")
 	}
 	var rec2 store.Issue
@@ -119,7 +121,7 @@ func (b *Bot) HandleCardAction(ctx context.Context, a feishu.CardAction) (feishu
 			log.Warn("a click's answer is late; the card is patched as well", "took", late)
 			b.unanswered(ctx, rec2)
 		}
-		return b.answer(rec2, "success", "已将状态改为「"+zh+"」。", "Status changed to "+en+".")
+		return b.answer(ctx, rec2, "success", "已将状态改为「"+zh+"」。", "Status changed to "+en+".")
 	case errors.Is(err, guance.ErrNotFound):
 		if gerr := b.markGone(ctx, rec.IssueUUID); gerr != nil {
 			log.Warn("mark a deleted issue", "err", gerr)
@@ -150,9 +152,9 @@ func (b *Bot) staleClick(act CardAction, rec store.Issue) bool {
 }
 
 // answer is a callback answer with a toast and the record's card.
-func (b *Bot) answer(rec store.Issue, typ, zh, en string) (feishu.CardResponse, error) {
+func (b *Bot) answer(ctx context.Context, rec store.Issue, typ, zh, en string) (feishu.CardResponse, error) {
 	resp := toastOnly(typ, zh, en)
-	card, err := b.recordCard(rec)
+	card, err := b.recordCard(ctx, rec)
 	if err != nil {
 		b.logger.Error("render card for a callback answer", "issue_uuid", rec.IssueUUID, "err", err)
 		return resp, nil
@@ -251,14 +253,9 @@ func (b *Bot) applyStatus(ctx context.Context, job statusJob, answered bool) (st
 
 // queueStatusJob stores a status change to be made by the status worker.
 func (b *Bot) queueStatusJob(ctx context.Context, id string, job statusJob) error {
-	payload, err := json.Marshal(job)
-	if err != nil {
-		return fmt.Errorf("encode status job: %w", err)
-	}
-	if err := b.state.PutJob(ctx, queueStatus, store.Job{ID: id, Payload: payload, NotBefore: b.now()}); err != nil {
+	if err := b.status.Enqueue(ctx, id, job, b.now()); err != nil {
 		return fmt.Errorf("queue status change of issue %s: %w", job.IssueUUID, err)
 	}
-	b.kick(b.wakeStatus)
 	return nil
 }
 
@@ -282,31 +279,23 @@ func (b *Bot) unanswered(ctx context.Context, rec store.Issue) {
 	}
 }
 
-// runStatus makes queued status changes until ctx ends.
-func (b *Bot) runStatus(ctx context.Context) {
-	b.runQueue(ctx, queueStatus, b.wakeStatus, b.statusWork)
-}
-
 // statusWork makes one queued status change, unless the issue moved on since it was
 // asked for, and reacts to the text command that asked for it.
-func (b *Bot) statusWork(ctx context.Context, j store.Job) error {
+func (b *Bot) statusWork(ctx context.Context, j *jobs.Job[statusJob]) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
 	defer cancel()
-	p, ok, err := decodeJob[statusJob](wctx, b, queueStatus, j)
-	if !ok {
-		return err
-	}
+	p := j.Payload
 	log := b.logger.With("issue_uuid", p.IssueUUID, "action", p.Action)
 	rec, err := b.state.GetIssue(wctx, p.IssueUUID)
 	if errors.Is(err, store.ErrNotFound) {
-		return b.state.DeleteJob(wctx, queueStatus, j.ID)
+		return nil // not carded (any more): nothing to change from the chat
 	}
 	if err != nil {
-		return b.retryJob(wctx, queueStatus, j, fmt.Errorf("read issue record: %w", err))
+		return fmt.Errorf("read issue record: %w", err)
 	}
 	if p.Expect != 0 && rec.StatusType != int(p.Expect) && rec.StatusType != int(p.Target) {
 		log.Info("queued status change dropped: the issue changed meanwhile", "status", rec.StatusType)
-		return b.state.DeleteJob(wctx, queueStatus, j.ID)
+		return nil
 	}
 	if p.Expect != 0 {
 		// The record can lag the console by a sweep: ask Guance before changing what
@@ -315,15 +304,12 @@ func (b *Bot) statusWork(ctx context.Context, j store.Job) error {
 		cur, err := b.guance.GetIssue(guance.WithPriority(wctx, guance.PriorityHigh), p.IssueUUID)
 		switch {
 		case errors.Is(err, guance.ErrNotFound):
-			return errors.Join(b.markGone(wctx, p.IssueUUID), b.state.DeleteJob(wctx, queueStatus, j.ID))
+			return b.markGone(wctx, p.IssueUUID)
 		case err != nil:
-			return b.retryJob(wctx, queueStatus, j, fmt.Errorf("read the issue before a queued status change: %w", err))
+			return fmt.Errorf("read the issue before a queued status change: %w", err)
 		case cur.StatusType != p.Expect && cur.StatusType != p.Target:
 			log.Info("queued status change dropped: the issue changed in Guance meanwhile", "status", cur.StatusType.String())
-			if err := b.observe(wctx, *cur, asked); err != nil {
-				return b.retryJob(wctx, queueStatus, j, err)
-			}
-			return b.state.DeleteJob(wctx, queueStatus, j.ID)
+			return b.observe(wctx, *cur, asked)
 		}
 	}
 	if p.Who == "" {
@@ -341,18 +327,18 @@ func (b *Bot) statusWork(ctx context.Context, j store.Job) error {
 		}
 	case errors.Is(err, guance.ErrNotFound):
 		if err := b.markGone(wctx, p.IssueUUID); err != nil {
-			return b.retryJob(wctx, queueStatus, j, err)
+			return err
 		}
 		if p.MessageID != "" {
-			b.notify(wctx, p.MessageID, noticeNoIssueStatus)
+			b.notify(wctx, p.MessageID, p.ChatID, noticeNoIssueStatus)
 		}
 	case refused(err):
 		log.Error("Guance refused a status change", "err", err)
 		if p.MessageID != "" {
-			b.notify(wctx, p.MessageID, noticeStatusRefused)
+			b.notify(wctx, p.MessageID, p.ChatID, noticeStatusRefused)
 		}
 	default:
-		return b.retryJob(wctx, queueStatus, j, err)
+		return err
 	}
-	return b.state.DeleteJob(wctx, queueStatus, j.ID)
+	return nil
 }

@@ -72,9 +72,12 @@ type watcher struct {
 	// bumpYes and bumpNo count that evidence.
 	bumpYes, bumpNo int
 	// unlisted holds open issues that a re-read found open although a complete sweep
-	// did not list them (another channel, say): they are not flagged again after every
-	// sweep, which would spend a request per such issue per sweep.
-	unlisted map[string]bool
+	// did not list them (another channel, say), with when: they are flagged again only
+	// every unlistedRecheck, not after every sweep, which would spend a request per such
+	// issue per sweep. missed holds the issues a sweep flagged, so that only a re-read
+	// caused by a sweep marks an issue unlisted.
+	unlisted map[string]time.Time
+	missed   map[string]bool
 }
 
 // listing is one sighting of an issue in the open list.
@@ -369,7 +372,10 @@ func (b *Bot) sweepPage(ctx context.Context, openFrom time.Time, watched []store
 		}
 	}
 	for _, r := range watched {
-		if seen[r.IssueUUID] || statusDone(r.StatusType) || r.Refresh || w.unlisted[r.IssueUUID] {
+		if at, ok := w.unlisted[r.IssueUUID]; ok && b.now().Sub(at) < unlistedRecheck/time.Minute*b.cfg.BudgetWindow {
+			continue
+		}
+		if seen[r.IssueUUID] || statusDone(r.StatusType) || r.Refresh {
 			continue
 		}
 		if r.CreateAt > 0 && time.Unix(r.CreateAt, 0).Before(from) {
@@ -385,9 +391,17 @@ func (b *Bot) sweepPage(ctx context.Context, openFrom time.Time, watched []store
 		}); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
+		if w.missed == nil {
+			w.missed = map[string]bool{}
+		}
+		w.missed[uuid] = true
 	}
 	return nil
 }
+
+// unlistedRecheck is how often (at Guance's real one-minute window) an open issue that
+// the open-issue list does not show is read again anyway.
+const unlistedRecheck = 10 * time.Minute
 
 // refreshIssue reads one issue again and applies it; an issue Guance no longer has is
 // marked gone.
@@ -405,14 +419,16 @@ func (b *Bot) refreshIssue(ctx context.Context, rec store.Issue) error {
 	if err := b.observe(ctx, *is, asked); err != nil {
 		return err
 	}
-	if !statusDone(int(is.StatusType)) {
-		b.watch.mu.Lock()
+	b.watch.mu.Lock()
+	if b.watch.missed[rec.IssueUUID] && !statusDone(int(is.StatusType)) {
+		// Open, yet a complete sweep did not list it: the list does not show it.
 		if b.watch.unlisted == nil {
-			b.watch.unlisted = map[string]bool{}
+			b.watch.unlisted = map[string]time.Time{}
 		}
-		b.watch.unlisted[rec.IssueUUID] = true
-		b.watch.mu.Unlock()
+		b.watch.unlisted[rec.IssueUUID] = b.now()
 	}
+	delete(b.watch.missed, rec.IssueUUID)
+	b.watch.mu.Unlock()
 	// observe leaves the flag when Guance's answer is not newer than the record.
 	_, _, err = b.updateIssue(ctx, rec.IssueUUID, func(r *store.Issue) error {
 		if !r.Refresh {

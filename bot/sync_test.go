@@ -15,6 +15,7 @@ import (
 
 	"issuebot/bot/feishu"
 	"issuebot/bot/feishu/feishutest"
+	"issuebot/bot/jobs"
 	"issuebot/guance"
 	"issuebot/guance/guancetest"
 	"issuebot/store"
@@ -658,25 +659,28 @@ func TestStatusCommandReports(t *testing.T) {
 	}
 }
 
-func TestThreadHeadsKeepIssueOrder(t *testing.T) {
-	now := time.Now()
-	job := func(id, issue string, createAt, seq int64, due time.Duration) store.Job {
-		p, _ := json.Marshal(threadJob{IssueUUID: issue, ReplyUUID: id, CreateAt: createAt, Seq: seq})
-		return store.Job{ID: id, Payload: p, NotBefore: now.Add(due)}
+// TestThreadQueueKeepsIssueOrder: the thread queue orders an issue's replies by when
+// they were written, then by the order a scan found them.
+func TestThreadQueueKeepsIssueOrder(t *testing.T) {
+	b := New(Config{}, nil, nil, nil, nil, nil)
+	job := func(issue string, createAt, seq int64) *jobs.Job[threadJob] {
+		return &jobs.Job[threadJob]{Payload: threadJob{IssueUUID: issue, CreateAt: createAt, Seq: seq}}
 	}
-	jobs := []store.Job{
-		job("a2", "A", 100, 2, 0),
-		job("a1", "A", 100, 1, time.Minute), // failed, rescheduled: holds a2 back
-		job("b1", "B", 50, 1, 0),
-		job("b2", "B", 60, 2, 0),
-		{ID: "junk", Payload: []byte("{"), NotBefore: now},
+	if k := b.thread.Key(threadJob{IssueUUID: "A"}); k != "A" {
+		t.Errorf("key = %q, want the issue", k)
 	}
-	var got []string
-	for _, j := range threadHeads(jobs, now) {
-		got = append(got, j.ID)
-	}
-	if strings.Join(got, ",") != "junk,b1" {
-		t.Errorf("heads = %v, want junk,b1", got)
+	for _, tt := range []struct {
+		x, y *jobs.Job[threadJob]
+		want bool
+	}{
+		{job("A", 100, 2), job("A", 101, 1), true},
+		{job("A", 101, 1), job("A", 100, 2), false},
+		{job("A", 100, 1), job("A", 100, 2), true},
+		{job("A", 100, 2), job("A", 100, 1), false},
+	} {
+		if got := b.thread.Less(tt.x, tt.y); got != tt.want {
+			t.Errorf("Less(%+v, %+v) = %v, want %v", tt.x.Payload, tt.y.Payload, got, tt.want)
+		}
 	}
 }
 
@@ -924,7 +928,7 @@ func TestThreadPostGivenUp(t *testing.T) {
 	if err := h.bot.metrics.threadDrops.Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
 		t.Errorf("issuebot_thread_posts_dropped_total = %v (%v), want 1", m.GetCounter().GetValue(), err)
 	}
-	if !strings.Contains(h.logs.String(), "giving up on a Guance reply") {
+	if logs := h.logs.String(); !strings.Contains(logs, "giving up on a job") || !strings.Contains(logs, "queue=thread") {
 		t.Error("no error log for the dropped reply")
 	}
 	h.fs.AddChat(testChat)
@@ -998,7 +1002,7 @@ func TestQueuedClickDoesNotUndoAConsoleChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.gs.SetStatus(issue, int(guance.StatusPending)) // in the console, before the job runs
-	if err := b.statusWork(t.Context(), job); err != nil {
+	if err := b.status.Pass(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	if bodies := h.gs.ModifyBodies(); len(bodies) != 0 {
@@ -1098,5 +1102,60 @@ func TestReportNamesTheBudgetScope(t *testing.T) {
 		if got := strings.Contains(text, "budget: 3 / 18 每 / per 1m0s，本副本 / this replica"); got != want {
 			t.Errorf("%s store: this-replica note %v, want %v:\n%s", store, got, want, text)
 		}
+	}
+}
+
+// TestCorruptSnapshotIsReadAgain: a stored snapshot that does not decode is not
+// silently rendered as a card without a description: it is logged and the issue is
+// flagged to be read again from Guance.
+func TestCorruptSnapshotIsReadAgain(t *testing.T) {
+	h, b, _ := scanHarness(t)
+	issue := h.gs.AddIssue(guancetest.IssueSpec{Name: "corrupt snapshot"}).UUID
+	rec := carded(t, h, issue, time.Now())
+	rec, err := h.st.UpdateIssue(t.Context(), issue, func(r *store.Issue) error {
+		r.Snapshot = json.RawMessage(`{"issue":5}`)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.recordCard(t.Context(), rec); err != nil {
+		t.Fatalf("recordCard: %v", err)
+	}
+	if !strings.Contains(h.logs.String(), "snapshot is unreadable") {
+		t.Error("the unreadable snapshot was not logged")
+	}
+	if !h.record(issue).Refresh {
+		t.Error("the issue was not flagged to be read again")
+	}
+	if _, err := b.syncStep(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.record(issue); got.Refresh || len(got.Snapshot) == 0 || json.Unmarshal(got.Snapshot, &snapshotData{}) != nil {
+		t.Errorf("after the watcher's step: refresh %v, snapshot %s; want a good snapshot", got.Refresh, got.Snapshot)
+	}
+}
+
+// TestRereadIssueStaysInTheSweep: an open issue read again for a reason other than a
+// sweep missing it (a change entry in its replies, say) is not taken for one the list
+// never shows: when it is resolved later, the next sweep still misses it and flags it.
+func TestRereadIssueStaysInTheSweep(t *testing.T) {
+	h, b, _ := scanHarness(t)
+	issue := h.gs.AddIssue(guancetest.IssueSpec{Name: "re-read"}).UUID
+	carded(t, h, issue, time.Now())
+	rec, err := h.st.UpdateIssue(t.Context(), issue, func(r *store.Issue) error { r.Refresh = true; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.refreshIssue(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	h.gs.SetStatus(issue, int(guance.StatusResolved))
+	rec = h.record(issue)
+	if err := b.sweepPage(t.Context(), time.Unix(rec.CreateAt, 0), []store.Issue{rec}); err != nil {
+		t.Fatal(err)
+	}
+	if !h.record(issue).Refresh {
+		t.Error("the sweep did not flag the resolved issue it no longer lists")
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"issuebot/bot/feishu"
+	"issuebot/bot/jobs"
 	"issuebot/guance"
 	"issuebot/store"
 )
@@ -148,22 +148,18 @@ func (b *Bot) scanReplies(ctx context.Context, rec store.Issue) error {
 		if err != nil {
 			return err
 		}
-		queue := queueThread
+		queue := b.thread
 		switch verdict {
 		case replySkip:
 			continue
 		case replyHeld:
-			queue = queueHeld
+			queue = b.held
 		}
-		payload, err := json.Marshal(threadJob{
+		job := threadJob{
 			IssueUUID: uuid, ReplyUUID: r.UUID, Author: replyAuthor(r), Creator: r.Creator,
 			CreateAt: r.CreateAt.Unix(), Text: replyText(r), Seq: now.UnixNano() + int64(i),
-		})
-		if err != nil {
-			return fmt.Errorf("encode thread job %s: %w", r.UUID, err)
 		}
-		j := store.Job{ID: r.UUID, Payload: payload, NotBefore: now}
-		if err := b.state.PutJob(ctx, queue, j); err != nil {
+		if err := queue.Enqueue(ctx, r.UUID, job, now); err != nil {
 			return fmt.Errorf("queue reply %s for the thread: %w", r.UUID, err)
 		}
 	}
@@ -171,7 +167,6 @@ func (b *Bot) scanReplies(ctx context.Context, rec store.Issue) error {
 		if err := b.state.MarkRepliesSeen(ctx, uuid, done...); err != nil {
 			return fmt.Errorf("mark replies of issue %s seen: %w", uuid, err)
 		}
-		b.kick(b.wakeThread)
 	}
 	_, _, err := b.updateIssue(ctx, uuid, func(r *store.Issue) error {
 		r.RepliesScannedAt = now
@@ -243,56 +238,42 @@ func (b *Bot) judgeReply(ctx context.Context, r guance.Reply) (replyVerdict, err
 // with an API key is held while the bot does not know its own key's id.
 const heldMaxWait = 15 * time.Minute
 
-// releaseHeld settles the held replies once the bot knows its key's id (learnt by this
-// process or, through the store, another), or once they have waited heldMaxWait.
-func (b *Bot) releaseHeld(ctx context.Context) {
+// errHeld explains a held reply's wait.
+var errHeld = errors.New("written with an API key while the bot's own key is unknown")
+
+// settleHeld settles one held reply once the bot knows its key's id (learnt by this
+// process or, through the store, another): another key's reply goes to the thread, the
+// bot's own is dropped. Without the id, a held reply is still not the bot's own once it
+// is older than heldMaxWait and no reply of the bot's is in flight (a reply the bot
+// wrote is recorded as its own before its job goes); until then it is looked at again
+// every few seconds.
+func (b *Bot) settleHeld(ctx context.Context, j *jobs.Job[threadJob]) error {
 	if b.keyID.Load() == nil {
 		b.loadKey(ctx) // another replica may have learnt it
 	}
-	known := b.keyID.Load() != nil
-	if !known {
-		// Without the id, a held reply is still not the bot's own once it is older
-		// than heldMaxWait and no reply of the bot's is in flight (a reply the bot
-		// wrote is recorded as its own before its job goes).
+	p := j.Payload
+	recheck := max(b.cfg.BudgetWindow/30, 10*time.Millisecond)
+	if b.keyID.Load() == nil {
+		if b.now().Sub(time.Unix(p.CreateAt, 0)) < heldMaxWait/time.Minute*b.cfg.BudgetWindow {
+			return jobs.Later(recheck, errHeld)
+		}
 		if n, err := b.state.CountJobs(ctx, queueReplies); err != nil || n > 0 {
-			return
+			return jobs.Later(recheck, errors.Join(errHeld, errors.New("a reply of the bot's is in flight"), err))
 		}
+		// A reply the bot wrote is recorded as its own even when the answer that would
+		// have taught it its key's id was lost: never post that one.
+		own, err := b.state.IsOwnReply(ctx, j.ID)
+		if err != nil {
+			return fmt.Errorf("check held reply %s: %w", j.ID, err)
+		}
+		if own {
+			b.learnKey(ctx, p.Creator)
+			return nil
+		}
+	} else if b.byBotKey(p.Creator) {
+		return nil
 	}
-	held, err := b.state.DueJobs(ctx, queueHeld, b.now().Add(100*365*24*time.Hour), queueBatch)
-	if err != nil {
-		b.logger.Warn("read held replies", "err", err)
-		return
-	}
-	for _, j := range held {
-		var p threadJob
-		ok := json.Unmarshal(j.Payload, &p) == nil
-		if !known && ok && b.now().Sub(time.Unix(p.CreateAt, 0)) < heldMaxWait/time.Minute*b.cfg.BudgetWindow {
-			continue
-		}
-		if !known {
-			// A reply the bot wrote is recorded as its own even when the answer that
-			// would have taught it its key's id was lost: never post that one.
-			own, err := b.state.IsOwnReply(ctx, j.ID)
-			if err != nil {
-				b.logger.Warn("check a held reply", "reply_uuid", j.ID, "err", err)
-				continue
-			}
-			if own {
-				b.learnKey(ctx, p.Creator)
-				ok = false
-			}
-		}
-		if ok && (!known || !b.byBotKey(p.Creator)) {
-			j.NotBefore = b.now()
-			if err := b.state.PutJob(ctx, queueThread, j); err != nil {
-				b.logger.Warn("release a held reply", "reply_uuid", j.ID, "err", err)
-				continue
-			}
-		}
-		if err := b.state.DeleteJob(ctx, queueHeld, j.ID); err != nil {
-			b.logger.Warn("remove a held reply", "reply_uuid", j.ID, "err", err)
-		}
-	}
+	return b.thread.Enqueue(ctx, j.ID, p, b.now())
 }
 
 // replyAuthor names a reply's author.
@@ -349,106 +330,33 @@ func threadUUID(replyUUID, chatID string) string {
 	return "ibt-" + hex.EncodeToString(sum[:])[:40]
 }
 
-// runThread posts queued Guance replies into card threads until ctx ends. The replies
-// of one issue go in the order they were written: only the oldest queued reply of an
-// issue is posted, so one that failed holds back the later ones of its issue (and no
-// other issue's).
-func (b *Bot) runThread(ctx context.Context) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		progress := false
-		b.releaseHeld(ctx)
-		all, err := b.state.DueJobs(ctx, queueThread, b.now().Add(100*365*24*time.Hour), 0)
-		if err != nil && ctx.Err() == nil {
-			b.logger.Warn("read queued thread posts", "err", err)
-		}
-		for _, j := range threadHeads(all, b.now()) {
-			if ctx.Err() != nil {
-				return
-			}
-			err := b.withWorkClaim(ctx, queueThread+":"+j.ID, func() error { return b.postToThread(ctx, j) })
-			switch {
-			case err == nil:
-				progress = true
-			case !errors.Is(err, errAbandoned) && ctx.Err() == nil:
-				b.logger.Warn("Guance reply not posted to its thread yet", "reply_uuid", j.ID, "err", err)
-			}
-		}
-		b.metrics.queued.WithLabelValues(queueThread).Set(float64(len(all)))
-		if progress {
-			continue // the next reply of an issue may go now
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-b.wakeThread:
-		case <-tick.C:
-		}
-	}
-}
-
-// threadHeads picks, for every issue with queued replies, its oldest one, if it is due.
-// Unreadable jobs are returned too (postToThread drops them).
-func threadHeads(jobs []store.Job, now time.Time) []store.Job {
-	type head struct {
-		job     store.Job
-		at, seq int64
-	}
-	heads := map[string]head{}
-	var order []string
-	var out []store.Job
-	for _, j := range jobs {
-		var p threadJob
-		if json.Unmarshal(j.Payload, &p) != nil {
-			out = append(out, j)
-			continue
-		}
-		h, ok := heads[p.IssueUUID]
-		if !ok {
-			order = append(order, p.IssueUUID)
-		}
-		if !ok || p.CreateAt < h.at || (p.CreateAt == h.at && p.Seq < h.seq) {
-			heads[p.IssueUUID] = head{j, p.CreateAt, p.Seq}
-		}
-	}
-	for _, id := range order {
-		if h := heads[id]; !h.job.NotBefore.After(now) {
-			out = append(out, h.job)
-		}
-	}
-	return out
-}
-
 // postToThread posts one Guance reply into its card's thread (creating the thread on
-// the first one), records the thread, counts the reply on the card, and removes the
-// job. The post carries a deterministic uuid, so a retry after a lost answer or a
-// crash yields the same message.
-func (b *Bot) postToThread(ctx context.Context, j store.Job) error {
+// the first one), records the thread and counts the reply on the card; the engine then
+// removes the job. The replies of one issue go in the order they were written (the
+// issue is the job's key): one that failed holds back the later ones of its issue, and
+// no other issue's. The post carries a deterministic uuid, so a retry after a lost
+// answer or a crash yields the same message.
+func (b *Bot) postToThread(ctx context.Context, j *jobs.Job[threadJob]) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	p, ok, err := decodeJob[threadJob](wctx, b, queueThread, j)
-	if !ok {
-		return err
-	}
+	p := j.Payload
 	// Posted and counted already (queued again after a crash lost its seen mark, say,
 	// perhaps after Feishu's one-hour uuid window): not again.
 	if done, err := b.state.Claimed(wctx, syncedKey("guance:"+p.ReplyUUID)); err != nil {
-		return b.retryJob(wctx, queueThread, j, fmt.Errorf("check reply %s posted: %w", p.ReplyUUID, err))
+		return fmt.Errorf("check reply %s posted: %w", p.ReplyUUID, err)
 	} else if done {
-		return b.state.DeleteJob(wctx, queueThread, j.ID)
+		return nil
 	}
 	rec, err := b.state.GetIssue(wctx, p.IssueUUID)
 	if errors.Is(err, store.ErrNotFound) {
-		return b.state.DeleteJob(wctx, queueThread, j.ID)
+		return nil // the issue's record is gone: nowhere to post
 	}
 	if err != nil {
-		return b.retryJob(wctx, queueThread, j, fmt.Errorf("read issue record: %w", err))
+		return fmt.Errorf("read issue record: %w", err)
 	}
 	if rec.ScanResume > 0 && !rec.Gone {
 		// A scan is still reading older replies of the issue: they go first.
-		j.NotBefore = b.now().Add(b.cfg.BudgetWindow / 10)
-		return b.state.PutJob(wctx, queueThread, j)
+		return jobs.Later(b.cfg.BudgetWindow/10, errors.New("a scan is reading older replies of the issue"))
 	}
 	if !b.pacer.wait(ctx, rec.ChatID) {
 		return errAbandoned
@@ -460,17 +368,15 @@ func (b *Bot) postToThread(ctx context.Context, j store.Job) error {
 			threadUUID(p.ReplyUUID, rec.ChatID))
 	}
 	if err != nil && !feishu.Retryable(wctx, err) && b.now().Sub(time.Unix(p.CreateAt, 0)) >= threadGiveUpAfter {
-		b.metrics.threadDrops.Inc()
-		b.logger.Error("giving up on a Guance reply that cannot be posted to the chat", "issue_uuid", p.IssueUUID,
-			"reply_uuid", p.ReplyUUID, "chat_id", rec.ChatID, "attempts", j.Attempts+1, "err", err)
-		return b.state.DeleteJob(wctx, queueThread, j.ID)
+		return jobs.Drop("cannot reach the chat", fmt.Errorf("post reply %s of issue %s to chat %s: %w",
+			p.ReplyUUID, p.IssueUUID, rec.ChatID, err))
 	}
 	if err != nil {
 		if j.Attempts+1 == replyNotifyAfter {
 			b.logger.Error("a Guance reply cannot be posted to its thread; still retrying", "issue_uuid", p.IssueUUID,
 				"reply_uuid", p.ReplyUUID, "message_id", rec.CardMessageID, "err", err)
 		}
-		return b.retryJob(wctx, queueThread, j, fmt.Errorf("post reply %s into the thread: %w", p.ReplyUUID, err))
+		return fmt.Errorf("post reply %s into the thread: %w", p.ReplyUUID, err)
 	}
 	if b.afterThreadPost != nil {
 		if err := b.afterThreadPost(p.ReplyUUID); err != nil {
@@ -479,14 +385,11 @@ func (b *Bot) postToThread(ctx context.Context, j store.Job) error {
 	}
 	if sent.ThreadID != "" && rec.ThreadID == "" {
 		if err := b.state.LinkThread(wctx, sent.ThreadID, rec.IssueUUID); err != nil {
-			return b.retryJob(wctx, queueThread, j, fmt.Errorf("record thread %s: %w", sent.ThreadID, err))
+			return fmt.Errorf("record thread %s: %w", sent.ThreadID, err)
 		}
 	}
 	if err := b.countSynced(wctx, rec.IssueUUID, "guance:"+p.ReplyUUID); err != nil {
-		return b.retryJob(wctx, queueThread, j, err)
-	}
-	if err := b.state.DeleteJob(wctx, queueThread, j.ID); err != nil {
-		return fmt.Errorf("remove thread job %s: %w", j.ID, err)
+		return err
 	}
 	b.metrics.repliesToChat.Inc()
 	b.metrics.replyStaleness.Observe(max(b.now().Sub(time.Unix(p.CreateAt, 0)), 0).Seconds())

@@ -33,8 +33,8 @@ type Store interface {
 }
 
 // Classify turns a failed attempt's error into the delay before the next one and a
-// short reason for logs and metrics ("transient", "throttled", "refused", "internal").
-// attempts counts the failures so far, this one included.
+// short reason for logs and metrics ("transient", "throttled", ReasonRefused,
+// "internal"). attempts counts the failures so far, this one included.
 type Classify func(ctx context.Context, err error, attempts int) (delay time.Duration, reason string)
 
 // Observer is told what the queues do, for metrics. Any field may be nil.
@@ -63,6 +63,11 @@ func (e *Engine) now() time.Time {
 	}
 	return e.Now()
 }
+
+// ReasonRefused is the Classify reason of an answer a retry cannot cure (the bot
+// removed from a chat, a refused API key): the failure is logged as an error, since
+// someone has to act, and the job is kept for when they have.
+const ReasonRefused = "refused"
 
 // claimTTL only bounds how long a claim is kept; a newer term voids it at once.
 const claimTTL = 10 * time.Minute
@@ -204,6 +209,9 @@ var farFuture = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func (q *Queue[T]) decode(raw store.Job) (*Job[T], error) {
 	j := &Job[T]{ID: raw.ID, Attempts: raw.Attempts, Enqueued: raw.Enqueued, raw: raw, q: q}
+	if len(raw.Payload) == 0 {
+		return j, nil // a job that is all id (a card patch of an older version)
+	}
 	if err := json.Unmarshal(raw.Payload, &j.Payload); err != nil {
 		return nil, fmt.Errorf("decode job %s of %s: %w", raw.ID, q.Name, err)
 	}
@@ -249,7 +257,7 @@ func (q *Queue[T]) Run(ctx context.Context) {
 		}
 		clear(finished)
 		mu.Unlock()
-		heads, err := q.heads(ctx)
+		heads, err := q.heads(ctx, q.e.now())
 		if err != nil && ctx.Err() == nil {
 			q.log.Warn("read queued jobs", "err", err)
 		}
@@ -271,11 +279,13 @@ func (q *Queue[T]) Run(ctx context.Context) {
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()
-				q.attempt(ctx, j)
+				moved := q.attempt(ctx, j)
 				mu.Lock()
 				finished[k] = true
 				mu.Unlock()
-				q.Wake() // the key's next job may go now
+				if moved {
+					q.Wake() // the key's next job may go now
+				}
 			}()
 		}
 		select {
@@ -286,9 +296,19 @@ func (q *Queue[T]) Run(ctx context.Context) {
 	}
 }
 
-// heads reads the queue and returns, per key, its first job if it is due. Unreadable
-// jobs are dropped.
-func (q *Queue[T]) heads(ctx context.Context) ([]*Job[T], error) {
+// Pass works the first job of every key once, due or not, one after another, and
+// returns when they are done. It lets tests step a queue; Run is what the bot uses.
+func (q *Queue[T]) Pass(ctx context.Context) error {
+	heads, err := q.heads(ctx, farFuture)
+	for _, j := range heads {
+		q.attempt(ctx, j)
+	}
+	return err
+}
+
+// heads reads the queue and returns, per key, its first job if it is due at now.
+// Unreadable jobs are dropped.
+func (q *Queue[T]) heads(ctx context.Context, now time.Time) ([]*Job[T], error) {
 	all, err := q.e.Store.DueJobs(ctx, q.Name, farFuture, 0)
 	if err != nil {
 		return nil, fmt.Errorf("read the %s queue: %w", q.Name, err)
@@ -314,7 +334,6 @@ func (q *Queue[T]) heads(ctx context.Context) ([]*Job[T], error) {
 			byKey[k] = j
 		}
 	}
-	now := q.e.now()
 	out := make([]*Job[T], 0, len(keys))
 	for _, k := range keys {
 		if h := byKey[k]; !h.raw.NotBefore.After(now) {
@@ -325,8 +344,9 @@ func (q *Queue[T]) heads(ctx context.Context) ([]*Job[T], error) {
 	return out, nil
 }
 
-// attempt claims and works one job and applies the outcome; it reports whether the
-// job left the queue.
+// attempt claims and works one job and applies the outcome; it reports whether the job
+// moved (done, dropped or rescheduled), not when another worker holds it or it was
+// abandoned: those are looked at again at the next tick, not in a hot loop.
 func (q *Queue[T]) attempt(ctx context.Context, j *Job[T]) bool {
 	term := q.e.Term()
 	if term == 0 {
@@ -368,7 +388,7 @@ func (q *Queue[T]) attempt(ctx context.Context, j *Job[T]) bool {
 		return true
 	case errors.As(werr, &later):
 		q.reschedule(wctx, j, q.e.now().Add(later.d), j.raw.Attempts)
-		return false
+		return true
 	}
 	attempts := j.raw.Attempts + 1
 	delay, reason := time.Second, "internal"
@@ -378,9 +398,13 @@ func (q *Queue[T]) attempt(ctx context.Context, j *Job[T]) bool {
 	if q.e.Observer.Retried != nil {
 		q.e.Observer.Retried(q.Name, reason)
 	}
-	q.log.Warn("job failed; retrying", "job_id", j.ID, "attempts", attempts, "reason", reason, "in", delay, "err", werr)
+	level := slog.LevelWarn
+	if reason == ReasonRefused {
+		level = slog.LevelError // someone has to act
+	}
+	q.log.Log(wctx, level, "job failed; retrying", "job_id", j.ID, "attempts", attempts, "reason", reason, "in", delay, "err", werr)
 	q.reschedule(wctx, j, q.e.now().Add(delay), attempts)
-	return false
+	return true
 }
 
 func (q *Queue[T]) reschedule(ctx context.Context, j *Job[T], at time.Time, attempts int) {
