@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -482,5 +483,36 @@ func TestEveryAnswerIsSent(t *testing.T) {
 		if c != 1 {
 			t.Errorf("%s answered %d times, want once", id, c)
 		}
+	}
+}
+
+// TestRepliesOfAnIssueKeepTheirOrder: when Guance fails the first of two thread
+// replies, the second waits for it: Guance shows them in the order they were written.
+func TestRepliesOfAnIssueKeepTheirOrder(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Second)
+	h.fs.AddUser("ou_alice", "张三")
+	h.intake = true
+	var failed atomic.Bool
+	h.gs.Fail = func(r *http.Request) (int, string, bool) {
+		if strings.HasSuffix(r.URL.Path, "/reply/create") && failed.CompareAndSwap(false, true) {
+			return http.StatusServiceUnavailable, `{"code":503,"errorCode":"InternalError","message":"busy","success":false}`, true
+		}
+		return 0, "", false
+	}
+	h.start()
+	h.bootstrapped()
+	issue, card := h.cardedIssue("ordered replies")
+	for i, text := range []string{"第一条", "第二条", "第三条"} {
+		if ack, err := h.fs.DeliverWS(t.Context(), threadReply(h.fs, fmt.Sprintf("om_order_%d", i), card, text)); err != nil || ack.Code != 200 {
+			t.Fatalf("deliver: %v %v", ack, err)
+		}
+	}
+	waitFor(t, 30*time.Second, "three replies", func() bool { return len(h.botReplies(issue)) == 3 })
+	want := []string{"[飞书] 张三: 第一条", "[飞书] 张三: 第二条", "[飞书] 张三: 第三条"}
+	if got := h.botReplies(issue); !slices.Equal(got, want) {
+		t.Errorf("replies = %q, want %q", got, want)
+	}
+	if !failed.Load() {
+		t.Error("the first reply never failed; the test did not exercise a retry")
 	}
 }
