@@ -139,17 +139,20 @@ type Bot struct {
 	keyID     atomic.Pointer[string] // the Guance API key's account id (wsak_…), once seen
 
 	// The durable queues, all run by one engine (package jobs).
-	cards       *jobs.Queue[cardJob]
-	replies     *jobs.Queue[replyJob]
-	thread      *jobs.Queue[threadJob]
-	held        *jobs.Queue[threadJob]
-	status      *jobs.Queue[statusJob]
-	patches     *jobs.Queue[patchJob]
-	answers     *jobs.Queue[answerJob]
-	pacer       *chatPacer
-	patchClock  patchClock
-	watch       watcher
-	lastPoll    atomic.Int64 // unix ns of the last successful poll
+	cards      *jobs.Queue[cardJob]
+	replies    *jobs.Queue[replyJob]
+	thread     *jobs.Queue[threadJob]
+	held       *jobs.Queue[threadJob]
+	status     *jobs.Queue[statusJob]
+	patches    *jobs.Queue[patchJob]
+	answers    *jobs.Queue[answerJob]
+	pacer      *chatPacer
+	patchClock patchClock
+	watch      watcher
+	lastPoll   atomic.Int64 // unix ns of the last successful poll
+	// pollFrom is where the last successful poll's window began (unix s): issues created
+	// since are observed by every poll, status and updateAt included.
+	pollFrom    atomic.Int64
 	levels      levelCache
 	channelMu   sync.Mutex
 	channelUUID string

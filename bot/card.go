@@ -68,6 +68,9 @@ type CardData struct {
 	ConsoleURL string
 	// Location is the zone times are shown in; nil means UTC.
 	Location *time.Location
+	// ButtonsUntil, when set, is when Feishu stops taking the card's buttons (14 days
+	// after it was sent): the card says so, and what to do after.
+	ButtonsUntil time.Time
 }
 
 // CardChange is a status change made from the chat.
@@ -433,6 +436,9 @@ func (c *cardView) layout(desc string) cardJSON {
 	if bs := c.buttons(); len(bs.Columns) > 0 {
 		els = append(els, bs)
 	}
+	if n, ok := c.expiryNote(); ok {
+		els = append(els, n)
+	}
 	els = append(els, c.footer())
 	k.Body.Elements = els
 	return k
@@ -602,6 +608,17 @@ func (c *cardView) buttons() cardColumnSet {
 		})
 	}
 	return cardColumnSet{Tag: "column_set", FlexMode: "flow", Columns: cols}
+}
+
+// expiryNote says when the buttons stop working and what works after.
+func (c *cardView) expiryNote() (cardMarkdown, bool) {
+	if c.d.ButtonsUntil.IsZero() || c.d.Deleted {
+		return cardMarkdown{}, false
+	}
+	at := c.d.ButtonsUntil.In(c.loc()).Format("01-02 15:04")
+	zh := "⚠️ 卡片按钮将于 " + at + " 失效。之后请在本卡片的话题里 @机器人 resolve / pending / reopen；Issue 再有变化时，话题里会发一张新卡片。"
+	en := "⚠️ The buttons stop working on " + at + ". After that, @ the bot with resolve / pending / reopen in this card's thread; the next change of the issue posts a fresh card in the thread."
+	return cardMarkdown{Tag: "markdown", Content: en, I18n: &cardI18n{ZH: zh, EN: en}}, true
 }
 
 // footer is the grey line of the last change and the replies synced.

@@ -121,6 +121,8 @@ func TestRenderCardGolden(t *testing.T) {
 		{"pending", CardData{Issue: pending, LevelName: "P2", ChannelName: "default", Revision: 4, ConsoleURL: cardConsole, Location: cardCST,
 			LastChange: &CardChange{Who: "Alice", Action: "pending", At: time.Date(2024, 4, 27, 9, 30, 0, 0, time.UTC)}}},
 		{"custom_level", CardData{Issue: custom, LevelName: "紧急-DB", LevelColor: "#FF7931", ChannelName: "db", Revision: 1, ConsoleURL: cardConsole, Location: cardCST}},
+		{"buttons_expiring", CardData{Issue: pending, LevelName: "P2", ChannelName: "default", Revision: 5, ConsoleURL: cardConsole, Location: cardCST,
+			ButtonsUntil: time.Date(2024, 5, 10, 14, 44, 4, 0, cardCST)}},
 		{"markdown_injection", CardData{Issue: inject, LevelName: "**P1**", ChannelName: "default", Revision: 1, ConsoleURL: cardConsole, Location: cardCST,
 			LastChange: &CardChange{Who: "[m](http://evil)", Action: "reopen", At: time.Date(2024, 4, 27, 9, 30, 0, 0, cardCST)}}},
 	}

@@ -105,6 +105,10 @@ func (b *Bot) deliverCard(ctx context.Context, j *jobs.Job[cardJob]) error {
 		// The card is out; the job stays, and its retry (same uuid) gets the same message.
 		return fmt.Errorf("record card %s: %w", sent.MessageID, err)
 	}
+	if err := b.queueExpiry(wctx, is.UUID, rec.SentAt); err != nil {
+		// The leader schedules missing notes when it starts (requeuePatches).
+		b.logger.Warn("schedule the buttons' expiry note", "issue_uuid", is.UUID, "err", err)
+	}
 	b.metrics.cardsSent.Inc()
 	if !is.CreateAt.IsZero() {
 		b.metrics.cardLatency.Observe(max(b.now().Sub(is.CreateAt.Time()), 0).Seconds())

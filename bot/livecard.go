@@ -1,6 +1,7 @@
 package bot
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -18,9 +19,17 @@ import (
 )
 
 // queuePatches is the store queue of cards to re-render. A job's id is the issue uuid,
-// so any number of changes to one issue make one job; the job carries nothing, and the
-// card is rendered from the issue record when the job runs (the latest state wins).
+// so any number of changes to one issue make one job; the card is rendered from the
+// issue record when the job runs (the latest state wins). Each card also has a job
+// "expiry:<issue uuid>", due a day before Feishu stops taking its buttons.
 const queuePatches = "patches"
+
+// buttonWindow is how long Feishu takes a JSON 2.0 card's buttons (and patches) after
+// it was sent.
+const buttonWindow = 14 * 24 * time.Hour
+
+// expiryLead is how long before buttonWindow ends the card says so.
+const expiryLead = 24 * time.Hour
 
 // patchEvery is the least time between two patches of one card: Feishu allows 5 per
 // second per message, and a burst of changes is better shown as its end state.
@@ -28,7 +37,7 @@ const patchEvery = time.Second
 
 // patchMaxAge is how old a card may be and still be patched. Feishu refuses patches
 // to cards older than 14 days; an hour of margin covers clock differences.
-const patchMaxAge = 14*24*time.Hour - time.Hour
+const patchMaxAge = buttonWindow - time.Hour
 
 // snapshotDescRunes bounds the description kept in an issue's snapshot: the card
 // shows at most cardDescRunes of it.
@@ -110,6 +119,9 @@ func (b *Bot) recordCard(ctx context.Context, rec store.Issue) ([]byte, error) {
 	}
 	d.SyncedReplies = rec.SyncedReplies
 	d.Deleted = rec.Gone
+	if !rec.SentAt.IsZero() && b.now().Sub(rec.SentAt) >= patchMaxAge-expiryLead {
+		d.ButtonsUntil = rec.SentAt.Add(buttonWindow)
+	}
 	if rec.ChangedBy != "" || rec.ChangedAction != "" {
 		d.LastChange = &CardChange{Who: rec.ChangedBy, Action: rec.ChangedAction, At: rec.ChangedAt}
 	}
@@ -323,8 +335,21 @@ func (c *patchClock) mark(issueUUID string, at time.Time) {
 
 // patchJob is a queued re-render of an issue's card; the job's id is the issue uuid, so
 // changes coalesce into one job, and the card shows the record as it is when the job
-// runs (the latest state wins).
-type patchJob struct{}
+// runs (the latest state wins). Expiry marks the job that adds the buttons' expiry
+// note to a quiet card (its id is "expiry:" + the issue uuid).
+type patchJob struct {
+	IssueUUID string `json:"issue_uuid,omitempty"`
+	Expiry    bool   `json:"expiry,omitempty"`
+}
+
+// queueExpiry schedules the expiry note of a card sent at sentAt.
+func (b *Bot) queueExpiry(ctx context.Context, issueUUID string, sentAt time.Time) error {
+	at := sentAt.Add(patchMaxAge - expiryLead)
+	if err := b.patches.Enqueue(ctx, "expiry:"+issueUUID, patchJob{IssueUUID: issueUUID, Expiry: true}, at); err != nil {
+		return fmt.Errorf("schedule the expiry note of issue %s: %w", issueUUID, err)
+	}
+	return nil
+}
 
 // requeuePatches queues a patch for every card that shows an older revision than its
 // record (a patch cut short by a crash); the leader runs it when it starts.
@@ -348,6 +373,12 @@ func (b *Bot) requeuePatches(ctx context.Context) error {
 				return err
 			}
 		}
+		if r.CardMessageID != "" && !r.Gone && b.now().Sub(r.SentAt) < patchMaxAge-expiryLead {
+			// Cards sent by a version that did not schedule the note (idempotent).
+			if err := b.queueExpiry(ctx, r.IssueUUID, r.SentAt); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -361,15 +392,28 @@ func (b *Bot) requeuePatches(ctx context.Context) error {
 func (b *Bot) patchCard(ctx context.Context, j *jobs.Job[patchJob]) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	if wait := b.patchClock.last(j.ID).Add(patchEvery); b.now().Before(wait) {
+	issue := cmp.Or(j.Payload.IssueUUID, j.ID)
+	if wait := b.patchClock.last(issue).Add(patchEvery); b.now().Before(wait) {
 		return jobs.Later(wait.Sub(b.now()), errors.New("patched less than a second ago"))
 	}
-	rec, err := b.state.GetIssue(wctx, j.ID)
+	rec, err := b.state.GetIssue(wctx, issue)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("read issue record: %w", err)
+	}
+	if j.Payload.Expiry {
+		if rec.Gone || rec.CardMessageID == "" || b.now().Sub(rec.SentAt) < patchMaxAge-expiryLead {
+			return nil // gone, or a fresh card since, which has its own note scheduled
+		}
+		// The note is a change of the card: a revision of its own.
+		if rec, _, err = b.updateIssue(wctx, issue, func(r *store.Issue) error {
+			r.CardRevision++
+			return nil
+		}); err != nil {
+			return err
+		}
 	}
 	if rec.PatchedRevision >= rec.CardRevision {
 		return nil // already shown (a click's answer, say)
@@ -479,6 +523,9 @@ func (b *Bot) recard(ctx context.Context, rec store.Issue) error {
 	b.metrics.cardsSent.Inc()
 	b.logger.Info("card older than 14 days: posted a fresh one in its thread", "issue_uuid", rec.IssueUUID,
 		"old_message_id", old, "message_id", sent.MessageID)
+	if err := b.queueExpiry(ctx, rec.IssueUUID, b.now()); err != nil {
+		b.logger.Warn("schedule the buttons' expiry note", "issue_uuid", rec.IssueUUID, "err", err)
+	}
 	return b.patched(ctx, rec.IssueUUID, sent.MessageID, rec.CardRevision)
 }
 

@@ -99,9 +99,17 @@ func (b *Bot) pollOnce(ctx context.Context) error {
 	maxCreate := cursor
 	var old []string
 	queued := 0
+	listed := make(map[string]bool, len(issues))
 	for _, is := range issues {
 		maxCreate = max(maxCreate, is.CreateAt.Unix())
-		if is.Deleted() || is.UUID == "" {
+		if is.UUID == "" {
+			continue
+		}
+		listed[is.UUID] = true
+		if is.Deleted() {
+			if err := b.markGone(ctx, is.UUID); err != nil {
+				return fmt.Errorf("mark issue %s deleted: %w", is.UUID, err)
+			}
 			continue
 		}
 		if cursor > 0 && is.CreateAt.Unix() < cursor-int64(b.cfg.Overlap/time.Second) {
@@ -131,6 +139,10 @@ func (b *Bot) pollOnce(ctx context.Context) error {
 		}
 		queued++
 	}
+	if err := b.flagUnlisted(ctx, listed, start.Add(b.cfg.ClockSkew)); err != nil {
+		return err
+	}
+	b.pollFrom.Store(start.Add(b.cfg.ClockSkew).Unix())
 	if len(old) > 0 {
 		if err := b.state.MarkIssuesSeen(ctx, old...); err != nil {
 			return fmt.Errorf("mark existing issues seen: %w", err)
@@ -154,6 +166,32 @@ func (b *Bot) pollOnce(ctx context.Context) error {
 	}
 	if queued > 0 {
 		b.logger.Info("new issues queued for cards", "count", queued, "listed", len(issues))
+	}
+	return nil
+}
+
+// flagUnlisted flags for a re-read every carded issue created since from that a
+// complete poll did not list: the poll lists every issue of its window, whatever its
+// status, so such an issue was deleted (or moved out of the channel). The poll thus
+// does for young issues what the open-list sweep does for older ones.
+func (b *Bot) flagUnlisted(ctx context.Context, listed map[string]bool, from time.Time) error {
+	recs, err := b.state.ListIssues(ctx)
+	if err != nil {
+		return fmt.Errorf("list issue records: %w", err)
+	}
+	for _, r := range recs {
+		if listed[r.IssueUUID] || r.Gone || r.Refresh || r.CardMessageID == "" || r.CreateAt == 0 || time.Unix(r.CreateAt, 0).Before(from) {
+			continue
+		}
+		if _, _, err := b.updateIssue(ctx, r.IssueUUID, func(x *store.Issue) error {
+			if x.Refresh || x.Gone {
+				return errUnchanged
+			}
+			x.Refresh = true
+			return nil
+		}); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
 	}
 	return nil
 }

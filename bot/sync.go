@@ -174,7 +174,7 @@ func (b *Bot) syncStep(ctx context.Context) (bool, error) {
 		oldest                 time.Duration
 		openFrom               time.Time
 	)
-	minGap := b.pollEvery() // no issue is scanned more often, unless it moved
+	minGap := b.turnEvery() // no issue is scanned more often, unless it moved
 	for i := range recs {
 		r := &recs[i]
 		// The open-issue sweep covers every open watched issue, and resolved ones carded
@@ -227,6 +227,11 @@ func (b *Bot) syncStep(ctx context.Context) (bool, error) {
 	w.mu.Lock()
 	sweepDue := w.sweepPage > 0 || now.Sub(w.sweepDone) >= sweepEvery
 	w.mu.Unlock()
+	if w.sweepPage == 0 && b.pollCovers(openFrom, now) {
+		// Every issue a sweep would read was created inside the new-issue poll's
+		// window, which shows their status, level, title and updateAt on every poll.
+		sweepDue = false
+	}
 	b.metrics.watched.Set(float64(len(watched)))
 	b.metrics.scanOldest.Set(oldest.Seconds())
 
@@ -241,6 +246,15 @@ func (b *Bot) syncStep(ctx context.Context) (bool, error) {
 		return true, b.scanReplies(ctx, *bestRR)
 	}
 	return false, nil
+}
+
+// pollCovers reports whether the issues created since from are all listed by the new-
+// issue polls: from is inside the window of a poll made within the last two poll
+// cadences.
+func (b *Bot) pollCovers(from, now time.Time) bool {
+	last := b.lastPoll.Load()
+	return !from.IsZero() && last > 0 && now.Sub(time.Unix(0, last)) < 2*b.pollEvery() &&
+		!from.Before(time.Unix(b.pollFrom.Load(), 0))
 }
 
 // scanWeight is how much faster than others an issue's wait counts.

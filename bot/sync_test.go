@@ -79,9 +79,16 @@ func (h *harness) settled(issueUUID string) {
 	h.t.Helper()
 	waitFor(h.t, 30*time.Second, "the card of "+issueUUID+" settled", func() bool {
 		r := h.record(issueUUID)
-		n, err := h.st.CountJobs(context.Background(), queuePatches)
+		n, err := h.patchesDue()
 		return !r.Refresh && r.PatchedRevision == r.CardRevision && err == nil && n == 0
 	})
+}
+
+// patchesDue counts the patch jobs due within the hour: not the expiry notes, which are
+// due days later.
+func (h *harness) patchesDue() (int, error) {
+	jobs, err := h.st.DueJobs(context.Background(), queuePatches, time.Now().Add(time.Hour), 0)
+	return len(jobs), err
 }
 
 // ageCard makes an issue's card 15 days old on the bot's side (past Feishu's 14-day
@@ -877,7 +884,7 @@ func TestRecalledCardRepliesGoToTheChat(t *testing.T) {
 	h.start()
 	h.bootstrapped()
 	h.quiet(2)
-	n, err := h.st.CountJobs(t.Context(), queuePatches)
+	n, err := h.patchesDue()
 	if rev, after := h.record(issue).CardRevision, patches(); after != before || after < 1 || after > int(rev-1) || n != 0 || err != nil {
 		t.Errorf("the recalled card: %d patches, then %d more, %d still queued (%v); want 1 to %d (one per new revision), then none",
 			before, after-before, n, err, rev-1)
@@ -1087,7 +1094,7 @@ func TestLateClickAnswerPatchesTheCard(t *testing.T) {
 		t.Fatalf("answer %+v, %v", resp, err)
 	}
 	got := h.record(issue)
-	n, err := h.st.CountJobs(t.Context(), queuePatches)
+	n, err := h.patchesDue()
 	if got.StatusType != 20 || got.PatchedRevision >= got.CardRevision || err != nil || n != 1 {
 		t.Errorf("after a late answer: status %d, revision %d shown of %d, %d patches queued (%v); want a patch queued",
 			got.StatusType, got.PatchedRevision, got.CardRevision, n, err)
@@ -1158,4 +1165,25 @@ func TestRereadIssueStaysInTheSweep(t *testing.T) {
 	if !h.record(issue).Refresh {
 		t.Error("the sweep did not flag the resolved issue it no longer lists")
 	}
+}
+
+// TestQuietCardSaysItsButtonsExpire: a day before Feishu stops taking a card's buttons,
+// a card that nothing changed is patched to say so and what to do after.
+func TestQuietCardSaysItsButtonsExpire(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Second)
+	h.start()
+	h.bootstrapped()
+	issue, card := h.cardedIssue("quiet for 13 days")
+	sent := time.Now().Add(-(patchMaxAge - expiryLead) - time.Minute)
+	if _, err := h.st.UpdateIssue(t.Context(), issue, func(r *store.Issue) error { r.SentAt = sent; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.bot.queueExpiry(t.Context(), issue, sent); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the expiry note on the card", func() bool {
+		m, ok := h.fs.Message(card)
+		return ok && len(m.Patches) > 0 && strings.Contains(m.Patches[len(m.Patches)-1], "按钮将于")
+	})
+	h.settled(issue)
 }

@@ -140,7 +140,10 @@ func (b *Bot) scanReplies(ctx context.Context, rec store.Issue) error {
 			// changes, but not those of issues outside it (a resolved issue reopened)
 			// nor one in the same second as the updateAt known: read it again.
 			changes++
-			if !first || changes > 1 || r.CreateAt.Unix() > rec.CreateAt {
+			covered := b.pollCovers(time.Unix(rec.CreateAt, 0), now)
+			if !covered && (!first || changes > 1 || r.CreateAt.Unix() > rec.CreateAt) {
+				// (An issue inside the new-issue poll's window needs no re-read: every
+				// poll shows its status, level and title.)
 				refresh = true
 			}
 		}
