@@ -14,7 +14,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Environ(), os.Stdout, nil)
+	err := run(ctx, os.Environ(), os.Stdout)
 	stop()
 	var ce *ConfigError
 	switch {

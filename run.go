@@ -20,8 +20,7 @@ import (
 
 // run builds every part from the environment and runs them until ctx is done, then
 // shuts down in order: stop taking events, let in-flight work finish, close the store.
-// listening, when not nil, is told the HTTP server's bound address.
-func run(ctx context.Context, environ []string, stdout io.Writer, listening func(addr string)) error {
+func run(ctx context.Context, environ []string, stdout io.Writer) error {
 	cfg, err := parseConfig(environ)
 	if err != nil {
 		return err
@@ -90,9 +89,6 @@ func run(ctx context.Context, environ []string, stdout io.Writer, listening func
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 15 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	logger.Info("issuebot started", "http_addr", ln.Addr().String(), "event_mode", cfg.FeishuEventMode, "store", st.Kind())
-	if listening != nil {
-		listening(ln.Addr().String())
-	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {

@@ -23,8 +23,6 @@ func (b *backoff) next() time.Duration {
 	return time.Duration(float64(d) * (0.5 + rand.Float64()))
 }
 
-func (b *backoff) reset() { b.n = 0 }
-
 // after returns the jittered delay before attempt n (1-based) without keeping state.
 func (b *backoff) after(n int) time.Duration {
 	b.n = max(n-1, 0)

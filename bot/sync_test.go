@@ -1118,7 +1118,7 @@ func TestReportNamesTheBudgetScope(t *testing.T) {
 func TestCorruptSnapshotIsReadAgain(t *testing.T) {
 	h, b, _ := scanHarness(t)
 	issue := h.gs.AddIssue(guancetest.IssueSpec{Name: "corrupt snapshot"}).UUID
-	rec := carded(t, h, issue, time.Now())
+	carded(t, h, issue, time.Now())
 	rec, err := h.st.UpdateIssue(t.Context(), issue, func(r *store.Issue) error {
 		r.Snapshot = json.RawMessage(`{"issue":5}`)
 		return nil

@@ -23,7 +23,6 @@ const (
 	codeAppTokenInvalid  = 99991664 // app access token invalid
 	codeAccessTokenBad   = 99991671 // access token invalid
 	codeNotInChat        = 230002   // the bot is not in the chat
-	codeContentTooLong   = 230025   // card/post > 30 KB, text > 150 KB
 	codePatchWindowEnded = 230031   // cards can be patched only within 14 days
 	codeMessageGone      = 230011   // the message was recalled (or never existed)
 )
@@ -86,9 +85,6 @@ func (e *Error) TokenInvalid() bool {
 
 // NotInChat reports whether the bot is not (or no longer) a member of the target chat.
 func (e *Error) NotInChat() bool { return e.Code == codeNotInChat }
-
-// TooLarge reports whether the content exceeded Feishu's size limit.
-func (e *Error) TooLarge() bool { return e.Code == codeContentTooLong }
 
 // MessageGone reports whether the target message was recalled or deleted.
 func (e *Error) MessageGone() bool { return e.Code == codeMessageGone }
