@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"issuebot/bot/cards"
 	"issuebot/bot/jobs"
 	"issuebot/guance"
 	"issuebot/store"
@@ -73,7 +74,7 @@ func (b *Bot) deliverCard(ctx context.Context, j *jobs.Job[cardJob]) error {
 	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("read issue record: %w", err)
 	}
-	card, err := RenderCard(b.cardData(is, 1))
+	card, err := cards.Render(b.cardData(is, 1))
 	if err != nil {
 		return fmt.Errorf("render card: %w", err)
 	}
@@ -118,8 +119,8 @@ func (b *Bot) deliverCard(ctx context.Context, j *jobs.Job[cardJob]) error {
 }
 
 // cardData gathers what the card of is shows.
-func (b *Bot) cardData(is guance.Issue, rev int64) CardData {
-	d := CardData{
+func (b *Bot) cardData(is guance.Issue, rev int64) cards.Data {
+	d := cards.Data{
 		Issue: is, Revision: rev, ConsoleURL: b.cfg.ConsoleURL, ChannelName: b.cfg.Channel,
 		Location: b.cfg.Location,
 	}

@@ -78,8 +78,8 @@ func newHarness(t testing.TB, kind string, limit int, win time.Duration, fsOpts 
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.gc, err = guance.NewClient(h.gs.URL, h.gs.APIKey,
-		guance.WithLimiter(guance.NewWindowLimiter(limit, win, guance.WithReserve(Reserve(limit)))), guance.WithLogger(h.logger()))
+	limiter := guance.NewWindowLimiter(limit, win, guance.WithReserve(Reserve(limit)))
+	h.gc, err = guance.NewClient(h.gs.URL, h.gs.APIKey, guance.WithLimiter(limiter), guance.WithLogger(h.logger()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func newHarness(t testing.TB, kind string, limit int, win time.Duration, fsOpts 
 	h.cfg = Config{
 		ChatID: testChat, PollInterval: 100 * time.Millisecond, RateLimit: limit, BudgetWindow: win,
 		ConsoleURL: "https://console.example", ChatSendInterval: 20 * time.Millisecond,
-		Location: time.UTC,
+		Location: time.UTC, Budget: limiter.Stats,
 	}
 	t.Cleanup(func() {
 		h.kill()

@@ -12,8 +12,10 @@ import (
 	"sync"
 	"time"
 
+	"issuebot/bot/cards"
 	"issuebot/bot/feishu"
 	"issuebot/bot/jobs"
+	"issuebot/bot/plaintext"
 	"issuebot/guance"
 	"issuebot/store"
 )
@@ -40,8 +42,8 @@ const patchEvery = time.Second
 const patchMaxAge = buttonWindow - time.Hour
 
 // snapshotDescRunes bounds the description kept in an issue's snapshot: the card
-// shows at most cardDescRunes of it.
-const snapshotDescRunes = 2 * cardDescRunes
+// shows at most cards.DescRunes of it.
+const snapshotDescRunes = 2 * cards.DescRunes
 
 // snapshotData is what a record's snapshot holds: the part of the issue the card is
 // rendered from, and its level's display, so that any replica re-renders the card
@@ -54,8 +56,8 @@ type snapshotData struct {
 
 // snapshot is the snapshot of is as this replica knows its level.
 func (b *Bot) snapshot(is guance.Issue) json.RawMessage {
-	is.Description = Truncate(is.Description, snapshotDescRunes, "")
-	is.Extend = guance.Extend{Text: Truncate(is.Extend.Text, snapshotDescRunes, ""), SourceLink: is.Extend.SourceLink}
+	is.Description = plaintext.Truncate(is.Description, snapshotDescRunes, "")
+	is.Extend = guance.Extend{Text: plaintext.Truncate(is.Extend.Text, snapshotDescRunes, ""), SourceLink: is.Extend.SourceLink}
 	d := snapshotData{Issue: is}
 	if l, ok := b.levels.get(is.Level); ok {
 		d.LevelName, d.LevelColor = l.Name, l.Color
@@ -123,9 +125,9 @@ func (b *Bot) recordCard(ctx context.Context, rec store.Issue) ([]byte, error) {
 		d.ButtonsUntil = rec.SentAt.Add(buttonWindow)
 	}
 	if rec.ChangedBy != "" || rec.ChangedAction != "" {
-		d.LastChange = &CardChange{Who: rec.ChangedBy, Action: rec.ChangedAction, At: rec.ChangedAt}
+		d.LastChange = &cards.Change{Who: rec.ChangedBy, Action: rec.ChangedAction, At: rec.ChangedAt}
 	}
-	return RenderCard(d)
+	return cards.Render(d)
 }
 
 // errUnchanged aborts an UpdateIssue that has nothing to write.
@@ -220,12 +222,12 @@ func guanceActor(is guance.Issue) string {
 func statusAction(from, to guance.StatusType) string {
 	switch to {
 	case guance.StatusResolved, guance.StatusClosed:
-		return cardActionResolve
+		return cards.ActionResolve
 	case guance.StatusPending:
-		return cardActionPending
+		return cards.ActionPending
 	case guance.StatusOpen:
 		if from != guance.StatusOpen {
-			return cardActionReopen
+			return cards.ActionReopen
 		}
 	}
 	return ""

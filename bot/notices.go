@@ -2,10 +2,10 @@ package bot
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
+	"issuebot/bot/cards"
 	"issuebot/bot/jobs"
 )
 
@@ -96,7 +96,7 @@ func (b *Bot) sendAnswer(ctx context.Context, j *jobs.Job[answerJob]) error {
 	var err error
 	switch p.Kind {
 	case answerHelp:
-		_, err = b.feishu.ReplyCard(wctx, p.MessageID, helpCard(), false, j.ID)
+		_, err = b.feishu.ReplyCard(wctx, p.MessageID, cards.Help(), false, j.ID)
 	case answerStatus:
 		r, rerr := b.report(wctx)
 		text := r.Text(b.now())
@@ -116,39 +116,4 @@ func (b *Bot) sendAnswer(ctx context.Context, j *jobs.Job[answerJob]) error {
 		return fmt.Errorf("post the %s answer to message %s: %w", p.Kind, p.MessageID, err)
 	}
 	return nil
-}
-
-// helpCard is the bilingual help card (JSON 2.0).
-func helpCard() []byte {
-	const zh = "**在卡片的话题里回复：** 内容会同步为 Guance Issue 的回复（带上你的名字）；同步成功后消息上会出现 ✅。\n" +
-		"以 `//` 开头的消息不会同步（私下备注）。\n" +
-		"Guance 中的回复和状态变化会回到话题和卡片里。\n\n" +
-		"**命令（@机器人）：**\n" +
-		"- `help`：显示本帮助\n" +
-		"- `status`：桥接状态（上次轮询、Guance 配额、同步延迟）\n" +
-		"- 在卡片话题里：`resolve` / `pending` / `reopen` 修改状态（与卡片按钮相同）\n" +
-		"- `#issue_xxx#内容`：把内容回复到指定 Issue（兼容旧用法）"
-	const en = "**Reply in a card's thread** and your message becomes a reply on the Guance issue, with your name; " +
-		"a ✅ reaction shows it was synced.\n" +
-		"Messages starting with `//` stay in the chat (private remarks).\n" +
-		"Replies and status changes made in Guance come back to the thread and the card.\n\n" +
-		"**Commands** (@ the bot):\n" +
-		"- `help`: show this help\n" +
-		"- `status`: bridge health (last poll, Guance budget, sync delay)\n" +
-		"- in a card's thread: `resolve` / `pending` / `reopen` change the status (like the card's buttons)\n" +
-		"- `#issue_xxx#text`: post text to that issue (the old form)"
-	card := map[string]any{
-		"schema": "2.0",
-		"config": map[string]any{"update_multi": true},
-		"header": map[string]any{
-			"title": map[string]any{"tag": "plain_text", "content": "issuebot help",
-				"i18n_content": map[string]string{"zh_cn": "issuebot 使用帮助", "en_us": "issuebot help"}},
-			"template": "blue",
-		},
-		"body": map[string]any{"elements": []any{
-			map[string]any{"tag": "markdown", "content": en, "i18n_content": map[string]string{"zh_cn": zh, "en_us": en}},
-		}},
-	}
-	b, _ := json.Marshal(card)
-	return b
 }

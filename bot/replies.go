@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"time"
 
+	"issuebot/bot/cards"
 	"issuebot/bot/feishu"
 	"issuebot/bot/jobs"
+	"issuebot/bot/plaintext"
 	"issuebot/guance"
 	"issuebot/store"
 )
@@ -108,7 +110,7 @@ func (b *Bot) HandleMessage(ctx context.Context, m feishu.Message) error {
 	if err != nil {
 		return err // the store is unreachable: let Feishu deliver again
 	}
-	addressed := m.ChatType == "p2p" || mentionsBot(m, botID)
+	addressed := m.ChatType == "p2p" || m.MentionsBot(botID)
 	if !inThread && m.RootID != "" {
 		// A thread the store does not know may be a card that is out but not recorded
 		// yet (its sender was killed between the two, say): while a card of this chat
@@ -123,7 +125,7 @@ func (b *Bot) HandleMessage(ctx context.Context, m feishu.Message) error {
 	if inThread && rec.IssueUUID != "" {
 		b.noteActivity(ctx, rec)
 	}
-	text := messageText(m, botID)
+	text := m.Text(botID)
 	cmd := parseCommand(text, addressed)
 	issueUUID := rec.IssueUUID
 	switch cmd.kind {
@@ -357,7 +359,7 @@ func (b *Bot) senderName(ctx context.Context, p replyJob) string {
 // replyContent formats a reply as Guance shows it, within Guance's length limit.
 func replyContent(author, text string) string {
 	s := "[飞书] " + author + ": " + text
-	return Truncate(s, guance.MaxReplyRunes, "\n…（已截断 / truncated）")
+	return plaintext.Truncate(s, guance.MaxReplyRunes, "\n…（已截断 / truncated）")
 }
 
 // feedbackUUID is the Feishu idempotency key of the bot's answer to a message.
@@ -384,7 +386,7 @@ func (b *Bot) noteActivity(ctx context.Context, rec store.Issue) {
 // queueStatusCommand queues the status change a text command in a card's thread asks
 // for; the status worker makes it, patches the card and reacts to the message.
 func (b *Bot) queueStatusCommand(ctx context.Context, m feishu.Message, rec store.Issue, kind commandKind) error {
-	action := map[commandKind]string{cmdResolve: cardActionResolve, cmdPending: cardActionPending, cmdReopen: cardActionReopen}[kind]
+	action := map[commandKind]string{cmdResolve: cards.ActionResolve, cmdPending: cards.ActionPending, cmdReopen: cards.ActionReopen}[kind]
 	first, err := b.state.Claim(ctx, "msg:"+m.MessageID, messageDedupeTTL)
 	if err != nil {
 		return fmt.Errorf("claim message %s: %w", m.MessageID, err)
@@ -393,7 +395,7 @@ func (b *Bot) queueStatusCommand(ctx context.Context, m feishu.Message, rec stor
 		return nil
 	}
 	job := statusJob{
-		IssueUUID: rec.IssueUUID, Target: CardAction{Action: action}.Status(), Action: action,
+		IssueUUID: rec.IssueUUID, Target: cards.Action{Action: action}.Status(), Action: action,
 		WhoOpenID: m.SenderOpenID, MessageID: m.MessageID, ChatID: m.ChatID, At: b.now(),
 	}
 	if err := b.queueStatusJob(ctx, "msg:"+m.MessageID, job); err != nil {

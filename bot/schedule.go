@@ -29,10 +29,25 @@ import (
 // metaNextTurn is the store's record of the next background turn (unix ms).
 const metaNextTurn = "budget.nextTurn"
 
-// turnEvery is the spacing of background turns: the window shared by the requests left
-// after the reserve for people's writes.
+// turnEvery is the spacing of background turns when people write little: the window
+// shared by the requests left after the reserve for people's writes, less one kept
+// spare for the requests a turn sometimes adds (a second list page, the level list
+// every ten minutes), so the window does not fill up and stall the turns.
 func (b *Bot) turnEvery() time.Duration {
-	return b.cfg.BudgetWindow / time.Duration(max(b.cfg.RateLimit-Reserve(b.cfg.RateLimit), 1))
+	return b.cfg.BudgetWindow / time.Duration(max(b.cfg.RateLimit-Reserve(b.cfg.RateLimit)-1, 1))
+}
+
+// turnSpacing is the spacing of the next background turn: as turnEvery, unless
+// people's writes took more than the reserve in the current window, in which case
+// background work slows down to leave them that much and one more. (The limiter
+// would grant people first anyway, but a background turn that takes a free slot
+// makes the next reply or click wait for the window to move.)
+func (b *Bot) turnSpacing() time.Duration {
+	people := Reserve(b.cfg.RateLimit)
+	if b.cfg.Budget != nil {
+		people = max(people, b.cfg.Budget().HighUsed+1)
+	}
+	return b.cfg.BudgetWindow / time.Duration(max(b.cfg.RateLimit-people-1, 1))
 }
 
 // pollEvery is the poll cadence while the watcher is busy too: POLL_INTERVAL, or every
@@ -107,7 +122,7 @@ func (b *Bot) runBudget(ctx context.Context) {
 			next = now.Add(max(wait, 100*time.Millisecond))
 			continue
 		}
-		next = now.Add(every)
+		next = now.Add(b.turnSpacing())
 		b.saveNextTurn(ctx, next)
 	}
 }

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"time"
 
+	"issuebot/bot/cards"
 	"issuebot/bot/feishu"
 	"issuebot/bot/jobs"
+	"issuebot/bot/plaintext"
 	"issuebot/guance"
 	"issuebot/store"
 )
@@ -57,7 +59,7 @@ func (b *Bot) HandleCardAction(ctx context.Context, a feishu.CardAction) (feishu
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), clickBudget+500*time.Millisecond)
 	defer cancel()
 	log := b.logger.With("message_id", a.MessageID, "chat_id", a.ChatID)
-	act, err := ParseCardAction(a.Value)
+	act, err := cards.ParseAction(a.Value)
 	if err != nil {
 		log.Warn("unknown card action", "err", err)
 		return toastOnly("error", "无法识别的操作。", "Unknown action."), nil
@@ -75,14 +77,14 @@ func (b *Bot) HandleCardAction(ctx context.Context, a feishu.CardAction) (feishu
 		return b.answer(ctx, rec, "warning", "这个 Issue 已在 Guance 中删除。", "This issue was deleted in Guance.")
 	}
 	if b.staleClick(act, rec) {
-		zh, en := cardStatus(guance.StatusType(rec.StatusType))
+		zh, en := cards.StatusText(guance.StatusType(rec.StatusType))
 		log.Info("stale card click answered with the current state", "clicked_rev", act.Revision, "revision", rec.CardRevision)
 		return b.answer(ctx, rec, "warning", "卡片已过期：当前状态为「"+zh+"」，未做修改。",
 			"The card was out of date: the issue is "+en+" now; nothing was changed.")
 	}
 	target := act.Status()
 	if int(target) == rec.StatusType {
-		zh, en := cardStatus(target)
+		zh, en := cards.StatusText(target)
 		return b.answer(ctx, rec, "info", "已经是「"+zh+"」。", "Already "+en+".")
 	}
 	who := b.operatorName(ctx, a.OperatorOpenID)
@@ -102,7 +104,7 @@ func (b *Bot) HandleCardAction(ctx context.Context, a feishu.CardAction) (feishu
 		if fresh, rerr := b.state.GetIssue(ctx, rec.IssueUUID); rerr == nil {
 			rec = fresh
 		}
-		zh, en := cardStatus(cur.StatusType)
+		zh, en := cards.StatusText(cur.StatusType)
 		log.Info("card click on a status changed in Guance answered with the current state", "status", cur.StatusType.String())
 		return b.answer(ctx, rec, "warning", "状态已在 Guance 中改为「"+zh+"」，未做修改。",
 			"The issue was changed to "+en+" in Guance; nothing was changed.")
@@ -114,7 +116,7 @@ func (b *Bot) HandleCardAction(ctx context.Context, a feishu.CardAction) (feishu
 	switch {
 	case err == nil:
 		b.metrics.statusChanges.WithLabelValues("button").Inc()
-		zh, en := cardStatus(target)
+		zh, en := cards.StatusText(target)
 		log.Info("status changed from the card", "status", target.String())
 		if late := b.now().Sub(start); late > answerDeadline && rec2.PatchedRevision == rec2.CardRevision {
 			// Feishu may have dropped an answer this late: patch the card too.
@@ -144,7 +146,7 @@ func (b *Bot) HandleCardAction(ctx context.Context, a feishu.CardAction) (feishu
 // staleClick reports whether a click was made on a card that showed another status
 // than the issue has now. Buttons of older cards carry only the revision; then any
 // other revision is stale.
-func (b *Bot) staleClick(act CardAction, rec store.Issue) bool {
+func (b *Bot) staleClick(act cards.Action, rec store.Issue) bool {
 	if act.Shown != 0 {
 		return int(act.Shown) != rec.StatusType
 	}
@@ -192,7 +194,7 @@ func guanceReason(err error) string {
 	var ge *guance.Error
 	if errors.As(err, &ge) {
 		if ge.Message != "" {
-			return Truncate(ge.Message, 100, "…")
+			return plaintext.Truncate(ge.Message, 100, "…")
 		}
 		if ge.Code != "" {
 			return ge.Code

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"issuebot/bot/cards"
 	"issuebot/bot/feishu"
 	"issuebot/bot/feishu/feishutest"
 	"issuebot/bot/jobs"
@@ -698,15 +699,15 @@ func TestBudgetArithmetic(t *testing.T) {
 		}
 	}
 	b := New(Config{RateLimit: 18, PollInterval: 10 * time.Second}, nil, nil, nil, nil, nil)
-	if b.pollEvery() != 10*time.Second || b.syncEvery() != 6*time.Second {
-		t.Errorf("defaults: polls every %v, watcher every %v; want 10s and 6s (6 + 10 + 2 reserved per minute)", b.pollEvery(), b.syncEvery())
+	if b.pollEvery() != 10*time.Second || b.syncEvery() != time.Minute/9 {
+		t.Errorf("defaults: polls every %v, watcher every %v; want 10s and 6.67s (6 + 9 + 2 reserved + 1 spare per minute)", b.pollEvery(), b.syncEvery())
 	}
 	fast := New(Config{RateLimit: 18, PollInterval: 2 * time.Second}, nil, nil, nil, nil, nil)
 	polls := time.Minute / fast.pollEvery()
 	sync := time.Minute / fast.syncEvery()
 	// Both hungry: the poll and the watcher share the turns equally; neither starves.
-	if polls+sync+time.Duration(Reserve(18)) > 18 || sync != polls {
-		t.Errorf("POLL_INTERVAL=2s: %d polls + %d watcher + %d reserved per minute, want an equal share of 16", polls, sync, Reserve(18))
+	if polls+sync+time.Duration(Reserve(18)) > 17 || sync != polls {
+		t.Errorf("POLL_INTERVAL=2s: %d polls + %d watcher + %d reserved per minute, want an equal share of 15", polls, sync, Reserve(18))
 	}
 	// 150 open issues: 2 list pages per sweep every 30 s, 10 watcher requests a minute.
 	if c := b.scanCycle(150, 150); c < 20*time.Minute || c > 30*time.Minute {
@@ -726,7 +727,7 @@ func TestScanDoesNotStopAtTheBotsOwnNewerReply(t *testing.T) {
 	b := New(h.cfg, h.fc, h.gc, h.st, nil, h.logger()) // not running: the test drives it
 	b.now = now
 	is := h.gs.AddIssue(guancetest.IssueSpec{Name: "race"})
-	sent, err := h.fc.SendCard(t.Context(), testChat, helpCard(), "")
+	sent, err := h.fc.SendCard(t.Context(), testChat, cards.Help(), "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,8 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"issuebot/bot/cards"
 	"issuebot/bot/feishu"
 	"issuebot/bot/jobs"
+	"issuebot/bot/plaintext"
 	"issuebot/guance"
 	"issuebot/store"
 )
@@ -300,16 +302,16 @@ func replyAuthor(r guance.Reply) string {
 func replyText(r guance.Reply) string {
 	t := strings.TrimSpace(r.Extend.Text)
 	if t == "" {
-		t = PlainText(r.Content)
+		t = plaintext.FromHTML(r.Content)
 	} else {
-		t = plainClean(t, false)
+		t = plaintext.Clean(t, false)
 	}
-	return Truncate(t, threadTextRunes, "\n…（完整内容见 Guance / see Guance for the rest）")
+	return plaintext.Truncate(t, threadTextRunes, "\n…（完整内容见 Guance / see Guance for the rest）")
 }
 
 // threadPost is the text of a Guance reply in the chat: who, when, then the reply.
 func (b *Bot) threadPost(p threadJob) string {
-	at := time.Unix(p.CreateAt, 0).In(b.cfg.Location).Format(cardTimeLayout)
+	at := time.Unix(p.CreateAt, 0).In(b.cfg.Location).Format(cards.TimeLayout)
 	text := p.Text
 	if text == "" {
 		text = "（空回复 / empty reply）"
@@ -367,7 +369,7 @@ func (b *Bot) postToThread(ctx context.Context, j *jobs.Job[threadJob]) error {
 	sent, err := b.feishu.ReplyText(wctx, rec.CardMessageID, b.threadPost(p), true, threadUUID(p.ReplyUUID, rec.ChatID))
 	if fe := (*feishu.Error)(nil); errors.As(err, &fe) && fe.MessageGone() {
 		// The card was recalled: the reply goes to the chat itself, naming the issue.
-		sent, err = b.feishu.SendText(wctx, rec.ChatID, "「"+Truncate(rec.Name, cardTitleRunes, "…")+"」\n"+b.threadPost(p),
+		sent, err = b.feishu.SendText(wctx, rec.ChatID, "「"+plaintext.Truncate(rec.Name, cards.TitleRunes, "…")+"」\n"+b.threadPost(p),
 			threadUUID(p.ReplyUUID, rec.ChatID))
 	}
 	if err != nil && !feishu.Retryable(wctx, err) && b.now().Sub(time.Unix(p.CreateAt, 0)) >= threadGiveUpAfter {

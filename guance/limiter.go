@@ -69,6 +69,7 @@ type WindowLimiter struct {
 // slot is one of the n uses a window allows.
 type slot struct {
 	freeAt time.Time // when the slot may be taken again
+	high   bool      // taken by a PriorityHigh caller (see LimiterStats.HighUsed)
 	held   bool      // taken by Acquire and not yet released, or while asking the shared window
 }
 
@@ -83,8 +84,9 @@ type waiter struct {
 // LimiterStats is a snapshot of a WindowLimiter for a status page.
 type LimiterStats struct {
 	// Used is the number of slots taken in the current window (requests granted in the
-	// last per, or still in flight).
-	Used int
+	// last per, or still in flight), and HighUsed how many of them PriorityHigh callers
+	// took: a scheduler of background work can leave them room.
+	Used, HighUsed int
 	// Limit is n, the most Waits that may succeed in a window.
 	Limit int
 	// Reserve is the number of slots of a window that only PriorityHigh callers may take
@@ -209,7 +211,7 @@ func (l *WindowLimiter) take(ctx context.Context, hold bool) (int, error) {
 			if i >= 0 && !at.After(now) {
 				l.dequeue(w)
 				if l.shared == nil || now.Before(l.sharedDown) {
-					l.grant(i, hold, now)
+					l.grant(i, hold, now, w.prio >= PriorityHigh)
 					l.mu.Unlock()
 					return i, nil
 				}
@@ -278,10 +280,10 @@ func (l *WindowLimiter) askShared(ctx context.Context, w *waiter, i int, hold bo
 	case err != nil:
 		l.sharedErrs++
 		l.sharedDown = now.Add(l.per / 10)
-		l.grant(i, hold, now)
+		l.grant(i, hold, now, w.prio >= PriorityHigh)
 		return true, nil
 	case wait <= 0:
-		l.grant(i, hold, now)
+		l.grant(i, hold, now, w.prio >= PriorityHigh)
 		return true, nil
 	}
 	l.sharedWaits++
@@ -291,12 +293,13 @@ func (l *WindowLimiter) askShared(ctx context.Context, w *waiter, i int, hold bo
 	return false, nil
 }
 
-// grant takes slot i for a call granted at now. l.mu is held.
-func (l *WindowLimiter) grant(i int, hold bool, now time.Time) {
+// grant takes slot i for a call granted at now; high says the caller was PriorityHigh.
+// l.mu is held.
+func (l *WindowLimiter) grant(i int, hold bool, now time.Time, high bool) {
 	if hold {
-		l.slots[i].held = true
+		l.slots[i].held, l.slots[i].high = true, high
 	} else {
-		l.slots[i] = slot{freeAt: now.Add(l.per)}
+		l.slots[i] = slot{freeAt: now.Add(l.per), high: high}
 	}
 }
 
@@ -304,7 +307,7 @@ func (l *WindowLimiter) grant(i int, hold bool, now time.Time) {
 func (l *WindowLimiter) release(i int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.slots[i] = slot{freeAt: time.Now().Add(l.per)}
+	l.slots[i] = slot{freeAt: time.Now().Add(l.per), high: l.slots[i].high}
 	l.wakeHead()
 }
 
@@ -334,6 +337,9 @@ func (l *WindowLimiter) Stats() LimiterStats {
 	for _, s := range l.slots {
 		if s.held || s.freeAt.After(now) {
 			st.Used++
+			if s.high {
+				st.HighUsed++
+			}
 		}
 	}
 	if l.asking {

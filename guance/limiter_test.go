@@ -728,3 +728,30 @@ func TestWindowLimiter_sharedStuckFallsBack(t *testing.T) {
 		}
 	})
 }
+
+// TestWindowLimiter_highUsed: Stats counts the slots PriorityHigh callers took in the
+// window, so that background work can leave people's writes room.
+func TestWindowLimiter_highUsed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := NewWindowLimiter(10, time.Minute, WithReserve(2))
+		high := WithPriority(t.Context(), PriorityHigh)
+		low := WithPriority(t.Context(), PriorityLow)
+		for _, ctx := range []context.Context{high, high, low, high} {
+			if err := l.Wait(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		done, err := l.Acquire(high)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done()
+		if st := l.Stats(); st.Used != 5 || st.HighUsed != 4 {
+			t.Errorf("Stats = %+v, want Used 5, HighUsed 4", st)
+		}
+		time.Sleep(time.Minute + time.Second)
+		if st := l.Stats(); st.Used != 0 || st.HighUsed != 0 {
+			t.Errorf("after the window: Stats = %+v, want none used", st)
+		}
+	})
+}

@@ -1,17 +1,15 @@
-package bot
+package feishu
 
 import (
 	"encoding/json"
 	"strings"
-
-	"issuebot/bot/feishu"
 )
 
-// messageText renders a Feishu message's content as plain text for Guance: text and
+// Text renders a Feishu message's content as plain text for Guance: text and
 // rich-text (post) messages become their text, @_user_N placeholders become "@Name"
 // (the bot's own mention is removed), links keep their address, and media become
 // markers like [image]. It never fails: content it cannot read becomes a marker.
-func messageText(m feishu.Message, botOpenID string) string {
+func (m Message) Text(botOpenID string) string {
 	var out string
 	switch m.MessageType {
 	case "text":
@@ -56,8 +54,8 @@ func messageText(m feishu.Message, botOpenID string) string {
 
 // replaceMentions swaps @_user_N placeholders for "@Name" and drops mentions of the bot.
 // Longer keys go first so that @_user_10 is not read as @_user_1 followed by "0".
-func replaceMentions(s string, mentions []feishu.Mention, botOpenID string) string {
-	ms := append([]feishu.Mention(nil), mentions...)
+func replaceMentions(s string, mentions []Mention, botOpenID string) string {
+	ms := append([]Mention(nil), mentions...)
 	for i := 1; i < len(ms); i++ {
 		for j := i; j > 0 && len(ms[j].Key) > len(ms[j-1].Key); j-- {
 			ms[j], ms[j-1] = ms[j-1], ms[j]
@@ -82,8 +80,8 @@ func replaceMentions(s string, mentions []feishu.Mention, botOpenID string) stri
 	return strings.NewReplacer(pairs...).Replace(s)
 }
 
-// mentionsBot reports whether m @-mentions the bot.
-func mentionsBot(m feishu.Message, botOpenID string) bool {
+// MentionsBot reports whether m @-mentions the bot.
+func (m Message) MentionsBot(botOpenID string) bool {
 	for _, mn := range m.Mentions {
 		if botOpenID != "" && mn.OpenID == botOpenID {
 			return true

@@ -1,4 +1,8 @@
-package bot
+// Package cards renders issuebot's Feishu cards (JSON 2.0, every fixed string in zh_cn
+// and en_us): the issue card, a pure function of Data tested with golden files, and
+// the help card; and it decodes the value a card button sends back (Action). It does
+// no I/O.
+package cards
 
 import (
 	"bytes"
@@ -12,25 +16,26 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"issuebot/bot/plaintext"
 	"issuebot/guance"
 )
 
-// MaxCardBytes is Feishu's limit on a card's JSON. RenderCard stays well below it.
-const MaxCardBytes = 30 * 1024
+// MaxBytes is Feishu's limit on a card's JSON. Render stays well below it.
+const MaxBytes = 30 * 1024
 
 // Card size budget and the lengths user text is cut to before the card is built. The
-// description is cut to cardDescRunes and then halved until the card fits cardBudget.
+// description is cut to DescRunes and then halved until the card fits cardBudget.
 const (
-	cardBudget       = 28 * 1024 // RenderCard's output is always shorter
-	cardDescRunes    = 3000
-	cardTitleRunes   = 200
+	cardBudget       = 28 * 1024 // Render's output is always shorter
+	DescRunes        = 3000
+	TitleRunes       = 200
 	cardSummaryRunes = 100
 	cardFieldRunes   = 100 // creator, channel, who
 	cardLevelRunes   = 50
 	cardSourceRunes  = 200 // the source link's text in the body
 	cardSubSrcRunes  = 60  // the source in the header's one-line subtitle
 	cardMaxURLBytes  = 1500
-	cardTimeLayout   = "2006-01-02 15:04:05"
+	TimeLayout       = "2006-01-02 15:04:05"
 )
 
 // cardTruncated marks a cut description; the card has no room for i18n of user text.
@@ -38,13 +43,13 @@ const cardTruncated = "\n…（已截断，完整内容见 Guance）/ … (trunc
 
 // Card button actions, the "action" of a button's callback value.
 const (
-	cardActionResolve = "resolve"
-	cardActionPending = "pending"
-	cardActionReopen  = "reopen"
+	ActionResolve = "resolve"
+	ActionPending = "pending"
+	ActionReopen  = "reopen"
 )
 
-// CardData is everything an issue card shows. RenderCard is a pure function of it.
-type CardData struct {
+// Data is everything an issue card shows. Render is a pure function of it.
+type Data struct {
 	Issue guance.Issue
 	// LevelName is the level's display name from the level list ("P1", a custom name);
 	// "" derives one from Issue.Level (see LevelDisplay).
@@ -57,7 +62,7 @@ type CardData struct {
 	Revision int64
 	// LastChange is who last changed the status (from the chat, or in Guance); nil if
 	// nobody did.
-	LastChange *CardChange
+	LastChange *Change
 	// Deleted says the issue was deleted in Guance: the card says so and has no
 	// status buttons.
 	Deleted bool
@@ -73,18 +78,18 @@ type CardData struct {
 	ButtonsUntil time.Time
 }
 
-// CardChange is a status change made from the chat.
-type CardChange struct {
+// Change is a status change made from the chat.
+type Change struct {
 	Who string
 	// Action is "resolve", "pending" or "reopen".
 	Action string
 	At     time.Time
 }
 
-// CardAction is a decoded button click: the value object of a card button,
+// Action is a decoded button click: the value object of a card button,
 // {"action": "resolve"|"pending"|"reopen", "issue": "<issue uuid>", "rev": <revision>,
 // "st": <status shown>}.
-type CardAction struct {
+type Action struct {
 	Action    string
 	IssueUUID string
 	Revision  int64
@@ -95,40 +100,40 @@ type CardAction struct {
 
 // Status returns the issue status the action sets: Resolved, Pending or Open (reopen);
 // 0 for an unknown action.
-func (a CardAction) Status() guance.StatusType {
+func (a Action) Status() guance.StatusType {
 	switch a.Action {
-	case cardActionResolve:
+	case ActionResolve:
 		return guance.StatusResolved
-	case cardActionPending:
+	case ActionPending:
 		return guance.StatusPending
-	case cardActionReopen:
+	case ActionReopen:
 		return guance.StatusOpen
 	}
 	return 0
 }
 
-// ParseCardAction decodes a button's callback value. It is tolerant of how the value
+// ParseAction decodes a button's callback value. It is tolerant of how the value
 // was decoded: rev may be a float64 (encoding/json), a json.Number, an integer or a
 // numeric string. A missing or unknown action, a missing issue or an invalid rev is an
 // error.
-func ParseCardAction(v map[string]any) (CardAction, error) {
-	var a CardAction
+func ParseAction(v map[string]any) (Action, error) {
+	var a Action
 	action, _ := v["action"].(string)
 	switch action = strings.ToLower(strings.TrimSpace(action)); action {
-	case cardActionResolve, cardActionPending, cardActionReopen:
+	case ActionResolve, ActionPending, ActionReopen:
 		a.Action = action
 	case "":
-		return CardAction{}, errors.New("parse card action: missing action")
+		return Action{}, errors.New("parse card action: missing action")
 	default:
-		return CardAction{}, fmt.Errorf("parse card action: unknown action %q", action)
+		return Action{}, fmt.Errorf("parse card action: unknown action %q", action)
 	}
 	issue, _ := v["issue"].(string)
 	if a.IssueUUID = strings.TrimSpace(issue); a.IssueUUID == "" {
-		return CardAction{}, errors.New("parse card action: missing issue")
+		return Action{}, errors.New("parse card action: missing issue")
 	}
 	rev, err := cardRevision(v["rev"])
 	if err != nil {
-		return CardAction{}, fmt.Errorf("parse card action: %w", err)
+		return Action{}, fmt.Errorf("parse card action: %w", err)
 	}
 	a.Revision = rev
 	if st, err := cardRevision(v["st"]); err == nil && st < 1000 {
@@ -219,7 +224,7 @@ func cardShortID(id string) string {
 	if utf8.RuneCountInString(rest) <= 8 {
 		return id
 	}
-	return prefix + Truncate(rest, 8, "")
+	return prefix + plaintext.Truncate(rest, 8, "")
 }
 
 func cardDigits(s string) bool {
@@ -234,15 +239,15 @@ func cardDigits(s string) bool {
 	return true
 }
 
-// RenderCard renders an issue card as Feishu card JSON 2.0, every fixed string in zh_cn
-// and en_us. The result is always shorter than 28 KB (MaxCardBytes is 30 KB): user text
+// Render renders an issue card as Feishu card JSON 2.0, every fixed string in zh_cn
+// and en_us. The result is always shorter than 28 KB (MaxBytes is 30 KB): user text
 // is cut to sane lengths and the description shortened until the card fits. The output
-// is deterministic. RenderCard fails only if even a card without a description is too
+// is deterministic. Render fails only if even a card without a description is too
 // big, which the length limits rule out.
-func RenderCard(d CardData) ([]byte, error) {
+func Render(d Data) ([]byte, error) {
 	c := newCardView(d)
 	desc := c.description()
-	for limit := cardDescRunes; ; limit /= 2 {
+	for limit := DescRunes; ; limit /= 2 {
 		text := desc
 		if utf8.RuneCountInString(text) > limit {
 			if limit < 50 {
@@ -250,7 +255,7 @@ func RenderCard(d CardData) ([]byte, error) {
 			}
 			text = strings.TrimSpace(cardTruncated)
 			if limit > 0 {
-				text = Truncate(desc, limit, cardTruncated)
+				text = plaintext.Truncate(desc, limit, cardTruncated)
 			}
 		}
 		out, err := c.encode(text)
@@ -268,7 +273,7 @@ func RenderCard(d CardData) ([]byte, error) {
 
 // cardView holds the card's strings, cut and escaped, ready to lay out.
 type cardView struct {
-	d        CardData
+	d        Data
 	levelZH  string
 	levelEN  string
 	template string
@@ -277,7 +282,7 @@ type cardView struct {
 	statusEN string
 }
 
-func newCardView(d CardData) *cardView {
+func newCardView(d Data) *cardView {
 	c := &cardView{d: d}
 	zh, en := LevelDisplay(d.Issue.Level, d.LevelName)
 	c.levelZH, c.levelEN = cardLine(zh, cardLevelRunes), cardLine(en, cardLevelRunes)
@@ -286,7 +291,7 @@ func newCardView(d CardData) *cardView {
 	if c.template == "grey" {
 		c.tagColor = "neutral" // text_tag has no grey
 	}
-	c.statusZH, c.statusEN = cardStatus(d.Issue.StatusType)
+	c.statusZH, c.statusEN = StatusText(d.Issue.StatusType)
 	if d.Deleted {
 		c.statusZH, c.statusEN = "已删除", "Deleted"
 		c.template, c.tagColor = "grey", "neutral"
@@ -360,8 +365,8 @@ func cardColorTemplate(color string) string {
 	return "grey"
 }
 
-// cardStatus names a status in Chinese and English.
-func cardStatus(s guance.StatusType) (zh, en string) {
+// StatusText names a status in Chinese and English.
+func StatusText(s guance.StatusType) (zh, en string) {
 	switch s {
 	case guance.StatusOpen:
 		return "打开", "Open"
@@ -382,9 +387,9 @@ func cardStatus(s guance.StatusType) (zh, en string) {
 func (c *cardView) description() string {
 	is := &c.d.Issue
 	if t := is.Text(); t != "" {
-		return plainClean(t, false)
+		return plaintext.Clean(t, false)
 	}
-	return PlainText(is.Description)
+	return plaintext.FromHTML(is.Description)
 }
 
 // encode lays the card out with the given description and marshals it.
@@ -400,7 +405,7 @@ func (c *cardView) encode(desc string) ([]byte, error) {
 
 func (c *cardView) layout(desc string) cardJSON {
 	is := &c.d.Issue
-	title := cardLine(is.Name, cardTitleRunes)
+	title := cardLine(is.Name, TitleRunes)
 
 	var k cardJSON
 	k.Schema = "2.0"
@@ -485,7 +490,7 @@ func (c *cardView) fields() cardMarkdown {
 	}
 	created := "-"
 	if !is.CreateAt.IsZero() {
-		created = is.CreateAt.Time().In(c.loc()).Format(cardTimeLayout)
+		created = is.CreateAt.Time().In(c.loc()).Format(TimeLayout)
 	}
 	var zh, en []string
 	add := func(labelZH, labelEN, valueZH, valueEN string) {
@@ -590,13 +595,13 @@ func (c *cardView) buttons() cardColumnSet {
 	}
 	if is.UUID != "" && !c.d.Deleted {
 		if !done {
-			callback(cardActionResolve, "解决", "Resolve", "primary")
+			callback(ActionResolve, "解决", "Resolve", "primary")
 		}
 		if s != guance.StatusPending {
-			callback(cardActionPending, "挂起", "Pending", "default")
+			callback(ActionPending, "挂起", "Pending", "default")
 		}
 		if done || s == guance.StatusPending {
-			callback(cardActionReopen, "重新打开", "Reopen", "default")
+			callback(ActionReopen, "重新打开", "Reopen", "default")
 		}
 	}
 	if u := c.issueURL(); u != "" && is.UUID != "" {
@@ -631,11 +636,11 @@ func (c *cardView) footer() cardMarkdown {
 		}
 		vzh, ven := "修改了状态", "changed the status"
 		switch ch.Action {
-		case cardActionResolve:
+		case ActionResolve:
 			vzh, ven = "标记为已解决", "resolved"
-		case cardActionPending:
+		case ActionPending:
 			vzh, ven = "标记为挂起", "marked pending"
-		case cardActionReopen:
+		case ActionReopen:
 			vzh, ven = "重新打开", "reopened"
 		}
 		if ch.At.IsZero() {
@@ -666,9 +671,9 @@ func (c *cardView) footer() cardMarkdown {
 
 // cardLine makes user text one clean line of at most n runes.
 func cardLine(s string, n int) string {
-	s = plainClean(s, true)
+	s = plaintext.Clean(s, true)
 	s = strings.Join(strings.Fields(s), " ")
-	return Truncate(s, n, "…")
+	return plaintext.Truncate(s, n, "…")
 }
 
 // cardMDEscapes turns the characters lark markdown gives a meaning into the entities

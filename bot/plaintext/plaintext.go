@@ -1,4 +1,6 @@
-package bot
+// Package plaintext turns what Guance stores (HTML issue descriptions and replies) into
+// clean plain text, and cuts text to a length. It is pure: no I/O and no state.
+package plaintext
 
 import (
 	"bytes"
@@ -10,7 +12,7 @@ import (
 	"golang.org/x/net/html"
 )
 
-// PlainText turns Guance HTML (an issue description or a reply's content) into plain
+// FromHTML turns Guance HTML (an issue description or a reply's content) into plain
 // text. Tags are dropped and the text of @mention and #channel spans kept; <br>, <p>,
 // <div>, <li> and other block tags become line breaks; entities are unescaped (&nbsp; is
 // a space); script and style contents are dropped. A link whose text is not its address
@@ -18,14 +20,14 @@ import (
 // one space, runs of blank lines one blank line, and the result is trimmed. Text without
 // markup passes through with only that clean-up, so plain-text descriptions keep their
 // line breaks.
-func PlainText(s string) string {
+func FromHTML(s string) string {
 	if !plainTextMarkup.MatchString(s) {
 		// Not HTML: a monitor's plain-text message may well contain "<no value>" or
 		// "List<String>", which a tokenizer would swallow as tags.
 		if strings.Contains(s, "&") {
 			s = html.UnescapeString(s)
 		}
-		return plainClean(s, true)
+		return Clean(s, true)
 	}
 	z := html.NewTokenizer(strings.NewReader(s))
 	var (
@@ -85,10 +87,10 @@ func PlainText(s string) string {
 			}
 		}
 	}
-	return plainClean(w.b.String(), true)
+	return Clean(w.b.String(), true)
 }
 
-// plainWriter collects PlainText's output and knows whether the current line has text
+// plainWriter collects FromHTML's output and knows whether the current line has text
 // yet, so that block boundaries can end a line only once.
 type plainWriter struct {
 	b       strings.Builder
@@ -164,12 +166,12 @@ func plainLinkTarget(z *html.Tokenizer) string {
 	}
 }
 
-// plainClean normalises text for display: invalid UTF-8 is replaced, line endings become
+// Clean normalises text for display: invalid UTF-8 is replaced, line endings become
 // \n, NBSP and tabs become spaces, other control and bidi-override characters are
 // dropped, trailing spaces are trimmed, runs of blank lines become one, and the whole is
 // trimmed. With collapse, runs of spaces become one and lines lose their indentation
 // too (wanted for HTML, whose whitespace is layout, not content).
-func plainClean(s string, collapse bool) string {
+func Clean(s string, collapse bool) string {
 	if !utf8.ValidString(s) {
 		s = strings.ToValidUTF8(s, "\uFFFD")
 	}
@@ -195,7 +197,7 @@ func plainClean(s string, collapse bool) string {
 	return b.String()
 }
 
-// plainCleanLine cleans one line (see plainClean).
+// plainCleanLine cleans one line (see Clean).
 func plainCleanLine(line string, collapse bool) string {
 	var b strings.Builder
 	space := false // with collapse: a space is pending

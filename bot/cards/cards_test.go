@@ -1,4 +1,4 @@
-package bot
+package cards
 
 import (
 	"bytes"
@@ -108,34 +108,34 @@ func TestRenderCardGolden(t *testing.T) {
 
 	cases := []struct {
 		name string
-		d    CardData
+		d    Data
 	}{
-		{"list_row", CardData{Issue: listRow, ChannelName: "default", Revision: 3, ConsoleURL: cardConsole, Location: cardCST}},
-		{"get_shape", CardData{Issue: get, ChannelName: "default", Revision: 1, ConsoleURL: cardConsole + "/", Location: cardCST, SyncedReplies: 1}},
-		{"huge_description", CardData{Issue: huge, ChannelName: "ops", Revision: 7, ConsoleURL: cardConsole, Location: cardCST}},
-		{"empty_level", CardData{Issue: emptyLevel, Revision: 1, ConsoleURL: cardConsole}},
-		{"legacy_integer_level", CardData{Issue: legacy, Revision: 1, ConsoleURL: cardConsole, Location: cardCST}},
-		{"html_only", CardData{Issue: htmlOnly, ChannelName: "default", Revision: 2, ConsoleURL: cardConsole, Location: cardCST}},
-		{"resolved_last_change", CardData{Issue: resolved, LevelName: "P1", ChannelName: "default", Revision: 9, ConsoleURL: cardConsole, Location: cardCST,
-			LastChange: &CardChange{Who: "张三", Action: "resolve", At: time.Date(2024, 4, 26, 15, 4, 0, 0, cardCST)}, SyncedReplies: 12}},
-		{"pending", CardData{Issue: pending, LevelName: "P2", ChannelName: "default", Revision: 4, ConsoleURL: cardConsole, Location: cardCST,
-			LastChange: &CardChange{Who: "Alice", Action: "pending", At: time.Date(2024, 4, 27, 9, 30, 0, 0, time.UTC)}}},
-		{"custom_level", CardData{Issue: custom, LevelName: "紧急-DB", LevelColor: "#FF7931", ChannelName: "db", Revision: 1, ConsoleURL: cardConsole, Location: cardCST}},
-		{"buttons_expiring", CardData{Issue: pending, LevelName: "P2", ChannelName: "default", Revision: 5, ConsoleURL: cardConsole, Location: cardCST,
+		{"list_row", Data{Issue: listRow, ChannelName: "default", Revision: 3, ConsoleURL: cardConsole, Location: cardCST}},
+		{"get_shape", Data{Issue: get, ChannelName: "default", Revision: 1, ConsoleURL: cardConsole + "/", Location: cardCST, SyncedReplies: 1}},
+		{"huge_description", Data{Issue: huge, ChannelName: "ops", Revision: 7, ConsoleURL: cardConsole, Location: cardCST}},
+		{"empty_level", Data{Issue: emptyLevel, Revision: 1, ConsoleURL: cardConsole}},
+		{"legacy_integer_level", Data{Issue: legacy, Revision: 1, ConsoleURL: cardConsole, Location: cardCST}},
+		{"html_only", Data{Issue: htmlOnly, ChannelName: "default", Revision: 2, ConsoleURL: cardConsole, Location: cardCST}},
+		{"resolved_last_change", Data{Issue: resolved, LevelName: "P1", ChannelName: "default", Revision: 9, ConsoleURL: cardConsole, Location: cardCST,
+			LastChange: &Change{Who: "张三", Action: "resolve", At: time.Date(2024, 4, 26, 15, 4, 0, 0, cardCST)}, SyncedReplies: 12}},
+		{"pending", Data{Issue: pending, LevelName: "P2", ChannelName: "default", Revision: 4, ConsoleURL: cardConsole, Location: cardCST,
+			LastChange: &Change{Who: "Alice", Action: "pending", At: time.Date(2024, 4, 27, 9, 30, 0, 0, time.UTC)}}},
+		{"custom_level", Data{Issue: custom, LevelName: "紧急-DB", LevelColor: "#FF7931", ChannelName: "db", Revision: 1, ConsoleURL: cardConsole, Location: cardCST}},
+		{"buttons_expiring", Data{Issue: pending, LevelName: "P2", ChannelName: "default", Revision: 5, ConsoleURL: cardConsole, Location: cardCST,
 			ButtonsUntil: time.Date(2024, 5, 10, 14, 44, 4, 0, cardCST)}},
-		{"markdown_injection", CardData{Issue: inject, LevelName: "**P1**", ChannelName: "default", Revision: 1, ConsoleURL: cardConsole, Location: cardCST,
-			LastChange: &CardChange{Who: "[m](http://evil)", Action: "reopen", At: time.Date(2024, 4, 27, 9, 30, 0, 0, cardCST)}}},
+		{"markdown_injection", Data{Issue: inject, LevelName: "**P1**", ChannelName: "default", Revision: 1, ConsoleURL: cardConsole, Location: cardCST,
+			LastChange: &Change{Who: "[m](http://evil)", Action: "reopen", At: time.Date(2024, 4, 27, 9, 30, 0, 0, cardCST)}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := RenderCard(tc.d)
+			got, err := Render(tc.d)
 			if err != nil {
-				t.Fatalf("RenderCard: %v", err)
+				t.Fatalf("Render: %v", err)
 			}
 			cardCheck(t, got)
-			again, _ := RenderCard(tc.d)
+			again, _ := Render(tc.d)
 			if !bytes.Equal(got, again) {
-				t.Error("RenderCard is not deterministic")
+				t.Error("Render is not deterministic")
 			}
 			var pretty bytes.Buffer
 			if err := json.Indent(&pretty, got, "", "  "); err != nil {
@@ -160,7 +160,7 @@ func cardGolden(t *testing.T, name string, got []byte) {
 	}
 	want, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("%v (run go test ./bot -run Card -update)", err)
+		t.Fatalf("%v (run go test ./bot/cards -update)", err)
 	}
 	if diff := cmp.Diff(string(want), string(got)); diff != "" {
 		t.Errorf("%s mismatch (-want +got):\n%s", name, diff)
@@ -340,7 +340,7 @@ func cardValidate(m map[string]any) []string {
 				case "callback":
 					obj("callback", bm)
 					vm := obj("value", bm["value"])
-					if _, err := ParseCardAction(vm); err != nil {
+					if _, err := ParseAction(vm); err != nil {
 						bad("button value does not parse", err.Error())
 					}
 				case "open_url":
@@ -416,8 +416,8 @@ func TestRenderCardMarkdownInjection(t *testing.T) {
 	is.CreatorInfo = &guance.UserInfo{Name: "[y](http://evil) <at id=all></at> **b**"}
 	is.Resource = "[z](http://evil)"
 	is.Extend.SourceLink = "/ok) [w](http://evil"
-	got, err := RenderCard(CardData{Issue: is, ConsoleURL: cardConsole, LevelName: "<at id=all></at>",
-		LastChange: &CardChange{Who: "](http://evil)", Action: "resolve"}})
+	got, err := Render(Data{Issue: is, ConsoleURL: cardConsole, LevelName: "<at id=all></at>",
+		LastChange: &Change{Who: "](http://evil)", Action: "resolve"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,9 +472,9 @@ func TestRenderCardSize(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			is := cardTestIssue()
 			mod(&is)
-			d := CardData{Issue: is, ConsoleURL: cardConsole, ChannelName: strings.Repeat("频", 1000),
-				LevelName: strings.Repeat("#", 1000), LastChange: &CardChange{Who: strings.Repeat("_", 5000), Action: "resolve"}}
-			got, err := RenderCard(d)
+			d := Data{Issue: is, ConsoleURL: cardConsole, ChannelName: strings.Repeat("频", 1000),
+				LevelName: strings.Repeat("#", 1000), LastChange: &Change{Who: strings.Repeat("_", 5000), Action: "resolve"}}
+			got, err := Render(d)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -487,7 +487,7 @@ func TestRenderCardSize(t *testing.T) {
 func TestRenderCardHugeDescriptionIsCut(t *testing.T) {
 	is := cardTestIssue()
 	is.Description = strings.Repeat("磁盘满了。", 200<<10/15)
-	got, err := RenderCard(CardData{Issue: is})
+	got, err := Render(Data{Issue: is})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -496,8 +496,8 @@ func TestRenderCardHugeDescriptionIsCut(t *testing.T) {
 	if !strings.HasSuffix(desc, strings.TrimSpace(cardTruncated)) {
 		t.Errorf("description does not end with the marker: %q", desc[len(desc)-80:])
 	}
-	if n := utf8.RuneCountInString(desc); n > cardDescRunes {
-		t.Errorf("description has %d runes, want <= %d", n, cardDescRunes)
+	if n := utf8.RuneCountInString(desc); n > DescRunes {
+		t.Errorf("description has %d runes, want <= %d", n, DescRunes)
 	}
 }
 
@@ -516,7 +516,7 @@ func TestRenderCardButtons(t *testing.T) {
 	for _, tt := range tests {
 		is := cardTestIssue()
 		is.StatusType = tt.status
-		got, err := RenderCard(CardData{Issue: is, Revision: 42, ConsoleURL: cardConsole})
+		got, err := Render(Data{Issue: is, Revision: 42, ConsoleURL: cardConsole})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -535,7 +535,7 @@ func TestRenderCardButtons(t *testing.T) {
 					}
 					continue
 				}
-				a, err := ParseCardAction(beh["value"].(map[string]any))
+				a, err := ParseAction(beh["value"].(map[string]any))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -555,7 +555,7 @@ func TestRenderCardNoConsole(t *testing.T) {
 	is := cardTestIssue()
 	is.Extend.SourceLink = "/x"
 	for _, console := range []string{"", "javascript:alert(1)", "ftp://x"} {
-		got, err := RenderCard(CardData{Issue: is, ConsoleURL: console})
+		got, err := Render(Data{Issue: is, ConsoleURL: console})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -565,7 +565,7 @@ func TestRenderCardNoConsole(t *testing.T) {
 		}
 	}
 	is.Extend.SourceLink = "javascript:alert(1)"
-	got, _ := RenderCard(CardData{Issue: is, ConsoleURL: cardConsole})
+	got, _ := Render(Data{Issue: is, ConsoleURL: cardConsole})
 	if strings.Contains(string(got), "javascript") {
 		t.Errorf("card links to javascript: %s", got)
 	}
@@ -653,26 +653,26 @@ func TestParseCardAction(t *testing.T) {
 	}
 	ok := []struct {
 		in   map[string]any
-		want CardAction
+		want Action
 	}{
-		{decoded(`{"action":"resolve","issue":"issue_1","rev":3}`), CardAction{"resolve", "issue_1", 3, 0}},
-		{number(`{"action":"pending","issue":"issue_1","rev":12}`), CardAction{"pending", "issue_1", 12, 0}},
-		{decoded(`{"action":"reopen","issue":"issue_1","rev":"7"}`), CardAction{"reopen", "issue_1", 7, 0}},
-		{decoded(`{"action":" Resolve ","issue":"issue_1","rev":"7.0"}`), CardAction{"resolve", "issue_1", 7, 0}},
-		{map[string]any{"action": "resolve", "issue": "i", "rev": int64(5)}, CardAction{"resolve", "i", 5, 0}},
-		{map[string]any{"action": "resolve", "issue": "i", "rev": 0}, CardAction{"resolve", "i", 0, 0}},
-		{decoded(`{"action":"resolve","issue":"i","rev":9007199254740992}`), CardAction{"resolve", "i", 1 << 53, 0}},
-		{decoded(`{"action":"resolve","issue":"i","rev":4,"st":20}`), CardAction{"resolve", "i", 4, 20}},
-		{decoded(`{"action":"reopen","issue":"i","rev":4,"st":"oops"}`), CardAction{"reopen", "i", 4, 0}},
+		{decoded(`{"action":"resolve","issue":"issue_1","rev":3}`), Action{"resolve", "issue_1", 3, 0}},
+		{number(`{"action":"pending","issue":"issue_1","rev":12}`), Action{"pending", "issue_1", 12, 0}},
+		{decoded(`{"action":"reopen","issue":"issue_1","rev":"7"}`), Action{"reopen", "issue_1", 7, 0}},
+		{decoded(`{"action":" Resolve ","issue":"issue_1","rev":"7.0"}`), Action{"resolve", "issue_1", 7, 0}},
+		{map[string]any{"action": "resolve", "issue": "i", "rev": int64(5)}, Action{"resolve", "i", 5, 0}},
+		{map[string]any{"action": "resolve", "issue": "i", "rev": 0}, Action{"resolve", "i", 0, 0}},
+		{decoded(`{"action":"resolve","issue":"i","rev":9007199254740992}`), Action{"resolve", "i", 1 << 53, 0}},
+		{decoded(`{"action":"resolve","issue":"i","rev":4,"st":20}`), Action{"resolve", "i", 4, 20}},
+		{decoded(`{"action":"reopen","issue":"i","rev":4,"st":"oops"}`), Action{"reopen", "i", 4, 0}},
 	}
 	for _, tt := range ok {
-		got, err := ParseCardAction(tt.in)
+		got, err := ParseAction(tt.in)
 		if err != nil {
-			t.Errorf("ParseCardAction(%v): %v", tt.in, err)
+			t.Errorf("ParseAction(%v): %v", tt.in, err)
 			continue
 		}
 		if got != tt.want {
-			t.Errorf("ParseCardAction(%v) = %+v, want %+v", tt.in, got, tt.want)
+			t.Errorf("ParseAction(%v) = %+v, want %+v", tt.in, got, tt.want)
 		}
 	}
 	bad := []map[string]any{
@@ -693,13 +693,13 @@ func TestParseCardAction(t *testing.T) {
 		decoded(`{"action":"resolve","issue":"i","rev":1e300}`),
 	}
 	for _, in := range bad {
-		if got, err := ParseCardAction(in); err == nil {
-			t.Errorf("ParseCardAction(%v) = %+v, want error", in, got)
+		if got, err := ParseAction(in); err == nil {
+			t.Errorf("ParseAction(%v) = %+v, want error", in, got)
 		}
 	}
 	for action, want := range map[string]guance.StatusType{"resolve": guance.StatusResolved, "pending": guance.StatusPending, "reopen": guance.StatusOpen, "x": 0} {
-		if got := (CardAction{Action: action}).Status(); got != want {
-			t.Errorf("CardAction{%q}.Status() = %v, want %v", action, got, want)
+		if got := (Action{Action: action}).Status(); got != want {
+			t.Errorf("Action{%q}.Status() = %v, want %v", action, got, want)
 		}
 	}
 }
@@ -714,10 +714,10 @@ func FuzzRenderCard(f *testing.F) {
 		is.Name, is.Description, is.Extend.Text, is.Resource = title, desc, text, resource
 		is.Extend.SourceLink = resource
 		is.CreatorInfo = &guance.UserInfo{Name: who}
-		got, err := RenderCard(CardData{Issue: is, LevelName: who, LevelColor: title, ChannelName: resource,
-			ConsoleURL: cardConsole, LastChange: &CardChange{Who: who, Action: text}})
+		got, err := Render(Data{Issue: is, LevelName: who, LevelColor: title, ChannelName: resource,
+			ConsoleURL: cardConsole, LastChange: &Change{Who: who, Action: text}})
 		if err != nil {
-			t.Fatalf("RenderCard: %v", err)
+			t.Fatalf("Render: %v", err)
 		}
 		if !json.Valid(got) {
 			t.Fatalf("invalid JSON")
@@ -764,7 +764,7 @@ func TestHelpCardBold(t *testing.T) {
 			} `json:"elements"`
 		} `json:"body"`
 	}
-	if err := json.Unmarshal(helpCard(), &card); err != nil {
+	if err := json.Unmarshal(Help(), &card); err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range card.Body.Elements {

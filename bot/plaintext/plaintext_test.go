@@ -1,4 +1,4 @@
-package bot
+package plaintext
 
 import (
 	"strings"
@@ -48,8 +48,8 @@ func TestPlainText(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := PlainText(tt.in); got != tt.want {
-				t.Errorf("PlainText(%q) = %q, want %q", tt.in, got, tt.want)
+			if got := FromHTML(tt.in); got != tt.want {
+				t.Errorf("FromHTML(%q) = %q, want %q", tt.in, got, tt.want)
 			}
 		})
 	}
@@ -57,9 +57,9 @@ func TestPlainText(t *testing.T) {
 
 func TestPlainTextLarge(t *testing.T) {
 	in := strings.Repeat("<p>x &amp; <b>y</b></p>", 50000) // 1 MB
-	got := PlainText(in)
+	got := FromHTML(in)
 	if want := strings.Repeat("x & y\n", 50000)[:6*50000-1]; got != want {
-		t.Errorf("PlainText of 1 MB: got %d bytes, want %d", len(got), len(want))
+		t.Errorf("FromHTML of 1 MB: got %d bytes, want %d", len(got), len(want))
 	}
 }
 
@@ -109,15 +109,15 @@ func FuzzPlainText(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		got := PlainText(s)
+		got := FromHTML(s)
 		if !utf8.ValidString(got) {
-			t.Fatalf("PlainText(%q) = %q: invalid UTF-8", s, got)
+			t.Fatalf("FromHTML(%q) = %q: invalid UTF-8", s, got)
 		}
 		if got != strings.TrimSpace(got) {
-			t.Fatalf("PlainText(%q) = %q: not trimmed", s, got)
+			t.Fatalf("FromHTML(%q) = %q: not trimmed", s, got)
 		}
 		if strings.Contains(got, "\n\n\n") {
-			t.Fatalf("PlainText(%q) = %q: runs of blank lines", s, got)
+			t.Fatalf("FromHTML(%q) = %q: runs of blank lines", s, got)
 		}
 	})
 }
@@ -155,7 +155,7 @@ func TestPlainTextPathological(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			start := time.Now()
-			got := PlainText(in)
+			got := FromHTML(in)
 			t.Logf("%d bytes → %d bytes in %v", len(in), len(got), time.Since(start))
 		})
 	}
