@@ -1,11 +1,15 @@
 // Package bot is issuebot's application: it takes Feishu events and card callbacks,
 // talks to Guance through package guance, keeps its state in package store, and
-// speaks to Feishu through package bot/feishu. Each flow lives in its own file:
-// poller.go finds new issues, delivery.go posts their cards exactly once, replies.go
-// takes thread messages to Guance, sync.go and thread.go bring Guance's changes and
-// replies back, livecard.go keeps cards current, status.go makes status changes
-// (buttons and the resolve / pending / reopen commands), report.go answers the status
-// command.
+// speaks to Feishu through package bot/feishu. One file per flow:
+//
+//	newissues.go  the poller finds new issues        newcards.go  posts their cards once
+//	toguance.go   thread messages → Guance replies   tochat.go    Guance replies → threads
+//	watcher.go    finds Guance's changes and replies buttons.go   status changes from the chat
+//	record.go     the issue record and its card data patches.go   keeps cards current
+//	answers.go    help, status and notices           report.go    the status report
+//
+// and the shared mechanisms: leader.go (the lease and its term), schedule.go (the Guance
+// budget), queue.go (the queues on the bot/jobs engine and their retry policy).
 package bot
 
 import (

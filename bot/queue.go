@@ -14,13 +14,13 @@ import (
 // payload type and what to do with one job. The queues, their ordering keys and their
 // files:
 //
-//	cards    one chat's cards in order         delivery.go
-//	replies  one issue's chat messages → Guance replies.go
-//	thread   one issue's Guance replies → chat  thread.go
-//	held     replies waiting for the bot's key  thread.go
-//	status   one issue's status changes         status.go
-//	patches  one card's re-render               livecard.go
-//	answers  one chat's answers to people       notices.go
+//	cards    one chat's cards in order          newcards.go
+//	replies  one issue's chat messages → Guance  toguance.go
+//	thread   one issue's Guance replies → chat   tochat.go
+//	held     replies waiting for the bot's key   tochat.go
+//	status   one issue's status changes          buttons.go
+//	patches  one card's re-render                patches.go
+//	answers  one chat's answers to people        answers.go
 
 // refusedRetry is how long a job waits after an answer a retry cannot cure (the bot
 // removed from the chat, a refused API key): an operator can fix the cause without

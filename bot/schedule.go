@@ -21,7 +21,7 @@ import (
 //
 // Each turn goes to whichever of the new-issue poll and the watcher was served longer
 // ago, among those that have something to do: the poll when POLL_INTERVAL has passed
-// since the last one, the watcher when an issue needs a look (see sync.go). So neither
+// since the last one, the watcher when an issue needs a look (see watcher.go). So neither
 // starves: with both busy they share the turns equally, and either takes every turn the
 // other does not need. POLL_INTERVAL is how often new issues are looked for when the
 // budget allows, not a claim on the budget.

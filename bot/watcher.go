@@ -30,7 +30,7 @@ import (
 //     resolved one half.
 //
 // A scan reads replies newest first and stops at the newest one an earlier scan read;
-// human replies become thread posts (thread.go), change entries flag the issue for (1). So
+// human replies become thread posts (tochat.go), change entries flag the issue for (1). So
 // whether or not a new reply bumps the issue's updateAt, every reply arrives: through
 // (2) when it does, through (4) — within the round-robin bound that `status`
 // reports — when it does not. Resolved issues quiet for Config.QuietAfter are no longer
