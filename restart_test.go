@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -86,10 +87,14 @@ type rig struct {
 	appeared map[string]time.Time
 	order    []string
 	procs    []*proc
+	sent     []sentReply
 	// onCard, when set, is called (by the Feishu fake) after each card was created and
 	// before its answer is written.
 	onCard func()
 }
+
+// sentReply is a thread reply a test sent.
+type sentReply struct{ issue, text string }
 
 // newRig builds the fakes and the environment of a process: the embedded store in its
 // own directory, or a Redis database of its own (emptied first).
@@ -97,6 +102,7 @@ func newRig(t *testing.T, kind string, redisDB int) *rig {
 	r := &rig{t: t, appeared: map[string]time.Time{}}
 	r.fs = feishutest.NewServer(t)
 	r.fs.AddChat(restartChat)
+	r.fs.AddUser("ou_alice", "张三")
 	r.fs.AfterSend = func(m feishutest.Message) {
 		r.mu.Lock()
 		f := r.onCard
@@ -222,6 +228,68 @@ func (r *rig) output() string {
 		fmt.Fprintf(&b, "--- issuebot %s ---\n%s\n", p.name, p.out.text())
 	}
 	return b.String()
+}
+
+// reply sends a person's thread reply to card (of issue) over the long connection,
+// retrying while no process is connected, and remembers it.
+func (r *rig) reply(issue, card, text string) {
+	r.t.Helper()
+	r.mu.Lock()
+	r.sent = append(r.sent, sentReply{issue: issue, text: text})
+	n := len(r.sent)
+	r.mu.Unlock()
+	e := r.fs.MessageEvent(feishutest.MessageSpec{MessageID: fmt.Sprintf("om_reply_%03d", n), RootID: card,
+		ChatID: restartChat, SenderOpenID: "ou_alice", Content: feishutest.TextContent(text)})
+	r.waitUntil(20*time.Second, "a delivered thread reply", func() bool {
+		ctx, cancel := context.WithTimeout(r.t.Context(), 5*time.Second)
+		defer cancel()
+		ack, err := r.fs.DeliverWS(ctx, e)
+		return err == nil && ack.Code == 200
+	})
+}
+
+// checkReplies asserts that every thread reply sent is in Guance exactly once, on its
+// issue.
+func (r *rig) checkReplies(d time.Duration) {
+	r.t.Helper()
+	r.mu.Lock()
+	sent := slices.Clone(r.sent)
+	r.mu.Unlock()
+	count := func(sr sentReply) int {
+		n := 0
+		for _, g := range r.gs.Replies(sr.issue) {
+			if g.Creator == r.gs.KeyID && strings.HasSuffix(g.Content, ": "+sr.text) {
+				n++
+			}
+		}
+		return n
+	}
+	r.waitUntil(d, "every thread reply in Guance", func() bool {
+		for _, sr := range sent {
+			if count(sr) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, sr := range sent {
+		if n := count(sr); n != 1 {
+			r.t.Errorf("thread reply %q is in Guance %d times, want once", sr.text, n)
+		}
+	}
+}
+
+// latestCard returns the newest card in the chat and its issue.
+func (r *rig) latestCard() (issue, card string, ok bool) {
+	var newest time.Time
+	for id, cs := range r.cards() {
+		for _, c := range cs {
+			if c.Created.After(newest) {
+				newest, issue, card, ok = c.Created, id, c.ID, true
+			}
+		}
+	}
+	return issue, card, ok
 }
 
 // killAfterNextCard arms a SIGKILL of p for the moment right after Feishu created the
@@ -427,7 +495,9 @@ func leaderSince(p *proc) (time.Time, bool) {
 
 // TestReplicaTakesOverFromKilledLeader: two replicas on one Redis; the leader is
 // SIGKILLed (right after Feishu created a card), the other takes over within 10 s; later
-// the new leader is killed too. Every issue is carded exactly once within the budget.
+// the new leader is killed too. Every issue is carded exactly once within the budget,
+// and every thread reply reaches Guance once — also one sent right after the kill into
+// the thread of a card the dead leader posted but never recorded.
 func TestReplicaTakesOverFromKilledLeader(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, "redis", 15)
@@ -463,6 +533,11 @@ func TestReplicaTakesOverFromKilledLeader(t *testing.T) {
 		}
 		<-r.killAfterNextCard(ps[name], 5*time.Second)
 		killed := time.Now()
+		// A reply in the thread of the card sent just before the kill: the card is not
+		// recorded yet, and the reply must not be lost.
+		if issue, card, ok := r.latestCard(); ok {
+			r.reply(issue, card, fmt.Sprintf("reply right after kill %d", round))
+		}
 		other := map[string]string{"a": "b", "b": "a"}[name]
 		r.waitUntil(20*time.Second, "takeover", func() bool {
 			n, since := leader()
@@ -478,6 +553,12 @@ func TestReplicaTakesOverFromKilledLeader(t *testing.T) {
 	}
 	<-added
 	r.waitCarded(60 * time.Second)
+	for i := range 3 { // and replies in steady state
+		if issue, card, ok := r.latestCard(); ok {
+			r.reply(issue, card, fmt.Sprintf("steady reply %d", i))
+		}
+	}
+	r.checkReplies(60 * time.Second)
 	for _, p := range ps {
 		p.stop(t)
 	}

@@ -67,6 +67,16 @@ func (b *Bot) HandleCardAction(ctx context.Context, a feishu.CardAction) (feishu
 	log = log.With("issue_uuid", act.IssueUUID, "action", act.Action)
 	rec, err := b.state.GetIssue(ctx, act.IssueUUID)
 	if errors.Is(err, store.ErrNotFound) {
+		if queued, qerr := b.cardQueued(ctx, act.IssueUUID); qerr == nil && queued {
+			// The card is out but not recorded yet (its sender was killed between the
+			// two, say): the change waits for the record.
+			job := statusJob{IssueUUID: act.IssueUUID, Target: act.Status(), Action: act.Action, Expect: act.Shown,
+				Who: b.operatorName(ctx, a.OperatorOpenID), At: b.now()}
+			if err := b.queueStatusJob(ctx, "click:"+a.EventID+":"+a.Token, job); err == nil {
+				log.Info("status change queued until the card is recorded")
+				return toastOnly("info", "修改已排队，完成后卡片会更新。", "The change is queued; the card will update when it is done."), nil
+			}
+		}
 		return toastOnly("error", "找不到这个 Issue 的记录。", "This issue is not known to the bot."), nil
 	}
 	if err != nil {
@@ -290,6 +300,11 @@ func (b *Bot) statusWork(ctx context.Context, j *jobs.Job[statusJob]) error {
 	log := b.logger.With("issue_uuid", p.IssueUUID, "action", p.Action)
 	rec, err := b.state.GetIssue(wctx, p.IssueUUID)
 	if errors.Is(err, store.ErrNotFound) {
+		if queued, qerr := b.cardQueued(wctx, p.IssueUUID); qerr != nil {
+			return qerr
+		} else if queued {
+			return jobs.Later(max(b.cfg.RetryBase, 200*time.Millisecond), errors.New("waiting for the issue's card to be recorded"))
+		}
 		return nil // not carded (any more): nothing to change from the chat
 	}
 	if err != nil {

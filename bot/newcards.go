@@ -51,6 +51,21 @@ func (b *Bot) queueCard(ctx context.Context, is guance.Issue) error {
 	return nil
 }
 
+// cardQueued reports whether the card of an issue is queued (perhaps sent and not yet
+// recorded).
+func (b *Bot) cardQueued(ctx context.Context, issueUUID string) (bool, error) {
+	queued, err := b.cards.Jobs(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, j := range queued {
+		if j.ID == issueUUID {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // cardUUID is the Feishu idempotency key of an issue's card in a chat: the same issue
 // sent to the same chat again within an hour yields the same message, so a retry or a
 // restart between "sent" and "recorded" never posts a second card.

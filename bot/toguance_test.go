@@ -13,6 +13,7 @@ import (
 
 	"issuebot/bot/feishu"
 	"issuebot/bot/feishu/feishutest"
+	"issuebot/guance"
 	"issuebot/guance/guancetest"
 )
 
@@ -396,10 +397,10 @@ func (h *harness) threadNotes(card, substr string) int {
 	return n
 }
 
-// TestReplyToACardNotYetRecordedIsKept: a thread reply that arrives after the card was
-// posted and before it was recorded (its sender was slow, or killed between the two) is
-// not dropped: it waits for the record and then reaches Guance. A message in a thread
-// that is no card's is still ignored.
+// TestReplyToACardNotYetRecordedIsKept: a thread reply and a click that arrive after the
+// card was posted and before it was recorded (its sender was slow, or killed between
+// the two) are not dropped: they wait for the record and then reach Guance. A message
+// in a thread that is no card's is still ignored.
 func TestReplyToACardNotYetRecordedIsKept(t *testing.T) {
 	h := newHarness(t, "embedded", 18, time.Second)
 	h.fs.AddUser("ou_alice", "张三")
@@ -438,8 +439,19 @@ func TestReplyToACardNotYetRecordedIsKept(t *testing.T) {
 			t.Fatalf("deliver: %v %v", ack, err)
 		}
 	}
+	// A click on the unrecorded card is not answered "unknown" and lost: it is queued.
+	resp, err := h.bot.HandleCardAction(t.Context(), feishu.CardAction{EventID: "ev_early", OperatorOpenID: "ou_alice",
+		MessageID: card, ChatID: testChat, EventTime: time.Now(),
+		Value: map[string]any{"action": "resolve", "issue": issue, "rev": float64(1), "st": float64(10)}})
+	if err != nil || resp.Toast == nil || resp.Toast.Type != "info" {
+		t.Fatalf("click answer %+v, %v; want an info toast (queued)", resp.Toast, err)
+	}
 	close(release)
 	waitFor(t, 30*time.Second, "the early reply in Guance", func() bool { return len(h.botReplies(issue)) == 1 })
+	waitFor(t, 30*time.Second, "the early click applied", func() bool {
+		is, ok := h.gs.Issue(issue)
+		return ok && is.StatusType == int(guance.StatusResolved)
+	})
 	waitFor(t, 30*time.Second, "the other thread's message settled", func() bool {
 		n, err := h.st.CountJobs(t.Context(), queueReplies)
 		return err == nil && n == 0
