@@ -104,6 +104,7 @@ func (b *Bot) runBudget(ctx context.Context) {
 			return
 		}
 		now := b.now()
+		granted := b.granted()
 		served := false
 		for _, t := range s.order(now, b.cfg.PollInterval) {
 			if served = b.serve(ctx, t); served {
@@ -122,9 +123,20 @@ func (b *Bot) runBudget(ctx context.Context) {
 			next = now.Add(max(wait, 100*time.Millisecond))
 			continue
 		}
-		next = now.Add(b.turnSpacing())
+		// A turn that took more than one request (a second list page, the channel or
+		// level list) takes as many turns' worth of the budget.
+		spent := max(b.granted()-granted, 1)
+		next = now.Add(b.turnSpacing() * time.Duration(min(spent, 10)))
 		b.saveNextTurn(ctx, next)
 	}
+}
+
+// granted is how many Guance calls the limiter has granted so far (0 without one).
+func (b *Bot) granted() uint64 {
+	if b.cfg.Budget == nil {
+		return 0
+	}
+	return b.cfg.Budget().Granted
 }
 
 // serve gives the turn to t and reports whether t used it (made a request).

@@ -64,6 +64,7 @@ type WindowLimiter struct {
 	sharedDown  time.Time // the shared window is not asked before this, after an error
 	sharedErrs  int
 	sharedWaits int
+	granted     uint64
 }
 
 // slot is one of the n uses a window allows.
@@ -87,6 +88,8 @@ type LimiterStats struct {
 	// last per, or still in flight), and HighUsed how many of them PriorityHigh callers
 	// took: a scheduler of background work can leave them room.
 	Used, HighUsed int
+	// Granted counts every call granted since the limiter was made.
+	Granted uint64
 	// Limit is n, the most Waits that may succeed in a window.
 	Limit int
 	// Reserve is the number of slots of a window that only PriorityHigh callers may take
@@ -296,6 +299,7 @@ func (l *WindowLimiter) askShared(ctx context.Context, w *waiter, i int, hold bo
 // grant takes slot i for a call granted at now; high says the caller was PriorityHigh.
 // l.mu is held.
 func (l *WindowLimiter) grant(i int, hold bool, now time.Time, high bool) {
+	l.granted++
 	if hold {
 		l.slots[i].held, l.slots[i].high = true, high
 	} else {
@@ -333,6 +337,7 @@ func (l *WindowLimiter) Stats() LimiterStats {
 		Waiting:      len(l.waiters),
 		SharedWaits:  l.sharedWaits,
 		SharedErrors: l.sharedErrs,
+		Granted:      l.granted,
 	}
 	for _, s := range l.slots {
 		if s.held || s.freeAt.After(now) {
