@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"issuebot/bot/cards"
+	"issuebot/bot/feishu"
 	"issuebot/bot/jobs"
 )
 
@@ -34,6 +35,9 @@ var (
 	noticeStatusRefused = notice{"status-refused",
 		"⚠️ Guance 拒绝了状态修改（权限不足？）。",
 		"⚠️ Guance refused the status change (missing permission?)."}
+	noticeCardPending = notice{"card-pending",
+		"卡片还在发送中，请几秒后再发一次。",
+		"The card is still being sent; please try again in a few seconds."}
 	noticeNoIssueStatus = notice{"status-no-issue",
 		"⚠️ 找不到对应的 Guance Issue（可能已被删除），状态未修改。",
 		"⚠️ The Guance issue no longer exists (deleted?); the status was not changed."}
@@ -43,7 +47,7 @@ var (
 var notices = map[string]notice{}
 
 func init() {
-	for _, n := range []notice{noticeRefused, noticeNoIssue, noticeDelayed, noticeNotInThread, noticeStatusRefused, noticeNoIssueStatus} {
+	for _, n := range []notice{noticeRefused, noticeNoIssue, noticeDelayed, noticeNotInThread, noticeStatusRefused, noticeNoIssueStatus, noticeCardPending} {
 		notices[n.kind] = n
 	}
 }
@@ -113,7 +117,16 @@ func (b *Bot) sendAnswer(ctx context.Context, j *jobs.Job[answerJob]) error {
 		_, err = b.feishu.ReplyText(wctx, p.MessageID, n.text(), true, j.ID)
 	}
 	if err != nil {
-		return fmt.Errorf("post the %s answer to message %s: %w", p.Kind, p.MessageID, err)
+		err = fmt.Errorf("post the %s answer to message %s: %w", p.Kind, p.MessageID, err)
+		// An answer Feishu refuses (the message was recalled, say) or that could not be
+		// posted for a long while is not worth holding up the chat's later answers.
+		if !feishu.Retryable(wctx, err) || j.Attempts+1 >= answerMaxAttempts {
+			return jobs.Drop("cannot be posted", err)
+		}
+		return err
 	}
 	return nil
 }
+
+// answerMaxAttempts bounds the tries of one answer (about an hour of backoff).
+const answerMaxAttempts = 30

@@ -46,8 +46,8 @@ func (r scenarioResult) pct(p float64) time.Duration {
 
 // runScenario cards s.issues issues, writes s.replies human replies on them in Guance
 // and waits for every one to reach its thread. The bot runs with GUANCE_RATE_LIMIT=18
-// against a fake that allows 20, both counting over s.win; POLL_INTERVAL is s.win/6
-// (10 s at the real scale).
+// against a fake that allows 20, both counting over s.win; POLL_INTERVAL is s.poll
+// scaled to s.win (10 s at the real scale by default).
 func runScenario(tb testing.TB, s scenario) scenarioResult {
 	tb.Helper()
 	// Feishu's per-chat limit is raised so that carding 150 issues is quick; this is
@@ -58,7 +58,7 @@ func runScenario(tb testing.TB, s scenario) scenarioResult {
 	if poll == 0 {
 		poll = 10 * time.Second
 	}
-	h.cfg.PollInterval = poll * s.win / time.Minute
+	h.cfg.PollInterval = time.Duration(float64(poll) * float64(s.win) / float64(time.Minute))
 	h.cfg.Overlap = 5 * s.win // five minutes at the real scale
 	h.cfg.ClockSkew = s.win
 	h.start()

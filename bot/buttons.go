@@ -67,16 +67,26 @@ func (b *Bot) HandleCardAction(ctx context.Context, a feishu.CardAction) (feishu
 	log = log.With("issue_uuid", act.IssueUUID, "action", act.Action)
 	rec, err := b.state.GetIssue(ctx, act.IssueUUID)
 	if errors.Is(err, store.ErrNotFound) {
-		if queued, qerr := b.cardQueued(ctx, act.IssueUUID); qerr == nil && queued {
-			// The card is out but not recorded yet (its sender was killed between the
-			// two, say): the change waits for the record.
+		// The card may be out but not recorded yet (its sender was killed between the
+		// two, say): the change then waits for the record. The queue is read before the
+		// record again, since the sender records the card and then drops its job.
+		queued, qerr := b.cardQueued(ctx, act.IssueUUID, "")
+		switch {
+		case qerr != nil:
+			log.Error("card action: read the card queue", "err", qerr)
+		case queued:
 			job := statusJob{IssueUUID: act.IssueUUID, Target: act.Status(), Action: act.Action, Expect: act.Shown,
 				Who: b.operatorName(ctx, a.OperatorOpenID), At: b.now()}
-			if err := b.queueStatusJob(ctx, "click:"+a.EventID+":"+a.Token, job); err == nil {
-				log.Info("status change queued until the card is recorded")
-				return toastOnly("info", "修改已排队，完成后卡片会更新。", "The change is queued; the card will update when it is done."), nil
+			if err := b.queueStatusJob(ctx, "click:"+a.EventID+":"+a.Token, job); err != nil {
+				log.Error("queue a status change", "err", err)
+				return toastOnly("error", "机器人暂时无法处理，请稍后再试。", "The bot cannot handle this right now; try again shortly."), nil
 			}
+			log.Info("status change queued until the card is recorded")
+			return toastOnly("info", "修改已排队，完成后卡片会更新。", "The change is queued; the card will update when it is done."), nil
 		}
+		rec, err = b.state.GetIssue(ctx, act.IssueUUID)
+	}
+	if errors.Is(err, store.ErrNotFound) {
 		return toastOnly("error", "找不到这个 Issue 的记录。", "This issue is not known to the bot."), nil
 	}
 	if err != nil {
@@ -300,7 +310,7 @@ func (b *Bot) statusWork(ctx context.Context, j *jobs.Job[statusJob]) error {
 	log := b.logger.With("issue_uuid", p.IssueUUID, "action", p.Action)
 	rec, err := b.state.GetIssue(wctx, p.IssueUUID)
 	if errors.Is(err, store.ErrNotFound) {
-		if queued, qerr := b.cardQueued(wctx, p.IssueUUID); qerr != nil {
+		if queued, qerr := b.cardQueued(wctx, p.IssueUUID, ""); qerr != nil {
 			return qerr
 		} else if queued {
 			return jobs.Later(max(b.cfg.RetryBase, 200*time.Millisecond), errors.New("waiting for the issue's card to be recorded"))

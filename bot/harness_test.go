@@ -291,6 +291,15 @@ type countingStore struct {
 	threadReads atomic.Int64
 	onUpdate    func()
 	onPut       func(queue string)
+	// failDeleteIf, when set and true for a queue, makes DeleteJobIf fail there.
+	failDeleteIf func(queue string) bool
+}
+
+func (s *countingStore) DeleteJobIf(ctx context.Context, queue, id string, rev uint64) (bool, error) {
+	if s.failDeleteIf != nil && s.failDeleteIf(queue) {
+		return false, errors.New("injected: the store is unreachable")
+	}
+	return s.Store.DeleteJobIf(ctx, queue, id, rev)
 }
 
 func (s *countingStore) PutJob(ctx context.Context, queue string, j store.Job) error {

@@ -62,13 +62,20 @@ func (b *Bot) runLeader(ctx context.Context) error {
 func (b *Bot) lead(ctx context.Context, term int64) {
 	b.term.Store(term)
 	defer b.term.Store(0)
-	lctx, lost := context.WithCancel(ctx)
-	defer lost()
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	lost := func() {
+		b.term.Store(0) // no job starts any more, before the work in hand is cancelled
+		cancel()
+	}
 	g, gctx := errgroup.WithContext(lctx)
 	g.Go(func() error {
 		renewed := b.now()
 		for sleepCtx(gctx, leaseRenew) {
-			got, err := b.state.AcquireLease(gctx, leasePoller, b.holder(), leaseTTL)
+			// A renew that hangs must not outlast the lease: it gets until the give-up.
+			rctx, rcancel := context.WithTimeout(gctx, max(leaseGiveUp-b.now().Sub(renewed), 100*time.Millisecond))
+			got, err := b.state.AcquireLease(rctx, leasePoller, b.holder(), leaseTTL)
+			rcancel()
 			switch {
 			case err == nil && got != term:
 				// Another replica (or a newer process of this instance) holds it, or it

@@ -51,15 +51,15 @@ func (b *Bot) queueCard(ctx context.Context, is guance.Issue) error {
 	return nil
 }
 
-// cardQueued reports whether the card of an issue is queued (perhaps sent and not yet
-// recorded).
-func (b *Bot) cardQueued(ctx context.Context, issueUUID string) (bool, error) {
+// cardQueued reports whether a card is queued (perhaps sent and not yet recorded) for
+// the issue, or, with issueUUID "", for any issue of the chat.
+func (b *Bot) cardQueued(ctx context.Context, issueUUID, chatID string) (bool, error) {
 	queued, err := b.cards.Jobs(ctx)
 	if err != nil {
 		return false, err
 	}
 	for _, j := range queued {
-		if j.ID == issueUUID {
+		if (issueUUID != "" && j.ID == issueUUID) || (issueUUID == "" && j.Payload.ChatID == chatID) {
 			return true, nil
 		}
 	}

@@ -33,7 +33,7 @@ const retryMax = 2 * time.Minute
 // newQueues builds the engine and every queue.
 func (b *Bot) newQueues() {
 	e := &jobs.Engine{
-		Store: b.state, Logger: b.logger, Classify: b.classify, Term: b.term.Load,
+		Store: b.state, Logger: b.logger, Classify: b.classify, Lease: leasePoller, Term: b.term.Load,
 		Now: func() time.Time { return b.now() },
 		Observer: jobs.Observer{
 			Depth: func(queue string, n int) {
@@ -63,7 +63,7 @@ func (b *Bot) newQueues() {
 	b.cards.Key = func(p cardJob) string { return p.ChatID }
 	b.cards.Parallel = maxChatsInFlight
 	b.replies = jobs.NewQueue(e, queueReplies, b.postReply)
-	b.replies.Key = func(p replyJob) string { return p.IssueUUID }
+	b.replies.Key = replyKey
 	b.thread = jobs.NewQueue(e, queueThread, b.postToThread)
 	b.thread.Key = func(p threadJob) string { return p.IssueUUID }
 	b.thread.Less = func(x, y *jobs.Job[threadJob]) bool {
@@ -79,6 +79,16 @@ func (b *Bot) newQueues() {
 	b.answers = jobs.NewQueue(e, queueAnswers, b.sendAnswer)
 	b.answers.Key = func(p answerJob) string { return p.ChatID }
 	b.answers.Parallel = maxChatsInFlight
+}
+
+// replyKey orders chat messages to Guance: by their card's thread (so one that arrived
+// before its card was recorded keeps its place among the thread's later ones), else by
+// issue (the #issue_uuid#text form).
+func replyKey(p replyJob) string {
+	if p.RootID != "" {
+		return "thread:" + p.RootID
+	}
+	return "issue:" + p.IssueUUID
 }
 
 // classify is the one retry policy of every queue: how long a failed attempt waits,

@@ -50,10 +50,12 @@ func (b *Bot) turnSpacing() time.Duration {
 	return b.cfg.BudgetWindow / time.Duration(max(b.cfg.RateLimit-people-1, 1))
 }
 
-// pollEvery is the poll cadence while the watcher is busy too: POLL_INTERVAL, or every
-// other turn when the budget cannot pay for more.
+// pollEvery is the poll cadence while the watcher is busy too: the first turn once
+// POLL_INTERVAL has passed, and at most every other turn.
 func (b *Bot) pollEvery() time.Duration {
-	return max(b.cfg.PollInterval, 2*b.turnEvery())
+	turn := b.turnEvery()
+	turns := (max(b.cfg.PollInterval, 2*turn) + turn - 1) / turn
+	return turns * turn
 }
 
 // syncEvery is the watcher's cadence while polls are due as well: the turns left

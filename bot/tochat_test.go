@@ -163,7 +163,7 @@ func TestClaimedThreadPostIsLeftAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := h.st.ClaimWork(t.Context(), queueThread+":reply_claimed", h.bot.term.Load(), time.Minute); err != nil || !ok {
+	if ok, err := h.st.ClaimWork(t.Context(), leasePoller, queueThread+":reply_claimed", h.bot.term.Load(), time.Minute); err != nil || !ok {
 		t.Fatalf("claim: %v %v", ok, err)
 	}
 	if err := h.st.PutJob(t.Context(), queueThread, store.Job{ID: "reply_claimed", Payload: payload, NotBefore: time.Now()}); err != nil {
@@ -194,6 +194,10 @@ func TestDeadLeadersClaimDoesNotHoldThePost(t *testing.T) {
 			if err != nil || dead == 0 {
 				t.Fatalf("take the lease as the dead process: %d, %v", dead, err)
 			}
+			// It claimed the post and died with the claim held.
+			if ok, err := h.st.ClaimWork(t.Context(), leasePoller, queueThread+":reply_orphaned", dead, time.Hour); err != nil || !ok {
+				t.Fatalf("claim as the dead process: %v %v", ok, err)
+			}
 			h.start()
 			h.bootstrapped()
 			if got := h.bot.term.Load(); got <= dead {
@@ -204,9 +208,6 @@ func TestDeadLeadersClaimDoesNotHoldThePost(t *testing.T) {
 				CreateAt: time.Now().Unix(), Text: "claimed by a dead leader"})
 			if err != nil {
 				t.Fatal(err)
-			}
-			if ok, err := h.st.ClaimWork(t.Context(), queueThread+":reply_orphaned", dead, time.Hour); err != nil || !ok {
-				t.Fatalf("claim as the dead process: %v %v", ok, err)
 			}
 			if err := h.st.PutJob(t.Context(), queueThread, store.Job{ID: "reply_orphaned", Payload: payload, NotBefore: time.Now()}); err != nil {
 				t.Fatal(err)

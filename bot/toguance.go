@@ -48,25 +48,14 @@ type replyJob struct {
 	AttemptedAt time.Time `json:"attempted_at,omitzero"`
 	// Notified is set once the chat was told the reply is delayed.
 	Notified bool `json:"notified,omitempty"`
-	// RootID and ThreadID place a message whose thread was not known to be a card's
-	// when it arrived (IssueUUID empty): the job waits until the card is recorded.
+	// ReplyUUID is the Guance reply once created: a retry after that (a crash while it
+	// was being recorded) only finishes the recording.
+	ReplyUUID string `json:"reply_uuid,omitempty"`
+	// RootID and ThreadID place a thread message. When its thread was not known to be
+	// a card's when it arrived (IssueUUID empty), the job waits until the card is
+	// recorded.
 	RootID   string `json:"root_id,omitempty"`
 	ThreadID string `json:"thread_id,omitempty"`
-}
-
-// cardInFlight reports whether a card of the chat is queued (perhaps sent and not yet
-// recorded).
-func (b *Bot) cardInFlight(ctx context.Context, chatID string) (bool, error) {
-	queued, err := b.cards.Jobs(ctx)
-	if err != nil {
-		return false, err
-	}
-	for _, j := range queued {
-		if j.Payload.ChatID == chatID {
-			return true, nil
-		}
-	}
-	return false, nil
 }
 
 // resolveThread finds the issue of a message queued before its thread was known to
@@ -76,7 +65,7 @@ func (b *Bot) resolveThread(ctx context.Context, p replyJob) (string, error) {
 	if err != nil || ok {
 		return rec.IssueUUID, err
 	}
-	waiting, err := b.cardInFlight(ctx, p.ChatID)
+	waiting, err := b.cardQueued(ctx, "", p.ChatID)
 	if err != nil {
 		return "", err
 	}
@@ -114,9 +103,15 @@ func (b *Bot) HandleMessage(ctx context.Context, m feishu.Message) error {
 	if !inThread && m.RootID != "" {
 		// A thread the store does not know may be a card that is out but not recorded
 		// yet (its sender was killed between the two, say): while a card of this chat
-		// is queued, the message is queued too and waits for the record.
-		if inThread, err = b.cardInFlight(ctx, m.ChatID); err != nil {
+		// is queued, the message is queued too and waits for the record. The queue is
+		// read before the record again: the sender records the card, then drops its job.
+		if inThread, err = b.cardQueued(ctx, "", m.ChatID); err != nil {
 			return err
+		}
+		if !inThread {
+			if rec, inThread, err = b.threadIssue(ctx, m); err != nil {
+				return err
+			}
 		}
 	}
 	if !inThread && !addressed {
@@ -135,6 +130,9 @@ func (b *Bot) HandleMessage(ctx context.Context, m feishu.Message) error {
 		if !inThread {
 			return b.once(ctx, m, noticeNotInThread.kind)
 		}
+		if rec.IssueUUID == "" {
+			return b.once(ctx, m, noticeCardPending.kind) // its card is not recorded yet
+		}
 		return b.queueStatusCommand(ctx, m, rec, cmd.kind)
 	case cmdStatus:
 		return b.once(ctx, m, answerStatus)
@@ -152,7 +150,7 @@ func (b *Bot) HandleMessage(ctx context.Context, m feishu.Message) error {
 		MessageID: m.MessageID, ChatID: m.ChatID, IssueUUID: issueUUID, Text: text,
 		SenderOpenID: m.SenderOpenID, Received: b.now(),
 	}
-	if issueUUID == "" {
+	if inThread {
 		job.RootID, job.ThreadID = m.RootID, m.ThreadID
 	}
 	for _, mn := range m.Mentions {
@@ -237,6 +235,9 @@ func (b *Bot) postReply(ctx context.Context, j *jobs.Job[replyJob]) error {
 			return err
 		}
 	}
+	if p.ReplyUUID != "" {
+		return b.replyDone(wctx, *p, p.ReplyUUID)
+	}
 	gctx := guance.WithPriority(wctx, guance.PriorityHigh)
 	if j.Attempts >= replyNotifyAfter && !p.Notified {
 		p.Notified = true
@@ -252,6 +253,10 @@ func (b *Bot) postReply(ctx context.Context, j *jobs.Job[replyJob]) error {
 			return errors.Join(err, j.Save(wctx))
 		}
 		if r != "" {
+			p.ReplyUUID = r
+			if err := j.Save(wctx); err != nil {
+				return err
+			}
 			return b.replyDone(wctx, *p, r)
 		}
 	} else {
@@ -290,6 +295,12 @@ func (b *Bot) postReply(ctx context.Context, j *jobs.Job[replyJob]) error {
 		}
 	}
 	b.learnKey(wctx, r.Creator)
+	// Kept before anything else is recorded: once the reply is marked the bot's own,
+	// findOwnReply would no longer find it, and a retry would post it again.
+	p.ReplyUUID = r.UUID
+	if err := j.Save(wctx); err != nil {
+		return err
+	}
 	return b.replyDone(wctx, *p, r.UUID)
 }
 

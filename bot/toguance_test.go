@@ -430,8 +430,11 @@ func TestReplyToACardNotYetRecordedIsKept(t *testing.T) {
 	if _, err := h.st.GetIssue(t.Context(), issue); err == nil {
 		t.Fatal("the card is recorded already; the test cannot play the gap")
 	}
+	bot := feishutest.Mention{Key: "@_user_1", OpenID: h.fs.BotOpenID, Name: h.fs.BotName}
 	for _, e := range [][]byte{
 		threadReply(h.fs, "om_early", card, "已在处理"),
+		// A text command there cannot wait for the record like a reply: it is answered.
+		threadReply(h.fs, "om_early_cmd", card, "@_user_1 resolve", bot),
 		h.fs.MessageEvent(feishutest.MessageSpec{MessageID: "om_other_thread", RootID: "om_not_a_card", ChatID: testChat,
 			SenderOpenID: "ou_alice", Content: feishutest.TextContent("lunch?")}),
 	} {
@@ -459,6 +462,14 @@ func TestReplyToACardNotYetRecordedIsKept(t *testing.T) {
 	if got := h.botReplies(issue); len(got) != 1 || got[0] != "[飞书] 张三: 已在处理" {
 		t.Errorf("replies = %q, want the early one once", got)
 	}
+	waitFor(t, 10*time.Second, "the command answered", func() bool {
+		for _, m := range h.fs.Messages(testChat) {
+			if strings.Contains(m.Content, "卡片还在发送中") {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // TestEveryAnswerIsSent: a burst of commands, with Feishu refusing one answer with its
@@ -527,4 +538,64 @@ func TestRepliesOfAnIssueKeepTheirOrder(t *testing.T) {
 	if !failed.Load() {
 		t.Error("the first reply never failed; the test did not exercise a retry")
 	}
+}
+
+// TestRecordedReplyIsNotPostedAgain: when a reply was created and recorded as the
+// bot's own but its job could not be removed (the store failed, or the process died
+// right then), the retry finishes the job without posting the reply a second time.
+func TestRecordedReplyIsNotPostedAgain(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Second)
+	h.fs.AddUser("ou_alice", "张三")
+	h.intake = true
+	var failed atomic.Bool
+	h.st = &countingStore{Store: h.st, failDeleteIf: func(queue string) bool {
+		return queue == queueReplies && failed.CompareAndSwap(false, true)
+	}}
+	h.start()
+	h.bootstrapped()
+	issue, card := h.cardedIssue("recorded reply")
+	if ack, err := h.fs.DeliverWS(t.Context(), threadReply(h.fs, "om_once", card, "只发一次")); err != nil || ack.Code != 200 {
+		t.Fatalf("deliver: %v %v", ack, err)
+	}
+	waitFor(t, 30*time.Second, "the reply job done", func() bool {
+		n, err := h.st.CountJobs(t.Context(), queueReplies)
+		return failed.Load() && err == nil && n == 0
+	})
+	if got := h.botReplies(issue); len(got) != 1 {
+		t.Errorf("replies = %q, want exactly one", got)
+	}
+}
+
+// TestRefusedAnswerDoesNotHoldTheChat: an answer Feishu refuses for good (its message
+// was recalled) is dropped, and the chat's later answers still go out.
+func TestRefusedAnswerDoesNotHoldTheChat(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Second)
+	h.fs.AddUser("ou_alice", "张三")
+	h.intake = true
+	h.start()
+	h.bootstrapped()
+	bot := feishutest.Mention{Key: "@_user_1", OpenID: h.fs.BotOpenID, Name: h.fs.BotName}
+	help := func(id string) []byte {
+		return h.fs.MessageEvent(feishutest.MessageSpec{MessageID: id, ChatID: testChat, SenderOpenID: "ou_alice",
+			Content: feishutest.TextContent("@_user_1 help"), Mentions: []feishutest.Mention{bot}})
+	}
+	first := help("om_recalled")
+	h.fs.Recall("om_recalled") // recalled before the bot could answer
+	for _, e := range [][]byte{first, help("om_later")} {
+		if ack, err := h.fs.DeliverWS(t.Context(), e); err != nil || ack.Code != 200 {
+			t.Fatalf("deliver: %v %v", ack, err)
+		}
+	}
+	waitFor(t, 30*time.Second, "the later help answered", func() bool {
+		for _, m := range h.fs.Messages(testChat) {
+			if m.MsgType == "interactive" && m.ParentID == "om_later" {
+				return true
+			}
+		}
+		return false
+	})
+	waitFor(t, 10*time.Second, "the refused answer dropped", func() bool {
+		n, err := h.st.CountJobs(t.Context(), queueAnswers)
+		return err == nil && n == 0
+	})
 }

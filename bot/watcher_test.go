@@ -699,8 +699,8 @@ func TestBudgetArithmetic(t *testing.T) {
 		}
 	}
 	b := New(Config{RateLimit: 18, PollInterval: 10 * time.Second}, nil, nil, nil, nil, nil)
-	if b.pollEvery() != 10*time.Second || b.syncEvery() != time.Minute/9 {
-		t.Errorf("defaults: polls every %v, watcher every %v; want 10s and 6.67s (6 + 9 + 2 reserved + 1 spare per minute)", b.pollEvery(), b.syncEvery())
+	if b.pollEvery() != 12*time.Second || b.syncEvery() != 6*time.Second {
+		t.Errorf("defaults: polls every %v, watcher every %v; want 12s and 6s (turns every 4 s: 5 polls + 10 watcher + 2 reserved + 1 spare per minute)", b.pollEvery(), b.syncEvery())
 	}
 	fast := New(Config{RateLimit: 18, PollInterval: 2 * time.Second}, nil, nil, nil, nil, nil)
 	polls := time.Minute / fast.pollEvery()

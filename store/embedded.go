@@ -756,8 +756,9 @@ func (e *Embedded) ReleaseLease(ctx context.Context, name string, h Holder) erro
 	return nil
 }
 
-// ClaimWork claims key for term unless a live claim of term or a newer term holds.
-func (e *Embedded) ClaimWork(ctx context.Context, key string, term int64, ttl time.Duration) (bool, error) {
+// ClaimWork claims key for term of lease unless the lease moved on or a live claim of term or a newer term
+// holds.
+func (e *Embedded) ClaimWork(ctx context.Context, lease, key string, term int64, ttl time.Duration) (bool, error) {
 	if term < 1 {
 		return false, fmt.Errorf("claim work %s: term %d is below 1", key, term)
 	}
@@ -766,6 +767,9 @@ func (e *Embedded) ClaimWork(ctx context.Context, key string, term int64, ttl ti
 	}
 	var ok bool
 	err := e.update(ctx, func(tx *bolt.Tx, now time.Time) error {
+		if v := tx.Bucket(bucketTerms).Get([]byte(lease)); len(v) == 8 && decodeInt(v) > term {
+			return nil // deposed
+		}
 		b := tx.Bucket(bucketWork)
 		if cur := b.Get([]byte(key)); live(cur, now) && len(cur) >= 16 && decodeInt(cur[8:]) >= term {
 			return nil
@@ -872,7 +876,6 @@ func (e *Embedded) DueJobs(ctx context.Context, queue string, now time.Time, lim
 	return out, nil
 }
 
-// DeleteJob removes a job from the queue.
 // DeleteJobIf removes a job whose Rev is still rev, in one transaction.
 func (e *Embedded) DeleteJobIf(ctx context.Context, queue, id string, rev uint64) (bool, error) {
 	if err := checkPart("queue", queue); err != nil {
@@ -904,6 +907,7 @@ func (e *Embedded) DeleteJobIf(ctx context.Context, queue, id string, rev uint64
 	return deleted, nil
 }
 
+// DeleteJob removes a job from the queue.
 func (e *Embedded) DeleteJob(ctx context.Context, queue, id string) error {
 	if err := checkPart("queue", queue); err != nil {
 		return fmt.Errorf("delete job %s: %w", id, err)

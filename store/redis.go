@@ -678,11 +678,17 @@ func (r *Redis) ReleaseLease(ctx context.Context, name string, h Holder) error {
 // claimWorkScript claims work for a lease term.
 //
 //	KEYS[1] -> <prefix>work:<key>   the claiming term, PX ttl
+//	KEYS[2] -> <prefix>term:<lease> the lease's current term
 //	ARGV[1] -> term
 //	ARGV[2] -> ttl in milliseconds
 //
-// Returns 1 and sets the claim if there is none or it holds an older term; returns 0 otherwise.
+// Returns 0 if the lease has a newer term than ARGV[1] (the caller was deposed) or a claim of ARGV[1] or a
+// newer term holds; otherwise sets the claim and returns 1.
 var claimWorkScript = redis.NewScript(`
+local current = tonumber(redis.call('GET', KEYS[2]))
+if current and current > tonumber(ARGV[1]) then
+  return 0
+end
 local cur = tonumber(redis.call('GET', KEYS[1]))
 if cur and cur >= tonumber(ARGV[1]) then
   return 0
@@ -702,15 +708,15 @@ end
 return 0
 `)
 
-// ClaimWork claims key for term unless a claim of term or a newer term holds.
-func (r *Redis) ClaimWork(ctx context.Context, key string, term int64, ttl time.Duration) (bool, error) {
+// ClaimWork claims key for term of lease unless the lease moved on or a claim of term or a newer term holds.
+func (r *Redis) ClaimWork(ctx context.Context, lease, key string, term int64, ttl time.Duration) (bool, error) {
 	if term < 1 {
 		return false, fmt.Errorf("claim work %s: term %d is below 1", key, term)
 	}
 	if ttl < time.Millisecond {
 		return false, fmt.Errorf("claim work %s: ttl %v is below 1ms", key, ttl)
 	}
-	n, err := claimWorkScript.Run(ctx, r.client, []string{r.keys.work(key)}, term, ttl.Milliseconds()).Int()
+	n, err := claimWorkScript.Run(ctx, r.client, []string{r.keys.work(key), r.keys.term(lease)}, term, ttl.Milliseconds()).Int()
 	if err != nil {
 		return false, fmt.Errorf("claim work %s for term %d: %w", key, term, err)
 	}

@@ -241,10 +241,11 @@ type Store interface {
 	// ReleaseLease frees the lease if h holds it; otherwise it does nothing.
 	ReleaseLease(ctx context.Context, name string, h Holder) error
 
-	// ClaimWork claims key for the lease holder of term for at most ttl. It succeeds if key is unclaimed or
-	// claimed under an older term, so a dead or deposed holder's claims are void as soon as a newer term
-	// exists; it returns false while a claim of term or a newer one holds. term must be at least 1.
-	ClaimWork(ctx context.Context, key string, term int64, ttl time.Duration) (bool, error)
+	// ClaimWork claims key for the holder of term of the named lease, for at most ttl. It fails (false) when
+	// the lease has moved on to a newer term (the caller was deposed) or a claim of term or a newer one
+	// holds; a claim of an older term is void, so a dead or deposed holder's claims end as soon as a newer
+	// term exists. term must be at least 1.
+	ClaimWork(ctx context.Context, lease, key string, term int64, ttl time.Duration) (bool, error)
 	// ReleaseWork frees key if it is claimed under term.
 	ReleaseWork(ctx context.Context, key string, term int64) error
 

@@ -26,9 +26,8 @@ import (
 type Store interface {
 	PutJob(ctx context.Context, queue string, j store.Job) error
 	DueJobs(ctx context.Context, queue string, now time.Time, limit int) ([]store.Job, error)
-	DeleteJob(ctx context.Context, queue, id string) error
 	DeleteJobIf(ctx context.Context, queue, id string, rev uint64) (bool, error)
-	ClaimWork(ctx context.Context, key string, term int64, ttl time.Duration) (bool, error)
+	ClaimWork(ctx context.Context, lease, key string, term int64, ttl time.Duration) (bool, error)
 	ReleaseWork(ctx context.Context, key string, term int64) error
 }
 
@@ -50,9 +49,10 @@ type Engine struct {
 	Logger   *slog.Logger
 	Classify Classify
 	Observer Observer
-	// Term returns the lease term this process works in; 0 means it does not lead, and
-	// no job is started.
-	Term func() int64
+	// Lease names the lease whose terms fence the claims, and Term returns the term this
+	// process works in; 0 means it does not lead, and no job is started.
+	Lease string
+	Term  func() int64
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -164,8 +164,9 @@ func NewQueue[T any](e *Engine, name string, work func(ctx context.Context, j *J
 // newRev returns a fresh job revision.
 func newRev() uint64 { return rand.Uint64() | 1 }
 
-// Enqueue stores a job, replacing one with the same id (re-enqueues coalesce; a job
-// replaced while it is worked on stays queued), and wakes the queue.
+// Enqueue stores a job, replacing one with the same id (re-enqueues coalesce), and
+// wakes the queue. A job replaced while it is worked on stays queued when the attempt
+// succeeds; a failed attempt's retry replaces it again (its work is the same).
 func (q *Queue[T]) Enqueue(ctx context.Context, id string, payload T, notBefore time.Time) error {
 	data, err := json.Marshal(payload)
 	if err != nil {
@@ -353,7 +354,7 @@ func (q *Queue[T]) attempt(ctx context.Context, j *Job[T]) bool {
 		return false
 	}
 	claim := q.Name + ":" + j.ID
-	ok, err := q.e.Store.ClaimWork(ctx, claim, term, claimTTL)
+	ok, err := q.e.Store.ClaimWork(ctx, q.e.Lease, claim, term, claimTTL)
 	if err != nil {
 		if ctx.Err() == nil {
 			q.log.Warn("claim a job", "job_id", j.ID, "err", err)
@@ -361,12 +362,14 @@ func (q *Queue[T]) attempt(ctx context.Context, j *Job[T]) bool {
 		return false
 	}
 	if !ok {
-		return false // another worker of this term or a newer one has it
+		return false // another worker of this term has it, or this process was deposed
 	}
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		_ = q.e.Store.ReleaseWork(rctx, claim, term)
+		if err := q.e.Store.ReleaseWork(rctx, claim, term); err != nil {
+			q.log.Warn("release a job's claim; it holds the job until it expires", "job_id", j.ID, "err", err)
+		}
 	}()
 	werr := q.Work(ctx, j)
 	// The outcome is written even if shutdown began meanwhile: the work is done.

@@ -39,7 +39,7 @@ func newRig(t *testing.T) *rig {
 	r := &rig{st: st}
 	r.term.Store(2)
 	r.e = &Engine{
-		Store: st, Term: r.term.Load, Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
+		Store: st, Lease: "poller", Term: r.term.Load, Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
 		Classify: func(context.Context, error, int) (time.Duration, string) { return 20 * time.Millisecond, "transient" },
 		Observer: Observer{
 			Dropped: func(q, reason string) { r.mu.Lock(); r.dropped = append(r.dropped, reason); r.mu.Unlock() },
@@ -202,10 +202,10 @@ func TestClaimsFollowTheTerm(t *testing.T) {
 	var runs atomic.Int32
 	q := NewQueue(r.e, "cards", func(context.Context, *Job[payload]) error { runs.Add(1); return nil })
 	ctx := t.Context()
-	if ok, err := r.st.ClaimWork(ctx, "cards:old", 1, time.Hour); err != nil || !ok {
+	if ok, err := r.st.ClaimWork(ctx, "poller", "cards:old", 1, time.Hour); err != nil || !ok {
 		t.Fatal(ok, err)
 	}
-	if ok, err := r.st.ClaimWork(ctx, "cards:held", 2, time.Hour); err != nil || !ok {
+	if ok, err := r.st.ClaimWork(ctx, "poller", "cards:held", 2, time.Hour); err != nil || !ok {
 		t.Fatal(ok, err)
 	}
 	for _, id := range []string{"old", "held"} {

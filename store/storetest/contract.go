@@ -52,6 +52,7 @@ func Contract(t *testing.T, open func(t *testing.T) store.Store) {
 		{"WorkClaim", testWorkClaim},
 		{"DeleteJobIf", testDeleteJobIf},
 		{"WorkClaimExpires", testWorkClaimExpires},
+		{"WorkClaimFencedByLease", testWorkClaimFenced},
 		{"Jobs", testJobs},
 		{"IssueEveryFieldRoundTrip", testIssueEveryField},
 		{"UpdateIssue", testUpdateIssue},
@@ -640,7 +641,7 @@ func testWorkClaim(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	claim := func(key string, term int64, want bool) {
 		t.Helper()
-		got, err := s.ClaimWork(ctx, key, term, time.Hour)
+		got, err := s.ClaimWork(ctx, "poller", key, term, time.Hour)
 		must(t, "ClaimWork", err)
 		if got != want {
 			t.Errorf("ClaimWork(%s, term %d) = %v, want %v", key, term, got, want)
@@ -656,10 +657,10 @@ func testWorkClaim(t *testing.T, s store.Store) {
 	claim("card:1", 4, false)
 	must(t, "ReleaseWork", s.ReleaseWork(ctx, "card:1", 4))
 	claim("card:1", 4, true)
-	if _, err := s.ClaimWork(ctx, "k", 0, time.Hour); err == nil {
+	if _, err := s.ClaimWork(ctx, "poller", "k", 0, time.Hour); err == nil {
 		t.Error("ClaimWork with term 0 succeeded, want an error")
 	}
-	if _, err := s.ClaimWork(ctx, "k", 1, 0); err == nil {
+	if _, err := s.ClaimWork(ctx, "poller", "k", 1, 0); err == nil {
 		t.Error("ClaimWork with ttl 0 succeeded, want an error")
 	}
 }
@@ -702,15 +703,34 @@ func testDeleteJobIf(t *testing.T, s store.Store) {
 	}
 }
 
+// testWorkClaimFenced: a holder deposed by a newer term cannot claim work any more, not
+// even work nobody has claimed yet.
+func testWorkClaimFenced(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	old, err := s.AcquireLease(ctx, "poller", store.Holder{Instance: "a", Incarnation: "1"}, time.Hour)
+	must(t, "AcquireLease", err)
+	cur, err := s.AcquireLease(ctx, "poller", store.Holder{Instance: "a", Incarnation: "2"}, time.Hour)
+	must(t, "AcquireLease", err)
+	if ok, err := s.ClaimWork(ctx, "poller", "card:9", old, time.Hour); err != nil || ok {
+		t.Errorf("ClaimWork by the deposed term %d = %v, %v; want false", old, ok, err)
+	}
+	if ok, err := s.ClaimWork(ctx, "poller", "card:9", cur, time.Hour); err != nil || !ok {
+		t.Errorf("ClaimWork by the current term %d = %v, %v; want true", cur, ok, err)
+	}
+	if ok, err := s.ClaimWork(ctx, "other", "card:9b", old, time.Hour); err != nil || !ok {
+		t.Errorf("ClaimWork fenced by another lease = %v, %v; want true (leases are independent)", ok, err)
+	}
+}
+
 func testWorkClaimExpires(t *testing.T, s store.Store) {
 	ctx := t.Context()
-	ok, err := s.ClaimWork(ctx, "w", 5, shortTTL)
+	ok, err := s.ClaimWork(ctx, "poller", "w", 5, shortTTL)
 	must(t, "ClaimWork", err)
 	if !ok {
 		t.Fatal("ClaimWork = false, want true")
 	}
 	waitExpired(t, s, shortTTL, "work claim", func() bool {
-		ok, err := s.ClaimWork(ctx, "w", 5, time.Hour)
+		ok, err := s.ClaimWork(ctx, "poller", "w", 5, time.Hour)
 		must(t, "ClaimWork", err)
 		return ok
 	})
@@ -844,7 +864,7 @@ func testReopen(t *testing.T, s store.Store, r Reopener) {
 	}
 	// The same instance, restarted, takes its lease at once with a newer term; a work claim of the old
 	// term does not hold it up.
-	ok, err := s.ClaimWork(ctx, "card:1", term, time.Hour)
+	ok, err := s.ClaimWork(ctx, "poller", "card:1", term, time.Hour)
 	must(t, "ClaimWork", err)
 	if !ok {
 		t.Fatal("ClaimWork before the restart = false, want true")
@@ -854,7 +874,7 @@ func testReopen(t *testing.T, s store.Store, r Reopener) {
 	if newTerm <= term {
 		t.Errorf("AcquireLease by the restarted instance = %d, want a term above %d", newTerm, term)
 	}
-	ok, err = s.ClaimWork(ctx, "card:1", newTerm, time.Hour)
+	ok, err = s.ClaimWork(ctx, "poller", "card:1", newTerm, time.Hour)
 	must(t, "ClaimWork", err)
 	if !ok {
 		t.Error("ClaimWork in the new term = false, want true: the old term's claim must not hold the work")
