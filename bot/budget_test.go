@@ -184,6 +184,22 @@ func TestChangeDetectionWithinBudget(t *testing.T) {
 	}
 }
 
+// benchWindow is the budget window of a benchmark: ISSUEBOT_BENCH_WINDOW, or a minute
+// (the real scale). A shorter window compresses time; the benchmarks scale their
+// numbers back to a minute.
+func benchWindow(b *testing.B) time.Duration {
+	b.Helper()
+	v := os.Getenv("ISSUEBOT_BENCH_WINDOW")
+	if v == "" {
+		return time.Minute
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		b.Fatalf("ISSUEBOT_BENCH_WINDOW=%q is not a positive duration", v)
+	}
+	return d
+}
+
 // BenchmarkReplySyncStaleness reports Guance reply → thread staleness (p50, p99) with
 // 150 carded open issues and 40 replies over two minutes, in both updateAt behaviours,
 // at POLL_INTERVAL=2s and 10s, and the Guance requests spent per reply delivered (the
@@ -193,14 +209,7 @@ func TestChangeDetectionWithinBudget(t *testing.T) {
 //
 //	go test ./bot -run '^$' -bench ReplySyncStaleness -benchtime 1x -timeout 3h
 func BenchmarkReplySyncStaleness(b *testing.B) {
-	win := time.Minute
-	if v := os.Getenv("ISSUEBOT_BENCH_WINDOW"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			b.Fatal(err)
-		}
-		win = d
-	}
+	win := benchWindow(b)
 	scale := float64(time.Minute) / float64(win)
 	for _, poll := range []time.Duration{2 * time.Second, 10 * time.Second} {
 		for _, bumps := range []bool{true, false} {

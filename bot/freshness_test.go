@@ -2,7 +2,6 @@ package bot
 
 import (
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -121,14 +120,7 @@ func TestFreshnessWithOneIssue(t *testing.T) {
 //
 //	go test ./bot -run '^$' -bench Freshness -benchtime 1x -timeout 1h
 func BenchmarkFreshness(b *testing.B) {
-	win := time.Minute
-	if v := os.Getenv("ISSUEBOT_BENCH_WINDOW"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			b.Fatal(err)
-		}
-		win = d
-	}
+	win := benchWindow(b)
 	for _, poll := range []time.Duration{2 * time.Second, 10 * time.Second} {
 		for _, bumps := range []bool{true, false} {
 			b.Run(fmt.Sprintf("poll=%v/bumps=%v", poll, bumps), func(b *testing.B) {

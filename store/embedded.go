@@ -878,6 +878,18 @@ func (e *Embedded) DueJobs(ctx context.Context, queue string, now time.Time, lim
 
 // DeleteJobIf removes a job whose Rev is still rev, in one transaction.
 func (e *Embedded) DeleteJobIf(ctx context.Context, queue, id string, rev uint64) (bool, error) {
+	return e.deleteJob(ctx, queue, id, func(j Job) bool { return j.Rev == rev })
+}
+
+// DeleteJob removes a job from the queue.
+func (e *Embedded) DeleteJob(ctx context.Context, queue, id string) error {
+	_, err := e.deleteJob(ctx, queue, id, func(Job) bool { return true })
+	return err
+}
+
+// deleteJob removes the job id if it exists and ok approves of it, and reports whether
+// it did.
+func (e *Embedded) deleteJob(ctx context.Context, queue, id string, ok func(Job) bool) (bool, error) {
 	if err := checkPart("queue", queue); err != nil {
 		return false, fmt.Errorf("delete job %s: %w", id, err)
 	}
@@ -892,7 +904,7 @@ func (e *Embedded) DeleteJobIf(ctx context.Context, queue, id string, rev uint64
 		if err := json.Unmarshal(old, &oj); err != nil {
 			return fmt.Errorf("decode job: %w", err)
 		}
-		if oj.Rev != rev {
+		if !ok(oj) {
 			return nil
 		}
 		if err := tx.Bucket(bucketDue).Delete(dueKey(queue, oj.NotBefore, id)); err != nil {
@@ -905,32 +917,6 @@ func (e *Embedded) DeleteJobIf(ctx context.Context, queue, id string, rev uint64
 		return false, fmt.Errorf("delete job %s from %s: %w", id, queue, err)
 	}
 	return deleted, nil
-}
-
-// DeleteJob removes a job from the queue.
-func (e *Embedded) DeleteJob(ctx context.Context, queue, id string) error {
-	if err := checkPart("queue", queue); err != nil {
-		return fmt.Errorf("delete job %s: %w", id, err)
-	}
-	err := e.update(ctx, func(tx *bolt.Tx, _ time.Time) error {
-		jobs := tx.Bucket(bucketJobs)
-		old := jobs.Get(jobKey(queue, id))
-		if old == nil {
-			return nil
-		}
-		var oj Job
-		if err := json.Unmarshal(old, &oj); err != nil {
-			return fmt.Errorf("decode job: %w", err)
-		}
-		if err := tx.Bucket(bucketDue).Delete(dueKey(queue, oj.NotBefore, id)); err != nil {
-			return err
-		}
-		return jobs.Delete(jobKey(queue, id))
-	})
-	if err != nil {
-		return fmt.Errorf("delete job %s from %s: %w", id, queue, err)
-	}
-	return nil
 }
 
 // CountJobs returns the number of jobs in the queue.
