@@ -54,33 +54,61 @@ type Tracker interface {
 	ListReplies(ctx context.Context, issueUUID string, o guance.ReplyListOptions) ([]guance.Reply, guance.PageInfo, error)
 }
 
-// State is what the bot needs from the store.
+// State is what the bot needs from the store: the parts below, each used by the files
+// named beside it, and the job queues (package jobs).
 type State interface {
 	Kind() string
 	Ping(ctx context.Context) error
+	records
+	marks
+	claims
+	cursors
+	leases
+	jobs.Store
+	CountJobs(ctx context.Context, queue string) (int, error)
+}
+
+// records are the issue records (record.go, newcards.go, patches.go, watcher.go).
+type records interface {
 	PutIssue(ctx context.Context, is store.Issue) error
 	GetIssue(ctx context.Context, issueUUID string) (store.Issue, error)
 	UpdateIssue(ctx context.Context, issueUUID string, fn func(*store.Issue) error) (store.Issue, error)
 	ListIssues(ctx context.Context) ([]store.Issue, error)
-	MarkRepliesSeen(ctx context.Context, issueUUID string, replyUUIDs ...string) error
-	ReplySeen(ctx context.Context, issueUUID, replyUUID string) (bool, error)
+	IssueByMessage(ctx context.Context, messageOrThreadID string) (store.Issue, error)
+	LinkThread(ctx context.Context, threadID, issueUUID string) error
+}
+
+// marks remember what was seen: issues by the poller, replies by the watcher, and the
+// replies the bot wrote itself (newissues.go, tochat.go, toguance.go).
+type marks interface {
 	MarkIssuesSeen(ctx context.Context, uuids ...string) error
 	IssueSeen(ctx context.Context, uuid string) (bool, error)
-	Cursor(ctx context.Context, name string) (int64, error)
-	Meta(ctx context.Context, name string) (string, error)
-	SetMeta(ctx context.Context, name, value string) error
-	AdvanceCursor(ctx context.Context, name string, v int64) (int64, error)
-	AcquireLease(ctx context.Context, name string, h store.Holder, ttl time.Duration) (int64, error)
-	ReleaseLease(ctx context.Context, name string, h store.Holder) error
-	jobs.Store
-	CountJobs(ctx context.Context, queue string) (int, error)
+	MarkRepliesSeen(ctx context.Context, issueUUID string, replyUUIDs ...string) error
+	ReplySeen(ctx context.Context, issueUUID, replyUUID string) (bool, error)
+	AddOwnReply(ctx context.Context, issueUUID, replyUUID string) error
+	IsOwnReply(ctx context.Context, replyUUID string) (bool, error)
+}
+
+// claims deduplicate Feishu messages and synced replies (toguance.go, tochat.go).
+type claims interface {
 	Claim(ctx context.Context, key string, ttl time.Duration) (bool, error)
 	Claimed(ctx context.Context, key string) (bool, error)
 	Release(ctx context.Context, key string) error
-	IssueByMessage(ctx context.Context, messageOrThreadID string) (store.Issue, error)
-	LinkThread(ctx context.Context, threadID, issueUUID string) error
-	AddOwnReply(ctx context.Context, issueUUID, replyUUID string) error
-	IsOwnReply(ctx context.Context, replyUUID string) (bool, error)
+}
+
+// cursors and meta are small facts kept across restarts: the poll cursor, the next
+// budget turn, the channel's uuid, the API key's account (newissues.go, schedule.go).
+type cursors interface {
+	Cursor(ctx context.Context, name string) (int64, error)
+	AdvanceCursor(ctx context.Context, name string, v int64) (int64, error)
+	Meta(ctx context.Context, name string) (string, error)
+	SetMeta(ctx context.Context, name, value string) error
+}
+
+// leases elect the one process that leads (leader.go).
+type leases interface {
+	AcquireLease(ctx context.Context, name string, h store.Holder, ttl time.Duration) (int64, error)
+	ReleaseLease(ctx context.Context, name string, h store.Holder) error
 }
 
 // Config holds the bot's settings (a subset of the process configuration).
