@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"issuebot/bot/cards"
-	"issuebot/bot/feishu"
 	"issuebot/bot/jobs"
 )
 
@@ -119,8 +118,9 @@ func (b *Bot) sendAnswer(ctx context.Context, j *jobs.Job[answerJob]) error {
 	if err != nil {
 		err = fmt.Errorf("post the %s answer to message %s: %w", p.Kind, p.MessageID, err)
 		// An answer Feishu refuses (the message was recalled, say) or that could not be
-		// posted for a long while is not worth holding up the chat's later answers.
-		if !feishu.Retryable(wctx, err) || j.Attempts+1 >= answerMaxAttempts {
+		// posted for a long while is not worth holding up the chat's later answers. (The
+		// queue's ctx, not the call's, which may have timed out: that is worth a retry.)
+		if _, reason := b.classify(ctx, err, j.Attempts+1); reason == jobs.ReasonRefused || j.Attempts+1 >= answerMaxAttempts {
 			return jobs.Drop("cannot be posted", err)
 		}
 		return err

@@ -315,6 +315,11 @@ func (b *Bot) statusWork(ctx context.Context, j *jobs.Job[statusJob]) error {
 		} else if queued {
 			return jobs.Later(max(b.cfg.RetryBase, 200*time.Millisecond), errors.New("waiting for the issue's card to be recorded"))
 		}
+		// The queue is read before the record again: the card may have been recorded
+		// between the two reads.
+		rec, err = b.state.GetIssue(wctx, p.IssueUUID)
+	}
+	if errors.Is(err, store.ErrNotFound) {
 		return nil // not carded (any more): nothing to change from the chat
 	}
 	if err != nil {

@@ -81,14 +81,15 @@ func (b *Bot) newQueues() {
 	b.answers.Parallel = maxChatsInFlight
 }
 
-// replyKey orders chat messages to Guance: by their card's thread (so one that arrived
-// before its card was recorded keeps its place among the thread's later ones), else by
-// issue (the #issue_uuid#text form).
+// replyKey orders chat messages to Guance: by issue, or, for a message that arrived
+// before its card was recorded (the issue unknown then), by its thread. The key is
+// fixed when the job is queued (replyJob.Key), so it does not move when the issue is
+// found later.
 func replyKey(p replyJob) string {
-	if p.RootID != "" {
-		return "thread:" + p.RootID
+	if p.Key != "" {
+		return p.Key
 	}
-	return "issue:" + p.IssueUUID
+	return "issue:" + p.IssueUUID // queued by an older version
 }
 
 // classify is the one retry policy of every queue: how long a failed attempt waits,

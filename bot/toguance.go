@@ -51,9 +51,10 @@ type replyJob struct {
 	// ReplyUUID is the Guance reply once created: a retry after that (a crash while it
 	// was being recorded) only finishes the recording.
 	ReplyUUID string `json:"reply_uuid,omitempty"`
-	// RootID and ThreadID place a thread message. When its thread was not known to be
-	// a card's when it arrived (IssueUUID empty), the job waits until the card is
-	// recorded.
+	// Key is the job's ordering key, fixed when it is queued (see replyKey).
+	Key string `json:"key,omitempty"`
+	// RootID and ThreadID place a message whose thread was not known to be a card's
+	// when it arrived (IssueUUID empty): the job waits until the card is recorded.
 	RootID   string `json:"root_id,omitempty"`
 	ThreadID string `json:"thread_id,omitempty"`
 }
@@ -150,8 +151,10 @@ func (b *Bot) HandleMessage(ctx context.Context, m feishu.Message) error {
 		MessageID: m.MessageID, ChatID: m.ChatID, IssueUUID: issueUUID, Text: text,
 		SenderOpenID: m.SenderOpenID, Received: b.now(),
 	}
-	if inThread {
+	job.Key = "issue:" + issueUUID
+	if issueUUID == "" {
 		job.RootID, job.ThreadID = m.RootID, m.ThreadID
+		job.Key = "thread:" + m.RootID
 	}
 	for _, mn := range m.Mentions {
 		if mn.OpenID != "" && mn.OpenID == m.SenderOpenID {
