@@ -219,6 +219,19 @@ func (h *harness) cardsFor(issueUUID string) int {
 	return n
 }
 
+// eachCardedOnce checks that the chat holds one card per issue of uuids, and no other.
+func (h *harness) eachCardedOnce(uuids []string) {
+	h.t.Helper()
+	if got := h.cardCount(); got != len(uuids) {
+		h.t.Errorf("cards in chat = %d, want %d", got, len(uuids))
+	}
+	for _, u := range uuids {
+		if got := h.cardsFor(u); got != 1 {
+			h.t.Errorf("issue %s has %d cards, want 1", u, got)
+		}
+	}
+}
+
 func (h *harness) cardCount() int {
 	n := 0
 	for _, m := range h.fs.Messages(testChat) {
