@@ -230,3 +230,32 @@ func TestSecretsStayOutOfErrorsAndLogs(t *testing.T) {
 	}
 	assertNoSecret(t, text+logs.String(), "not-the-secret-QQQ", srv.AppSecret, "t-1", "t-2", "t-3")
 }
+
+func TestChatInfoAndMembership(t *testing.T) {
+	srv := feishutest.NewServer(t)
+	srv.SetChat("oc_owned", feishutest.ChatSpec{Name: "SRE", OwnerOnly: true, Owner: "ou_owner", Managers: []string{"ou_mgr"}})
+	srv.AddChat("oc_open")
+	c := newClient(t, srv, &syncBuffer{})
+	ctx := t.Context()
+	owned, err := c.ChatInfo(ctx, "oc_owned")
+	if err != nil {
+		t.Fatalf("ChatInfo: %v", err)
+	}
+	if owned.Name != "SRE" || !owned.OwnerOnly || !owned.CanEdit("ou_owner") || !owned.CanEdit("ou_mgr") || owned.CanEdit("ou_someone") || owned.CanEdit("") {
+		t.Errorf("owner-only chat = %+v", owned)
+	}
+	open, err := c.ChatInfo(ctx, "oc_open")
+	if err != nil || open.OwnerOnly || !open.CanEdit("ou_someone") {
+		t.Errorf("open chat = %+v, %v", open, err)
+	}
+	var fe *feishu.Error
+	if _, err := c.ChatInfo(ctx, "oc_elsewhere"); !errors.As(err, &fe) || fe.Temporary() {
+		t.Errorf("ChatInfo of a chat the bot is not in: %v, want a lasting *feishu.Error", err)
+	}
+	if in, err := c.BotInChat(ctx, "oc_open"); err != nil || !in {
+		t.Errorf("BotInChat(member) = %v, %v", in, err)
+	}
+	if in, err := c.BotInChat(ctx, "oc_elsewhere"); err != nil || in {
+		t.Errorf("BotInChat(not a member) = %v, %v", in, err)
+	}
+}

@@ -76,13 +76,15 @@ type Toast struct {
 	EnUS string
 }
 
-// ChatEvent is a bot added to / removed from chat event.
+// ChatEvent is a bot added to / removed from chat event, or a group disbanded.
 type ChatEvent struct {
 	EventID        string
 	ChatID         string
 	ChatName       string
 	OperatorOpenID string
 	EventTime      time.Time
+	// Disbanded is set when the whole group was disbanded (im.chat.disbanded_v1).
+	Disbanded bool
 }
 
 // decodeMessage decodes an im.message.receive_v1 body. ok is false when the body is
@@ -130,7 +132,8 @@ func decodeMessage(body []byte) (Message, bool) {
 	return m, true
 }
 
-// decodeChatEvent decodes im.chat.member.bot.added_v1 / deleted_v1 bodies (same shape).
+// decodeChatEvent decodes im.chat.member.bot.added_v1 / deleted_v1 and im.chat.disbanded_v1
+// bodies (the same shape).
 func decodeChatEvent(body []byte) (ChatEvent, bool) {
 	var e larkim.P2ChatMemberBotAddedV1
 	if err := json.Unmarshal(body, &e); err != nil || e.Event == nil {

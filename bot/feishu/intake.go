@@ -36,6 +36,7 @@ const (
 	eventMessageReceive = "im.message.receive_v1"
 	eventBotAdded       = "im.chat.member.bot.added_v1"
 	eventBotRemoved     = "im.chat.member.bot.deleted_v1"
+	eventChatDisbanded  = "im.chat.disbanded_v1"
 	eventMessageRead    = "im.message.message_read_v1"
 )
 
@@ -115,6 +116,10 @@ func NewIntake(cfg IntakeConfig, h Handler) (*Intake, error) {
 	in.d.OnCustomizedEvent(eventMessageReceive, in.onMessage)
 	in.d.OnCustomizedEvent(eventBotAdded, in.onChatEvent(h.HandleBotAdded))
 	in.d.OnCustomizedEvent(eventBotRemoved, in.onChatEvent(h.HandleBotRemoved))
+	in.d.OnCustomizedEvent(eventChatDisbanded, in.onChatEvent(func(ctx context.Context, e ChatEvent) error {
+		e.Disbanded = true
+		return h.HandleBotRemoved(ctx, e)
+	}))
 	in.d.OnCustomizedEvent(eventMessageRead, func(context.Context, *larkevent.EventReq) error { return nil })
 	in.d.OnP2CardActionTrigger(in.onCardAction)
 

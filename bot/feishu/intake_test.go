@@ -1,6 +1,7 @@
 package feishu_test
 
 import (
+	"slices"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -21,6 +22,7 @@ type recorder struct {
 	messages []feishu.Message
 	actions  []feishu.CardAction
 	added    []feishu.ChatEvent
+	removed  []feishu.ChatEvent
 	got      chan struct{}
 }
 
@@ -50,7 +52,13 @@ func (r *recorder) HandleBotAdded(ctx context.Context, e feishu.ChatEvent) error
 	return nil
 }
 
-func (r *recorder) HandleBotRemoved(ctx context.Context, e feishu.ChatEvent) error { return nil }
+func (r *recorder) HandleBotRemoved(ctx context.Context, e feishu.ChatEvent) error {
+	r.mu.Lock()
+	r.removed = append(r.removed, e)
+	r.mu.Unlock()
+	r.got <- struct{}{}
+	return nil
+}
 
 func (r *recorder) counts() (msgs, actions, added int) {
 	r.mu.Lock()
@@ -198,6 +206,17 @@ func TestIntakeWSDeliversAndAcks(t *testing.T) {
 	}
 	if _, _, added := rec.counts(); added != 1 {
 		t.Errorf("bot added events = %d, want 1", added)
+	}
+	for _, ev := range [][]byte{srv.BotRemovedEvent("oc_2", "ou_alice"), srv.ChatDisbandedEvent("oc_3", "ou_bob")} {
+		if _, err := srv.DeliverWS(ctx, ev); err != nil {
+			t.Fatalf("DeliverWS chat event: %v", err)
+		}
+	}
+	rec.mu.Lock()
+	removed := slices.Clone(rec.removed)
+	rec.mu.Unlock()
+	if len(removed) != 2 || removed[0].ChatID != "oc_2" || removed[0].Disbanded || removed[1].ChatID != "oc_3" || !removed[1].Disbanded {
+		t.Errorf("removed events = %+v, want oc_2 (removed) and oc_3 (disbanded)", removed)
 	}
 	assertNoSecret(t, logs.String(), srv.AppSecret)
 }

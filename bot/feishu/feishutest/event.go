@@ -234,9 +234,27 @@ func (s *Server) CardActionEvent(c CardActionSpec) []byte {
 // BotAddedEvent returns an im.chat.member.bot.added_v1 event and puts the bot into chatID.
 func (s *Server) BotAddedEvent(chatID, operatorOpenID string) []byte {
 	s.AddChat(chatID)
+	return s.chatEvent("im.chat.member.bot.added_v1", chatID, operatorOpenID)
+}
+
+// BotRemovedEvent returns an im.chat.member.bot.deleted_v1 event and takes the bot out of
+// chatID.
+func (s *Server) BotRemovedEvent(chatID, operatorOpenID string) []byte {
+	s.RemoveChat(chatID)
+	return s.chatEvent("im.chat.member.bot.deleted_v1", chatID, operatorOpenID)
+}
+
+// ChatDisbandedEvent returns an im.chat.disbanded_v1 event and takes the bot out of chatID.
+func (s *Server) ChatDisbandedEvent(chatID, operatorOpenID string) []byte {
+	s.RemoveChat(chatID)
+	return s.chatEvent("im.chat.disbanded_v1", chatID, operatorOpenID)
+}
+
+// chatEvent builds the events about a group; they share one shape.
+func (s *Server) chatEvent(eventType, chatID, operatorOpenID string) []byte {
 	return mustJSON(map[string]any{
 		"schema": "2.0",
-		"header": s.header("", "im.chat.member.bot.added_v1", s.Now()),
+		"header": s.header("", eventType, s.Now()),
 		"event": map[string]any{
 			"chat_id":             chatID,
 			"operator_id":         newUserID(operatorOpenID),

@@ -122,6 +122,7 @@ type Server struct {
 	tokens        map[string]bool
 	tokenRequests int
 	chats         map[string]bool
+	chatInfo      map[string]ChatSpec
 	msgs          map[string]*Message
 	order         []string
 	uuids         map[string]uuidUse
@@ -204,6 +205,7 @@ func NewServer(t testing.TB, opts ...Option) *Server {
 		seqs:              map[string]int{},
 		tokens:            map[string]bool{},
 		chats:             map[string]bool{},
+		chatInfo:          map[string]ChatSpec{},
 		msgs:              map[string]*Message{},
 		uuids:             map[string]uuidUse{},
 		threads:           map[string]string{},
@@ -239,6 +241,8 @@ func (s *Server) routes() http.Handler {
 	api("POST /open-apis/im/v1/messages/{message_id}/reactions", s.createReaction)
 	api("GET /open-apis/contact/v3/users/{user_id}", s.getUser)
 	api("GET /open-apis/bot/v3/info", s.botInfo)
+	api("GET /open-apis/im/v1/chats/{chat_id}", s.getChat)
+	api("GET /open-apis/im/v1/chats/{chat_id}/members/is_in_chat", s.isInChat)
 	open("POST "+larkws.GenEndpointUri, s.wsEndpoint)
 	open("GET /ws", s.wsUpgrade)
 	open("/", s.unhandled)
