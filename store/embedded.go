@@ -264,12 +264,14 @@ func putIssue(tx *bolt.Tx, now time.Time, is Issue, data []byte) error {
 		return err
 	}
 	index := tx.Bucket(bucketIndex)
-	for _, id := range []string{is.CardMessageID, is.ThreadID} {
-		if id == "" {
-			continue
-		}
-		if err := index.Put([]byte(id), []byte(is.IssueUUID)); err != nil {
-			return err
+	for _, c := range is.Cards {
+		for _, id := range []string{c.MessageID, c.ThreadID} {
+			if id == "" {
+				continue
+			}
+			if err := index.Put([]byte(id), []byte(is.IssueUUID)); err != nil {
+				return err
+			}
 		}
 	}
 	return tx.Bucket(bucketSeen).Put([]byte(is.IssueUUID), encodeTime(now))
@@ -318,32 +320,33 @@ func (e *Embedded) IssueByMessage(ctx context.Context, messageOrThreadID string)
 	return is, nil
 }
 
-// LinkThread maps threadID to the issue and fills an empty ThreadID in one transaction.
-func (e *Embedded) LinkThread(ctx context.Context, threadID, issueUUID string) error {
-	if threadID == "" {
-		return fmt.Errorf("link thread to issue %s: empty thread id", issueUUID)
-	}
-	err := e.update(ctx, func(tx *bolt.Tx, _ time.Time) error {
-		is, err := getIssue(tx, issueUUID)
+// AddCard records a card of an issue, creating its record from base when it has none, in one transaction.
+func (e *Embedded) AddCard(ctx context.Context, base Issue, c Card) (Issue, error) {
+	var out Issue
+	err := e.update(ctx, func(tx *bolt.Tx, now time.Time) error {
+		is, err := getIssue(tx, base.IssueUUID)
+		if errors.Is(err, ErrNotFound) {
+			is, err = base, nil
+			is.Cards = nil
+		}
 		if err != nil {
 			return err
 		}
-		if is.ThreadID == "" {
-			is.ThreadID = threadID
-			data, err := json.Marshal(is)
-			if err != nil {
-				return fmt.Errorf("encode issue record: %w", err)
-			}
-			if err := tx.Bucket(bucketIssues).Put([]byte(issueUUID), data); err != nil {
-				return err
-			}
+		setCard(&is, c)
+		data, err := json.Marshal(is)
+		if err != nil {
+			return fmt.Errorf("encode issue record: %w", err)
 		}
-		return tx.Bucket(bucketIndex).Put([]byte(threadID), []byte(issueUUID))
+		if err := putIssue(tx, now, is, data); err != nil {
+			return err
+		}
+		out = is
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("link thread %s to issue %s: %w", threadID, issueUUID, err)
+		return Issue{}, fmt.Errorf("add card of issue %s in chat %s: %w", base.IssueUUID, c.ChatID, err)
 	}
-	return nil
+	return out, nil
 }
 
 // UpdateIssue reads the record, applies fn and writes the result with PutIssue's side effects, all in one

@@ -126,11 +126,12 @@ func (r *Redis) PutIssue(ctx context.Context, is Issue) error {
 func (r *Redis) queuePutIssue(ctx context.Context, p redis.Pipeliner, is Issue, data []byte) {
 	p.Set(ctx, r.keys.issue(is.IssueUUID), data, 0)
 	p.SAdd(ctx, r.keys.issues(), is.IssueUUID)
-	if is.CardMessageID != "" {
-		p.Set(ctx, r.keys.msg(is.CardMessageID), is.IssueUUID, 0)
-	}
-	if is.ThreadID != "" {
-		p.Set(ctx, r.keys.msg(is.ThreadID), is.IssueUUID, 0)
+	for _, c := range is.Cards {
+		for _, id := range []string{c.MessageID, c.ThreadID} {
+			if id != "" {
+				p.Set(ctx, r.keys.msg(id), is.IssueUUID, 0)
+			}
+		}
 	}
 	p.ZAdd(ctx, r.keys.seenIssues(), redis.Z{Score: unixMilli(r.now()), Member: is.IssueUUID})
 	p.ZRemRangeByScore(ctx, r.keys.seenIssues(), "-inf", "("+r.seenCutoff())
@@ -184,53 +185,53 @@ func (r *Redis) IssueByMessage(ctx context.Context, messageOrThreadID string) (I
 // maxTxRetries bounds optimistic-transaction retries when another client changes the watched record.
 const maxTxRetries = 20
 
-// LinkThread maps threadID to the issue and fills an empty ThreadID, watching the record so that a
-// concurrent PutIssue is never overwritten with a stale copy.
-func (r *Redis) LinkThread(ctx context.Context, threadID, issueUUID string) error {
-	if threadID == "" {
-		return fmt.Errorf("link thread to issue %s: empty thread id", issueUUID)
+// AddCard records a card of an issue, creating its record from base when it has none, in one optimistic
+// transaction on the record.
+func (r *Redis) AddCard(ctx context.Context, base Issue, c Card) (Issue, error) {
+	if base.IssueUUID == "" {
+		return Issue{}, errors.New("add card: empty issue uuid")
 	}
-	err := r.txIssue(ctx, issueUUID, func(is *Issue) (func(redis.Pipeliner), error) {
-		var data []byte
-		if is.ThreadID == "" {
-			is.ThreadID = threadID
-			var err error
-			if data, err = json.Marshal(is); err != nil {
-				return nil, fmt.Errorf("encode issue record: %w", err)
-			}
+	fresh := base
+	fresh.Cards = nil
+	var out Issue
+	err := r.txIssue(ctx, base.IssueUUID, &fresh, func(is *Issue) (func(redis.Pipeliner), error) {
+		setCard(is, c)
+		data, err := json.Marshal(is)
+		if err != nil {
+			return nil, fmt.Errorf("encode issue record: %w", err)
 		}
-		return func(p redis.Pipeliner) {
-			if data != nil {
-				p.Set(ctx, r.keys.issue(issueUUID), data, 0)
-			}
-			p.Set(ctx, r.keys.msg(threadID), issueUUID, 0)
-		}, nil
+		out = *is
+		return func(p redis.Pipeliner) { r.queuePutIssue(ctx, p, *is, data) }, nil
 	})
 	if err != nil {
-		return fmt.Errorf("link thread %s to issue %s: %w", threadID, issueUUID, err)
+		return Issue{}, fmt.Errorf("add card of issue %s in chat %s: %w", base.IssueUUID, c.ChatID, err)
 	}
-	return nil
+	return out, nil
 }
 
-// txIssue runs one optimistic transaction on an issue record: it reads the record (ErrNotFound if there is
-// none), lets edit change the copy and say what to write, and writes that in MULTI/EXEC while the record is
+// txIssue runs one optimistic transaction on an issue record: it reads the record (when there is none, a
+// copy of missing, or ErrNotFound when missing is nil), lets edit change the copy and say what to write, and writes that in MULTI/EXEC while the record is
 // watched. When another client changes the record in between, it starts again from the read, after a short
 // random wait, up to maxTxRetries tries; so edit may run more than once, each time on a fresh copy. An error
 // of edit's is final.
-func (r *Redis) txIssue(ctx context.Context, issueUUID string, edit func(is *Issue) (write func(redis.Pipeliner), err error)) error {
+func (r *Redis) txIssue(ctx context.Context, issueUUID string, missing *Issue, edit func(is *Issue) (write func(redis.Pipeliner), err error)) error {
 	recKey := r.keys.issue(issueUUID)
 	var editErr error
 	txf := func(tx *redis.Tx) error {
+		var is Issue
 		data, err := tx.Get(ctx, recKey).Bytes()
-		if errors.Is(err, redis.Nil) {
+		switch {
+		case errors.Is(err, redis.Nil) && missing != nil:
+			is = *missing
+			is.Cards = slices.Clone(missing.Cards)
+		case errors.Is(err, redis.Nil):
 			return ErrNotFound
-		}
-		if err != nil {
+		case err != nil:
 			return err
-		}
-		is, err := decodeIssue(data)
-		if err != nil {
-			return err
+		default:
+			if is, err = decodeIssue(data); err != nil {
+				return err
+			}
 		}
 		write, err := edit(&is)
 		if err != nil {
@@ -280,7 +281,7 @@ func txBackoff(ctx context.Context, attempt int) error {
 // WATCH/MULTI transaction on the record (see txIssue: fn may run more than once, each time on a fresh copy).
 func (r *Redis) UpdateIssue(ctx context.Context, issueUUID string, fn func(*Issue) error) (Issue, error) {
 	var out Issue
-	err := r.txIssue(ctx, issueUUID, func(is *Issue) (func(redis.Pipeliner), error) {
+	err := r.txIssue(ctx, issueUUID, nil, func(is *Issue) (func(redis.Pipeliner), error) {
 		if err := applyUpdate(is, fn); err != nil {
 			return nil, err
 		}

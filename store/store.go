@@ -66,22 +66,21 @@ var ErrNotFound = errors.New("store: not found")
 // are kept at least.
 const Retention = 30 * 24 * time.Hour
 
-// Issue is what the bot remembers about one carded Guance issue.
+// Issue is what the bot remembers about one carded Guance issue: what Guance showed of it, how far its
+// replies were read, and its cards (one per chat it went to).
 type Issue struct {
-	IssueUUID     string `json:"issue_uuid"`
-	ChatID        string `json:"chat_id"`
-	CardMessageID string `json:"card_message_id"` // om_… of the current card
-	ThreadID      string `json:"thread_id"`       // omt_… once the card has a thread ("" before)
-	CardRevision  int64  `json:"card_revision"`
-	// PatchedRevision is the revision the card message shows; below CardRevision, a re-render is due.
-	PatchedRevision int64     `json:"patched_revision,omitempty"`
-	UpdateAt        int64     `json:"update_at"` // last seen Guance updateAt (unix s)
-	StatusType      int       `json:"status_type"`
-	Level           string    `json:"level"`
-	Name            string    `json:"name"`
-	SyncedReplies   int       `json:"synced_replies"`
-	SentAt          time.Time `json:"sent_at"`       // when the current card was sent (14-day patch window)
-	LastActivity    time.Time `json:"last_activity"` // last chat activity in its thread
+	IssueUUID string `json:"issue_uuid"`
+	// Cards are the issue's cards, one per chat, in the order they were sent.
+	Cards []Card `json:"cards,omitempty"`
+	// CardRevision is the revision of what the cards should show; a card whose PatchedRevision is
+	// below it is due a re-render.
+	CardRevision  int64     `json:"card_revision"`
+	UpdateAt      int64     `json:"update_at"` // last seen Guance updateAt (unix s)
+	StatusType    int       `json:"status_type"`
+	Level         string    `json:"level"`
+	Name          string    `json:"name"`
+	SyncedReplies int       `json:"synced_replies"`
+	LastActivity  time.Time `json:"last_activity"` // last chat activity in one of its threads
 
 	// CreateAt is the issue's Guance createAt (unix s); 0 in records written before it was kept.
 	CreateAt int64 `json:"create_at,omitempty"`
@@ -111,6 +110,69 @@ type Issue struct {
 	// Guance's updateAt has whole seconds, so issue data asked for before then, with the same updateAt,
 	// may be from just before that change.
 	StatusSetAt time.Time `json:"status_set_at,omitzero"`
+}
+
+// Card is one chat's card of an issue.
+type Card struct {
+	ChatID    string `json:"chat_id"`
+	MessageID string `json:"message_id"`          // om_… of the current card
+	ThreadID  string `json:"thread_id,omitempty"` // omt_… once the card has a thread
+	// SentAt is when the current card was sent (Feishu patches cards for 14 days).
+	SentAt time.Time `json:"sent_at"`
+	// PatchedRevision is the issue's CardRevision this card shows.
+	PatchedRevision int64 `json:"patched_revision,omitempty"`
+}
+
+// Card returns the issue's card in chatID, or nil. The pointer is into is.Cards.
+func (is *Issue) Card(chatID string) *Card {
+	for i := range is.Cards {
+		if is.Cards[i].ChatID == chatID {
+			return &is.Cards[i]
+		}
+	}
+	return nil
+}
+
+// CardOf returns the card whose message or thread is id.
+func (is *Issue) CardOf(id string) (Card, bool) {
+	for _, c := range is.Cards {
+		if id != "" && (c.MessageID == id || c.ThreadID == id) {
+			return c, true
+		}
+	}
+	return Card{}, false
+}
+
+// UnmarshalJSON decodes a record, also one written before an issue could have several cards (its one card's
+// fields were part of the record then).
+func (is *Issue) UnmarshalJSON(b []byte) error {
+	type plain Issue
+	var v struct {
+		plain
+		ChatID          string    `json:"chat_id"`
+		CardMessageID   string    `json:"card_message_id"`
+		ThreadID        string    `json:"thread_id"`
+		SentAt          time.Time `json:"sent_at"`
+		PatchedRevision int64     `json:"patched_revision"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*is = Issue(v.plain)
+	if len(is.Cards) == 0 && v.CardMessageID != "" {
+		is.Cards = []Card{{ChatID: v.ChatID, MessageID: v.CardMessageID, ThreadID: v.ThreadID, SentAt: v.SentAt,
+			PatchedRevision: v.PatchedRevision}}
+	}
+	return nil
+}
+
+// setCard puts c into is, replacing the card of the same chat.
+func setCard(is *Issue, c Card) {
+	if cur := is.Card(c.ChatID); cur != nil {
+		*cur = c
+		return
+	}
+	is.Cards = append(is.Cards, c)
 }
 
 // Holder identifies the holder of a lease: Instance is stable across restarts of one replica, Incarnation
@@ -163,23 +225,24 @@ type Store interface {
 	// Close releases the store's resources.
 	Close() error
 
-	// PutIssue stores or overwrites the record of is.IssueUUID and, atomically with it, maps is.CardMessageID
-	// and is.ThreadID (when set) to the issue and marks the issue seen. Older mappings are kept, so a card moved
+	// PutIssue stores or overwrites the record of is.IssueUUID and, atomically with it, maps the message and
+	// thread ids of its cards to the issue and marks the issue seen. Older mappings are kept, so a card moved
 	// to a new message keeps its old thread mapped.
 	PutIssue(ctx context.Context, is Issue) error
+	// AddCard records card c of an issue: when the issue has no record, base becomes its record with c as its
+	// one card; otherwise c is added to the record (replacing the card of the same chat) and base is ignored.
+	// It has PutIssue's side effects and returns the record written.
+	AddCard(ctx context.Context, base Issue, c Card) (Issue, error)
 	// GetIssue returns the record of an issue, or ErrNotFound.
 	GetIssue(ctx context.Context, issueUUID string) (Issue, error)
 	// IssueByMessage returns the record of the issue whose card message id or thread id is
 	// messageOrThreadID, or ErrNotFound.
 	IssueByMessage(ctx context.Context, messageOrThreadID string) (Issue, error)
-	// LinkThread maps threadID to the issue and sets the record's ThreadID if it is empty. It returns
-	// ErrNotFound, and maps nothing, if the issue has no record.
-	LinkThread(ctx context.Context, threadID, issueUUID string) error
 	// ListIssues returns every record, sorted by IssueUUID.
 	ListIssues(ctx context.Context) ([]Issue, error)
 	// UpdateIssue atomically reads, modifies and writes the record of an issue. It calls fn on a copy of the
-	// record and, if fn returns nil, writes the result with the side effects of PutIssue (the possibly new
-	// CardMessageID and ThreadID are mapped to the issue, older mappings kept) and returns it. If the issue
+	// record and, if fn returns nil, writes the result with the side effects of PutIssue (the cards' possibly
+	// new message and thread ids are mapped to the issue, older mappings kept) and returns it. If the issue
 	// has no record it returns ErrNotFound without calling fn. If fn returns an error, nothing is written and
 	// UpdateIssue returns that error wrapped. fn must not change IssueUUID (UpdateIssue fails if it does),
 	// may be called more than once (the Redis implementation retries when the record changes concurrently),

@@ -2,8 +2,10 @@ package store_test
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -320,5 +322,34 @@ func TestRedisLeaseReplacesOldFormat(t *testing.T) {
 	}
 	if term, err := s.AcquireLease(ctx, "poller", h, time.Hour); err != nil || term == 0 {
 		t.Fatalf("AcquireLease over the old format = %d, %v, want a term", term, err)
+	}
+}
+
+func TestIssueOfOneCardDecodes(t *testing.T) {
+	// A record written before an issue could have several cards.
+	old := `{"issue_uuid":"issue_1","chat_id":"oc_1","card_message_id":"om_1","thread_id":"omt_1","card_revision":3,` +
+		`"patched_revision":2,"sent_at":"2026-01-01T08:00:00Z","name":"disk full"}`
+	var is store.Issue
+	if err := json.Unmarshal([]byte(old), &is); err != nil {
+		t.Fatal(err)
+	}
+	want := []store.Card{{ChatID: "oc_1", MessageID: "om_1", ThreadID: "omt_1", PatchedRevision: 2,
+		SentAt: time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC)}}
+	if is.Name != "disk full" || is.CardRevision != 3 || !reflect.DeepEqual(is.Cards, want) {
+		t.Errorf("decoded %+v, want its one card %+v", is, want)
+	}
+	if c, ok := is.CardOf("omt_1"); !ok || c.MessageID != "om_1" {
+		t.Errorf("CardOf(thread) = %+v, %v", c, ok)
+	}
+	if is.Card("oc_1") == nil || is.Card("oc_2") != nil {
+		t.Error("Card(chat) does not find the one card by its chat")
+	}
+	// Written again, the record has the new shape only.
+	data, err := json.Marshal(is)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(data), "card_message_id") {
+		t.Errorf("re-encoded record keeps the old fields: %s", data)
 	}
 }

@@ -35,7 +35,7 @@ func Contract(t *testing.T, open func(t *testing.T) store.Store) {
 		{"IssueRoundTrip", testIssueRoundTrip},
 		{"IssueNotFound", testIssueNotFound},
 		{"PutIssueRequiresUUID", testPutIssueRequiresUUID},
-		{"LinkThread", testLinkThread},
+		{"AddCard", testAddCard},
 		{"CardMoveKeepsOldIndex", testCardMove},
 		{"ListAndDeleteIssues", testListAndDelete},
 		{"SeenIssues", testSeenIssues},
@@ -129,18 +129,18 @@ func mustNotFound(t *testing.T, what string, err error) {
 func sampleIssue(uuid string) store.Issue {
 	cst := time.FixedZone("CST", 8*3600)
 	return store.Issue{
-		IssueUUID:        uuid,
-		ChatID:           "oc_chat1",
-		CardMessageID:    "om_card_" + uuid,
-		ThreadID:         "omt_thread_" + uuid,
+		IssueUUID: uuid,
+		Cards: []store.Card{
+			{ChatID: "oc_chat1", MessageID: "om_card_" + uuid, ThreadID: "omt_thread_" + uuid,
+				SentAt: time.Date(2026, 1, 1, 8, 0, 0, 123456789, time.UTC), PatchedRevision: 2},
+			{ChatID: "oc_chat2", MessageID: "om_card2_" + uuid, SentAt: time.Date(2026, 1, 1, 8, 0, 1, 0, cst), PatchedRevision: 3},
+		},
 		CardRevision:     3,
-		PatchedRevision:  2,
 		UpdateAt:         1767225600,
 		StatusType:       10,
 		Level:            "P1",
 		Name:             "CPU 使用率过高 on db-1",
 		SyncedReplies:    2,
-		SentAt:           time.Date(2026, 1, 1, 8, 0, 0, 123456789, time.UTC),
 		LastActivity:     time.Date(2026, 1, 2, 9, 30, 0, 0, cst),
 		CreateAt:         1767222000,
 		Snapshot:         json.RawMessage(`{"uuid":"` + uuid + `","name":"CPU 使用率过高 on db-1","level":"P1","tags":["db"]}`),
@@ -175,7 +175,7 @@ func testIssueRoundTrip(t *testing.T, s store.Store) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("GetIssue mismatch (-want +got):\n%s", diff)
 	}
-	for _, id := range []string{want.CardMessageID, want.ThreadID} {
+	for _, id := range []string{want.Cards[0].MessageID, want.Cards[0].ThreadID, want.Cards[1].MessageID} {
 		got, err := s.IssueByMessage(ctx, id)
 		must(t, "IssueByMessage "+id, err)
 		if diff := cmp.Diff(want, got); diff != "" {
@@ -204,47 +204,90 @@ func testIssueNotFound(t *testing.T, s store.Store) {
 	mustNotFound(t, "GetIssue", err)
 	_, err = s.IssueByMessage(ctx, "om_missing")
 	mustNotFound(t, "IssueByMessage", err)
-	mustNotFound(t, "LinkThread", s.LinkThread(ctx, "omt_x", "missing"))
-	_, err = s.IssueByMessage(ctx, "omt_x")
-	mustNotFound(t, "IssueByMessage after failed LinkThread", err)
 	mustNotFound(t, "DeleteRoute", s.DeleteRoute(ctx, "oc_x", "ch_x"))
 	must(t, "DeleteIssue of a missing issue", s.DeleteIssue(ctx, "missing"))
 }
 
 func testPutIssueRequiresUUID(t *testing.T, s store.Store) {
-	if err := s.PutIssue(t.Context(), store.Issue{ChatID: "oc_chat"}); err == nil {
+	if err := s.PutIssue(t.Context(), store.Issue{Name: "no uuid"}); err == nil {
 		t.Error("PutIssue without IssueUUID succeeded, want an error")
 	}
 }
 
-func testLinkThread(t *testing.T, s store.Store) {
+func testAddCard(t *testing.T, s store.Store) {
 	ctx := t.Context()
-	is := sampleIssue("issue-1")
-	is.ThreadID = ""
-	must(t, "PutIssue", s.PutIssue(ctx, is))
-	_, err := s.IssueByMessage(ctx, "omt_1")
-	mustNotFound(t, "IssueByMessage before LinkThread", err)
-
-	must(t, "LinkThread", s.LinkThread(ctx, "omt_1", is.IssueUUID))
-	got, err := s.IssueByMessage(ctx, "omt_1")
-	must(t, "IssueByMessage", err)
-	if got.IssueUUID != is.IssueUUID || got.ThreadID != "omt_1" {
-		t.Errorf("IssueByMessage(omt_1) = %s with thread %q, want %s with thread omt_1", got.IssueUUID, got.ThreadID, is.IssueUUID)
-	}
-
-	// A second thread is mapped too, but the record keeps its first thread.
-	must(t, "LinkThread second", s.LinkThread(ctx, "omt_2", is.IssueUUID))
-	got, err = s.IssueByMessage(ctx, "omt_2")
-	must(t, "IssueByMessage omt_2", err)
-	if got.ThreadID != "omt_1" {
-		t.Errorf("ThreadID = %q after linking a second thread, want omt_1", got.ThreadID)
-	}
-	got, err = s.GetIssue(ctx, is.IssueUUID)
-	must(t, "GetIssue", err)
-	want := is
-	want.ThreadID = "omt_1"
+	base := sampleIssue("issue-1")
+	base.Cards = []store.Card{{ChatID: "oc_ignored", MessageID: "om_ignored"}}
+	first := store.Card{ChatID: "oc_a", MessageID: "om_a", SentAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), PatchedRevision: 1}
+	got, err := s.AddCard(ctx, base, first)
+	must(t, "AddCard (new record)", err)
+	want := base
+	want.Cards = []store.Card{first}
 	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("GetIssue after LinkThread mismatch (-want +got):\n%s", diff)
+		t.Errorf("AddCard of a new record mismatch (-want +got):\n%s", diff)
+	}
+	_, err = s.IssueByMessage(ctx, "om_ignored")
+	mustNotFound(t, "IssueByMessage of base's own card", err)
+	seen, err := s.IssueSeen(ctx, base.IssueUUID)
+	must(t, "IssueSeen", err)
+	if !seen {
+		t.Error("IssueSeen = false after AddCard, want true")
+	}
+
+	// A second chat's card joins the record; base is ignored once the record exists.
+	other := base
+	other.Name, other.CardRevision = "ignored", 99
+	second := store.Card{ChatID: "oc_b", MessageID: "om_b", ThreadID: "omt_b"}
+	got, err = s.AddCard(ctx, other, second)
+	must(t, "AddCard (second chat)", err)
+	want.Cards = append(want.Cards, second)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("AddCard of a second chat mismatch (-want +got):\n%s", diff)
+	}
+	for _, id := range []string{"om_a", "om_b", "omt_b"} {
+		got, err := s.IssueByMessage(ctx, id)
+		must(t, "IssueByMessage "+id, err)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("IssueByMessage(%q) mismatch (-want +got):\n%s", id, diff)
+		}
+	}
+
+	// The same chat again replaces its card; the old message stays mapped.
+	moved := store.Card{ChatID: "oc_a", MessageID: "om_a2"}
+	got, err = s.AddCard(ctx, base, moved)
+	must(t, "AddCard (same chat)", err)
+	want.Cards[0] = moved
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("AddCard of the same chat mismatch (-want +got):\n%s", diff)
+	}
+	for _, id := range []string{"om_a", "om_a2"} {
+		if _, err := s.IssueByMessage(ctx, id); err != nil {
+			t.Errorf("IssueByMessage(%q) after the card moved: %v", id, err)
+		}
+	}
+
+	// Concurrent first cards of two chats both land in one record.
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := store.Card{ChatID: fmt.Sprintf("oc_%d", i), MessageID: fmt.Sprintf("om_%d", i)}
+			if _, err := s.AddCard(ctx, sampleIssue("issue-2"), c); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("concurrent AddCard: %v", err)
+	}
+	rec, err := s.GetIssue(ctx, "issue-2")
+	must(t, "GetIssue issue-2", err)
+	if len(rec.Cards) != 8 {
+		t.Errorf("after 8 concurrent AddCards of distinct chats the record has %d cards, want 8: %+v", len(rec.Cards), rec.Cards)
 	}
 }
 
@@ -253,10 +296,11 @@ func testCardMove(t *testing.T, s store.Store) {
 	old := sampleIssue("issue-1")
 	must(t, "PutIssue", s.PutIssue(ctx, old))
 	moved := old
-	moved.CardMessageID, moved.ThreadID, moved.CardRevision = "om_new", "", 1
+	moved.Cards = []store.Card{{ChatID: "oc_chat1", MessageID: "om_new"}}
+	moved.CardRevision = 1
 	must(t, "PutIssue moved", s.PutIssue(ctx, moved))
 
-	for _, id := range []string{old.CardMessageID, old.ThreadID, moved.CardMessageID} {
+	for _, id := range []string{old.Cards[0].MessageID, old.Cards[0].ThreadID, moved.Cards[0].MessageID} {
 		got, err := s.IssueByMessage(ctx, id)
 		must(t, "IssueByMessage "+id, err)
 		if diff := cmp.Diff(moved, got); diff != "" {
@@ -288,7 +332,7 @@ func testListAndDelete(t *testing.T, s store.Store) {
 	must(t, "DeleteIssue", s.DeleteIssue(ctx, "b"))
 	_, err = s.GetIssue(ctx, "b")
 	mustNotFound(t, "GetIssue after DeleteIssue", err)
-	_, err = s.IssueByMessage(ctx, sampleIssue("b").CardMessageID)
+	_, err = s.IssueByMessage(ctx, sampleIssue("b").Cards[0].MessageID)
 	mustNotFound(t, "IssueByMessage after DeleteIssue", err)
 	got, err = s.ListIssues(ctx)
 	must(t, "ListIssues", err)
@@ -821,7 +865,7 @@ func testReopen(t *testing.T, s store.Store, r Reopener) {
 
 	s = r.Reopen(t)
 
-	got, err := s.IssueByMessage(ctx, is.ThreadID)
+	got, err := s.IssueByMessage(ctx, is.Cards[0].ThreadID)
 	must(t, "IssueByMessage after reopen", err)
 	if diff := cmp.Diff(is, got); diff != "" {
 		t.Errorf("issue after reopen mismatch (-want +got):\n%s", diff)
@@ -978,7 +1022,8 @@ func testUpdateIssueFuncError(t *testing.T, s store.Store) {
 	must(t, "PutIssue", s.PutIssue(ctx, want))
 	errBoom := errors.New("boom")
 	_, err := s.UpdateIssue(ctx, want.IssueUUID, func(is *store.Issue) error {
-		is.Name, is.CardMessageID, is.ThreadID = "changed", "om_aborted", "omt_aborted"
+		is.Name = "changed"
+		is.Cards = append(is.Cards, store.Card{ChatID: "oc_x", MessageID: "om_aborted", ThreadID: "omt_aborted"})
 		return errBoom
 	})
 	if !errors.Is(err, errBoom) {
@@ -1020,16 +1065,18 @@ func testUpdateIssueMapsNewIDs(t *testing.T, s store.Store) {
 	old := sampleIssue("issue-1")
 	must(t, "PutIssue", s.PutIssue(ctx, old))
 	want := old
-	want.CardMessageID, want.ThreadID, want.CardRevision = "om_new", "omt_new", 1
+	want.Cards = []store.Card{{ChatID: "oc_chat1", MessageID: "om_new", ThreadID: "omt_new"}, old.Cards[1]}
+	want.CardRevision = 1
 	got, err := s.UpdateIssue(ctx, old.IssueUUID, func(is *store.Issue) error {
-		is.CardMessageID, is.ThreadID, is.CardRevision = "om_new", "omt_new", 1
+		is.Cards[0] = store.Card{ChatID: "oc_chat1", MessageID: "om_new", ThreadID: "omt_new"}
+		is.CardRevision = 1
 		return nil
 	})
 	must(t, "UpdateIssue", err)
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("UpdateIssue result mismatch (-want +got):\n%s", diff)
 	}
-	for _, id := range []string{old.CardMessageID, old.ThreadID, want.CardMessageID, want.ThreadID} {
+	for _, id := range []string{old.Cards[0].MessageID, old.Cards[0].ThreadID, "om_new", "omt_new"} {
 		got, err := s.IssueByMessage(ctx, id)
 		must(t, "IssueByMessage "+id, err)
 		if diff := cmp.Diff(want, got); diff != "" {
