@@ -1,6 +1,7 @@
 package bot
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -59,23 +60,35 @@ const queueAnswers = "answers"
 
 // Answer kinds besides the notices'.
 const (
-	answerHelp   = "help"
-	answerStatus = "status"
+	answerHelp    = "help"
+	answerStatus  = "status"
+	answerList    = "list"
+	answerBind    = "bind"
+	answerUnbind  = "unbind"
+	answerWelcome = "welcome" // the card posted when the bot is added to a group
+	answerGoodbye = "goodbye" // not a post: forgets a group the bot left
 )
 
 // answerJob is an answer on its way to a chat. Its id is the answer's Feishu uuid, so
 // one message gets each answer once.
 type answerJob struct {
-	MessageID string `json:"message_id"` // the message answered
+	MessageID string `json:"message_id"` // the message answered; "" for a post into the chat
 	ChatID    string `json:"chat_id,omitempty"`
-	Kind      string `json:"kind"` // answerHelp, answerStatus or a notice's kind
+	Kind      string `json:"kind"` // one of the answer kinds above or a notice's kind
+	// Key names an answer that answers no message (a welcome: the event's id).
+	Key string `json:"key,omitempty"`
+	// Args are a command's arguments (bind, unbind), and SenderOpenID who sent it.
+	Args         string `json:"args,omitempty"`
+	SenderOpenID string `json:"sender_open_id,omitempty"`
+	// Direct is set for a command sent in a direct chat with the bot.
+	Direct bool `json:"direct,omitempty"`
 }
 
-// queueAnswer queues an answer of kind to a message.
-func (b *Bot) queueAnswer(ctx context.Context, messageID, chatID, kind string) error {
-	id := feedbackUUID(messageID, kind)
-	if err := b.answers.Enqueue(ctx, id, answerJob{MessageID: messageID, ChatID: chatID, Kind: kind}, b.now()); err != nil {
-		return fmt.Errorf("queue the %s answer to message %s: %w", kind, messageID, err)
+// queueAnswer queues an answer.
+func (b *Bot) queueAnswer(ctx context.Context, a answerJob) error {
+	id := feedbackUUID(cmp.Or(a.MessageID, a.Key), a.Kind)
+	if err := b.answers.Enqueue(ctx, id, a, b.now()); err != nil {
+		return fmt.Errorf("queue the %s answer in chat %s: %w", a.Kind, a.ChatID, err)
 	}
 	return nil
 }
@@ -83,31 +96,56 @@ func (b *Bot) queueAnswer(ctx context.Context, messageID, chatID, kind string) e
 // notify queues a notice about a message (in its thread); a failure to queue it is
 // logged, since the work it reports on is done either way.
 func (b *Bot) notify(ctx context.Context, messageID, chatID string, n notice) {
-	if err := b.queueAnswer(ctx, messageID, chatID, n.kind); err != nil {
+	if err := b.queueAnswer(ctx, answerJob{MessageID: messageID, ChatID: chatID, Kind: n.kind}); err != nil {
 		b.logger.Warn("queue a notice", "message_id", messageID, "notice", n.kind, "err", err)
 	}
 }
 
-// sendAnswer posts one queued answer as a reply to its message.
+// sendAnswer posts one queued answer as a reply to its message (or into its chat).
+// Nothing is posted into a chat the bot left.
 func (b *Bot) sendAnswer(ctx context.Context, j *jobs.Job[answerJob]) error {
 	p := j.Payload
-	if p.ChatID != "" && !b.pacer.wait(ctx, p.ChatID) {
-		return errAbandoned
-	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
+	if p.ChatID != "" {
+		left, err := b.chatLeft(wctx, p.ChatID)
+		if err != nil {
+			return err
+		}
+		if p.Kind == answerGoodbye {
+			if !left {
+				return nil // back in the chat since
+			}
+			return b.forgetChat(wctx, p.ChatID)
+		}
+		if left {
+			return nil
+		}
+		if !b.pacer.wait(ctx, p.ChatID) {
+			return errAbandoned
+		}
+	}
 	var err error
 	switch p.Kind {
 	case answerHelp:
 		_, err = b.feishu.ReplyCard(wctx, p.MessageID, cards.Help(), false, j.ID)
+	case answerWelcome:
+		_, err = b.feishu.SendCard(wctx, p.ChatID, cards.Welcome(), j.ID)
 	case answerStatus:
-		r, rerr := b.report(wctx)
-		text := r.Text(b.now())
-		if rerr != nil {
-			b.logger.Warn("status report incomplete", "err", rerr)
-			text += "\n⚠️ 存储不可用 / the store is unreachable"
+		var text string
+		if text, err = b.statusText(wctx, p); err == nil {
+			_, err = b.feishu.ReplyText(wctx, p.MessageID, text, false, j.ID)
 		}
-		_, err = b.feishu.ReplyText(wctx, p.MessageID, text, false, j.ID)
+	case answerList:
+		var card []byte
+		if card, err = b.listCard(wctx, p); err == nil {
+			_, err = b.feishu.ReplyCard(wctx, p.MessageID, card, false, j.ID)
+		}
+	case answerBind, answerUnbind:
+		var text string
+		if text, err = b.routeCommand(wctx, p); err == nil {
+			_, err = b.feishu.ReplyText(wctx, p.MessageID, text, false, j.ID)
+		}
 	default:
 		n, ok := notices[p.Kind]
 		if !ok {
@@ -125,7 +163,27 @@ func (b *Bot) sendAnswer(ctx context.Context, j *jobs.Job[answerJob]) error {
 		}
 		return err
 	}
+	b.metrics.commands.WithLabelValues(p.Kind).Inc()
 	return nil
+}
+
+// statusText is the status report and this chat's routes.
+func (b *Bot) statusText(ctx context.Context, p answerJob) (string, error) {
+	r, rerr := b.report(ctx)
+	text := r.Text(b.now())
+	if rerr != nil {
+		b.logger.Warn("status report incomplete", "err", rerr)
+		text += "\n⚠️ 存储不可用 / the store is unreachable"
+	}
+	chat := p.ChatID
+	if p.Direct {
+		chat = b.cfg.ChatID
+	}
+	routes, err := b.routesText(ctx, chat)
+	if err != nil {
+		return "", err
+	}
+	return text + "\n" + routes, nil
 }
 
 // answerMaxAttempts bounds the tries of one answer (about an hour of backoff).

@@ -7,6 +7,8 @@
 //	watcher.go    finds Guance's changes and replies buttons.go   status changes from the chat
 //	record.go     the issue record and its card data patches.go   keeps cards current
 //	answers.go    help, status and notices           report.go    the status report
+//	routes.go     which chats get an issue; bind      chats.go     groups: names, welcome, goodbye
+//	commands.go   what a message to the bot asks for  list.go      a chat's open issues
 //
 // and the shared mechanisms: leader.go (the lease and its term), schedule.go (the Guance
 // budget), queue.go (the queues on the bot/jobs engine and their retry policy).
@@ -40,6 +42,7 @@ type Messenger interface {
 	PatchCard(ctx context.Context, messageID string, card []byte) error
 	AddReaction(ctx context.Context, messageID, emoji string) error
 	UserName(ctx context.Context, openID string) (string, error)
+	ChatInfo(ctx context.Context, chatID string) (feishu.Chat, error)
 }
 
 // Tracker is what the bot needs from Guance.
@@ -64,6 +67,7 @@ type State interface {
 	claims
 	cursors
 	leases
+	routes
 	jobs.Store
 	CountJobs(ctx context.Context, queue string) (int, error)
 }
@@ -71,11 +75,18 @@ type State interface {
 // records are the issue records (record.go, newcards.go, patches.go, watcher.go).
 type records interface {
 	PutIssue(ctx context.Context, is store.Issue) error
+	AddCard(ctx context.Context, base store.Issue, c store.Card) (store.Issue, error)
 	GetIssue(ctx context.Context, issueUUID string) (store.Issue, error)
 	UpdateIssue(ctx context.Context, issueUUID string, fn func(*store.Issue) error) (store.Issue, error)
 	ListIssues(ctx context.Context) ([]store.Issue, error)
 	IssueByMessage(ctx context.Context, messageOrThreadID string) (store.Issue, error)
-	LinkThread(ctx context.Context, threadID, issueUUID string) error
+}
+
+// routes send issues to chats; people set them from the chat (routes.go).
+type routes interface {
+	PutRoute(ctx context.Context, r store.Route) error
+	DeleteRoute(ctx context.Context, chatID, channelUUID string) error
+	Routes(ctx context.Context) ([]store.Route, error)
 }
 
 // marks remember what was seen: issues by the poller, replies by the watcher, and the
@@ -188,6 +199,7 @@ type Bot struct {
 	levels      levelCache
 	channelMu   sync.Mutex
 	channelUUID string
+	chats       chatCache
 
 	// afterSend, when set (tests only), runs after a card was sent and before it is
 	// recorded; an error abandons the job there, as a crash would.

@@ -94,18 +94,18 @@ func (b *Bot) HandleCardAction(ctx context.Context, a feishu.CardAction) (feishu
 		return toastOnly("error", "机器人暂时无法处理，请稍后再试。", "The bot cannot handle this right now; try again shortly."), nil
 	}
 	if rec.Gone {
-		return b.answer(ctx, rec, "warning", "这个 Issue 已在 Guance 中删除。", "This issue was deleted in Guance.")
+		return b.answerFor(ctx, rec, a.MessageID, "warning", "这个 Issue 已在 Guance 中删除。", "This issue was deleted in Guance.")
 	}
 	if b.staleClick(act, rec) {
 		zh, en := cards.StatusText(guance.StatusType(rec.StatusType))
 		log.Info("stale card click answered with the current state", "clicked_rev", act.Revision, "revision", rec.CardRevision)
-		return b.answer(ctx, rec, "warning", "卡片已过期：当前状态为「"+zh+"」，未做修改。",
+		return b.answerFor(ctx, rec, a.MessageID, "warning", "卡片已过期：当前状态为「"+zh+"」，未做修改。",
 			"The card was out of date: the issue is "+en+" now; nothing was changed.")
 	}
 	target := act.Status()
 	if int(target) == rec.StatusType {
 		zh, en := cards.StatusText(target)
-		return b.answer(ctx, rec, "info", "已经是「"+zh+"」。", "Already "+en+".")
+		return b.answerFor(ctx, rec, a.MessageID, "info", "已经是「"+zh+"」。", "Already "+en+".")
 	}
 	who := b.operatorName(ctx, a.OperatorOpenID)
 	job := statusJob{
@@ -126,24 +126,28 @@ func (b *Bot) HandleCardAction(ctx context.Context, a feishu.CardAction) (feishu
 		}
 		zh, en := cards.StatusText(cur.StatusType)
 		log.Info("card click on a status changed in Guance answered with the current state", "status", cur.StatusType.String())
-		return b.answer(ctx, rec, "warning", "状态已在 Guance 中改为「"+zh+"」，未做修改。",
+		return b.answerFor(ctx, rec, a.MessageID, "warning", "状态已在 Guance 中改为「"+zh+"」，未做修改。",
 			"The issue was changed to "+en+" in Guance; nothing was changed.")
 	}
 	var rec2 store.Issue
 	if err == nil {
-		rec2, err = b.applyStatus(gctx, job, a.MessageID == rec.CardMessageID)
+		answered := ""
+		if _, ok := rec.CardOf(a.MessageID); ok {
+			answered = a.MessageID
+		}
+		rec2, err = b.applyStatus(gctx, job, answered)
 	}
 	switch {
 	case err == nil:
 		b.metrics.statusChanges.WithLabelValues("button").Inc()
 		zh, en := cards.StatusText(target)
 		log.Info("status changed from the card", "status", target.String())
-		if late := b.now().Sub(start); late > answerDeadline && rec2.PatchedRevision == rec2.CardRevision {
+		if late := b.now().Sub(start); late > answerDeadline {
 			// Feishu may have dropped an answer this late: patch the card too.
 			log.Warn("a click's answer is late; the card is patched as well", "took", late)
-			b.unanswered(ctx, rec2)
+			b.unanswered(ctx, rec2, a.MessageID)
 		}
-		return b.answer(ctx, rec2, "success", "已将状态改为「"+zh+"」。", "Status changed to "+en+".")
+		return b.answerFor(ctx, rec2, a.MessageID, "success", "已将状态改为「"+zh+"」。", "Status changed to "+en+".")
 	case errors.Is(err, guance.ErrNotFound):
 		if gerr := b.markGone(ctx, rec.IssueUUID); gerr != nil {
 			log.Warn("mark a deleted issue", "err", gerr)
@@ -173,10 +177,12 @@ func (b *Bot) staleClick(act cards.Action, rec store.Issue) bool {
 	return act.Revision != rec.CardRevision
 }
 
-// answer is a callback answer with a toast and the record's card.
-func (b *Bot) answer(ctx context.Context, rec store.Issue, typ, zh, en string) (feishu.CardResponse, error) {
+// answerFor is a callback answer with a toast and the record's card as the clicked
+// message shows it.
+func (b *Bot) answerFor(ctx context.Context, rec store.Issue, messageID, typ, zh, en string) (feishu.CardResponse, error) {
 	resp := toastOnly(typ, zh, en)
-	card, err := b.recordCard(ctx, rec)
+	c, _ := rec.CardOf(messageID)
+	card, err := b.recordCard(ctx, rec, c)
 	if err != nil {
 		b.logger.Error("render card for a callback answer", "issue_uuid", rec.IssueUUID, "err", err)
 		return resp, nil
@@ -224,11 +230,11 @@ func guanceReason(err error) string {
 	return "?"
 }
 
-// applyStatus makes a status change in Guance and records it: the card's next
-// revision shows the new status and who changed it. With answered the caller shows
-// that card itself (a callback answer), so the record says the card shows it;
-// otherwise a patch is queued.
-func (b *Bot) applyStatus(ctx context.Context, job statusJob, answered bool) (store.Issue, error) {
+// applyStatus makes a status change in Guance and records it: the cards' next
+// revision shows the new status and who changed it. answered names the card message
+// the caller shows itself (a callback answer), which the record then says shows it;
+// the issue's other cards are patched.
+func (b *Bot) applyStatus(ctx context.Context, job statusJob, answered string) (store.Issue, error) {
 	is, err := b.guance.SetStatus(ctx, job.IssueUUID, job.Target)
 	if err != nil {
 		return store.Issue{}, err
@@ -257,17 +263,22 @@ func (b *Bot) applyStatus(ctx context.Context, job statusJob, answered bool) (st
 		r.ChangedBy, r.ChangedAction, r.ChangedAt = job.Who, job.Action, job.At
 		r.StatusSetAt = b.now()
 		r.CardRevision++
-		if answered {
-			r.PatchedRevision = r.CardRevision
+		for i := range r.Cards {
+			if answered != "" && r.Cards[i].MessageID == answered {
+				r.Cards[i].PatchedRevision = r.CardRevision
+			}
 		}
 		return nil
 	})
 	if err != nil {
 		return store.Issue{}, fmt.Errorf("record the status change: %w", err)
 	}
-	if !answered {
-		if err := b.queuePatch(wctx, job.IssueUUID); err != nil {
-			return rec, err
+	for _, c := range rec.Cards {
+		if c.PatchedRevision < rec.CardRevision {
+			if err := b.queuePatch(wctx, job.IssueUUID); err != nil {
+				return rec, err
+			}
+			break
 		}
 	}
 	return rec, nil
@@ -281,17 +292,19 @@ func (b *Bot) queueStatusJob(ctx context.Context, id string, job statusJob) erro
 	return nil
 }
 
-// unanswered marks the card's revision as not shown (the answer that carried it may
-// have come too late) and queues its patch.
-func (b *Bot) unanswered(ctx context.Context, rec store.Issue) {
+// unanswered marks the clicked card's revision as not shown (the answer that carried
+// it may have come too late) and queues its patch.
+func (b *Bot) unanswered(ctx context.Context, rec store.Issue, messageID string) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if _, _, err := b.updateIssue(wctx, rec.IssueUUID, func(r *store.Issue) error {
-		if r.CardMessageID != rec.CardMessageID || r.PatchedRevision != rec.CardRevision {
-			return errUnchanged
+		for i := range r.Cards {
+			if c := &r.Cards[i]; c.MessageID == messageID && c.PatchedRevision == rec.CardRevision {
+				c.PatchedRevision = rec.CardRevision - 1
+				return nil
+			}
 		}
-		r.PatchedRevision = rec.CardRevision - 1
-		return nil
+		return errUnchanged
 	}); err != nil {
 		b.logger.Warn("mark a late click answer", "issue_uuid", rec.IssueUUID, "err", err)
 		return
@@ -347,7 +360,7 @@ func (b *Bot) statusWork(ctx context.Context, j *jobs.Job[statusJob]) error {
 	if p.Who == "" {
 		p.Who = b.operatorName(wctx, p.WhoOpenID)
 	}
-	_, err = b.applyStatus(guance.WithPriority(wctx, guance.PriorityHigh), p, false)
+	_, err = b.applyStatus(guance.WithPriority(wctx, guance.PriorityHigh), p, "")
 	switch {
 	case err == nil:
 		b.metrics.statusChanges.WithLabelValues("queued").Inc()

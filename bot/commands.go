@@ -16,13 +16,16 @@ const (
 	cmdPending
 	cmdReopen
 	cmdStatus // status: the bridge's health
+	cmdList   // list: this chat's open issues
+	cmdBind   // bind [channel [level]]: route a channel here, or show this chat's routes
+	cmdUnbind // unbind [channel]: remove one route, or all of this chat's
 )
 
 // command is a parsed message.
 type command struct {
 	kind      commandKind
 	issueUUID string // cmdCompat
-	text      string // cmdCompat: the reply text
+	text      string // cmdCompat: the reply text; cmdBind, cmdUnbind: the arguments
 }
 
 // compatRe finds "#issue_xxx#text" anywhere in a message, as the old flow-webhook
@@ -45,6 +48,13 @@ func parseCommand(text string, addressed bool) command {
 		}
 	}
 	word := strings.ToLower(strings.TrimRight(t, " .!。！"))
+	first, rest, _ := strings.Cut(strings.Join(strings.Fields(t), " "), " ")
+	switch strings.ToLower(first) {
+	case "bind", "/bind", "绑定":
+		return command{kind: cmdBind, text: rest}
+	case "unbind", "/unbind", "解绑", "解除绑定":
+		return command{kind: cmdUnbind, text: rest}
+	}
 	switch word {
 	case "help", "帮助", "?", "？", "/help":
 		return command{kind: cmdHelp}
@@ -56,6 +66,8 @@ func parseCommand(text string, addressed bool) command {
 		return command{kind: cmdReopen}
 	case "status", "状态", "/status":
 		return command{kind: cmdStatus}
+	case "list", "列表", "/list":
+		return command{kind: cmdList}
 	}
 	return command{}
 }

@@ -39,7 +39,7 @@ func TestParseCommand(t *testing.T) {
 }
 
 func TestReplyContentTruncated(t *testing.T) {
-	got := replyContent("张三", strings.Repeat("长", 70000))
+	got := replyContent("张三", "", strings.Repeat("长", 70000))
 	if n := utf8.RuneCountInString(got); n > 65535 {
 		t.Errorf("reply has %d runes, limit 65535", n)
 	}

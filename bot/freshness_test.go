@@ -65,7 +65,7 @@ func measureFreshness(tb testing.TB, win, poll time.Duration, bumps bool, rounds
 		f.status = append(f.status, time.Since(t0)*scale+patchEvery)
 		waitFor(tb, deadline, "the status on the card", func() bool {
 			r := h.record(issue)
-			return r.PatchedRevision == r.CardRevision
+			return chatCard(r).PatchedRevision == r.CardRevision
 		})
 
 	}

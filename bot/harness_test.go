@@ -288,13 +288,22 @@ func carded(t *testing.T, h *harness, issueUUID string, sentAt time.Time) store.
 	if !ok {
 		t.Fatalf("no issue %s", issueUUID)
 	}
-	rec := store.Issue{IssueUUID: issueUUID, ChatID: testChat, CardMessageID: "om_card_" + issueUUID, CardRevision: 1,
-		PatchedRevision: 1, UpdateAt: is.UpdateAt, ScannedUpdateAt: is.UpdateAt, StatusType: is.StatusType,
-		Name: is.Name, SentAt: sentAt, CreateAt: is.CreateAt}
+	rec := store.Issue{IssueUUID: issueUUID, CardRevision: 1,
+		Cards:    []store.Card{{ChatID: testChat, MessageID: "om_card_" + issueUUID, PatchedRevision: 1, SentAt: sentAt}},
+		UpdateAt: is.UpdateAt, ScannedUpdateAt: is.UpdateAt, StatusType: is.StatusType,
+		Name: is.Name, CreateAt: is.CreateAt}
 	if err := h.st.PutIssue(t.Context(), rec); err != nil {
 		t.Fatal(err)
 	}
 	return rec
+}
+
+// card is a record's card in the test chat (the zero Card when it has none).
+func chatCard(rec store.Issue) store.Card {
+	if c := rec.Card(testChat); c != nil {
+		return *c
+	}
+	return store.Card{}
 }
 
 // countingStore counts the reads of the thread queue, and runs onUpdate (when set)

@@ -39,6 +39,11 @@ type Metrics struct {
 	threadDrops     prometheus.Counter
 	jobRetries      *prometheus.CounterVec
 	jobsDropped     *prometheus.CounterVec
+	routes          prometheus.Gauge
+	unrouted        prometheus.Counter
+	commands        *prometheus.CounterVec
+	commandsRefused prometheus.Counter
+	chatEvents      *prometheus.CounterVec
 }
 
 // NewMetrics registers issuebot's metrics (plus Go and process collectors) on reg;
@@ -156,14 +161,35 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		}, []string{"queue", "reason"}),
 		threadDrops: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "issuebot_thread_posts_dropped_total",
-			Help: "Guance replies given up on after failing to reach the chat for hours (each is logged as an error).",
+			Help: "Replies given up on after failing to reach a chat for hours (each is logged as an error).",
 		}),
+		routes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "issuebot_routes",
+			Help: "Routes bound from the chats (channel and level → chat).",
+		}),
+		unrouted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "issuebot_issues_unrouted_total",
+			Help: "New issues no route took while FEISHU_CHAT_ID is empty (no chat got them).",
+		}),
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "issuebot_commands_total",
+			Help: "Commands and notices answered, by kind (help, status, list, bind, unbind, welcome, a notice's kind).",
+		}, []string{"kind"}),
+		commandsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "issuebot_commands_refused_total",
+			Help: "bind and unbind refused by the group's rule (only its owner and managers may edit it).",
+		}),
+		chatEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "issuebot_chat_events_total",
+			Help: "The bot added to (welcome), removed from or disbanded with a group (goodbye).",
+		}, []string{"event"}),
 	}
 	reg.MustRegister(m.events, m.eventLag, m.guanceRequests, m.guanceThrottles, m.polls, m.pollDuration,
 		m.cardsSent, m.cardFailures, m.cardLatency, m.cardsQueued,
 		m.repliesToGuance, m.replyFailures, m.replyLatency, m.repliesQueued,
 		m.queued, m.repliesToChat, m.replyStaleness, m.cardPatches, m.statusChanges, m.watched, m.scanOldest,
 		m.sweepPages, m.replyScans, m.threadDrops, m.jobRetries, m.jobsDropped,
+		m.routes, m.unrouted, m.commands, m.commandsRefused, m.chatEvents,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -182,6 +208,9 @@ func (m *Metrics) observeEvent(typ string, now, emitted time.Time) {
 		m.eventLag.Observe(max(now.Sub(emitted), 0).Seconds())
 	}
 }
+
+// setRoutes sets the routes gauge.
+func (m *Metrics) setRoutes(n int) { m.routes.Set(float64(n)) }
 
 // GuanceThrottled counts one throttled Guance answer; pass it to guance.WithOnThrottle.
 func (m *Metrics) GuanceThrottled() { m.guanceThrottles.Inc() }

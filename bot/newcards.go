@@ -15,7 +15,8 @@ import (
 )
 
 // queueCards is the store queue of cards waiting to be posted. A job survives
-// restarts; its id is the issue uuid, so queueing an issue twice stores one job.
+// restarts; its id is the issue uuid and the chat (cardJobID), so queueing an issue's
+// card for a chat twice stores one job.
 const queueCards = "cards"
 
 // maxChatsInFlight bounds how many chats are sent to at once.
@@ -30,20 +31,26 @@ type cardJob struct {
 	FirstTry time.Time `json:"first_try,omitzero"`
 }
 
-// routeIssue decides which chat an issue's card goes to: the one place routing lives.
-// It returns "" when no chat takes the issue.
-func (b *Bot) routeIssue(is guance.Issue) string {
-	return b.cfg.ChatID
-}
+// cardJobID is the id of an issue's card job for a chat.
+func cardJobID(issueUUID, chatID string) string { return issueUUID + "@" + chatID }
 
-// queueCard stores the card job for a new issue and then marks the issue seen. A crash
-// between the two repeats the job's upsert on the next poll, which is harmless.
+// queueCard stores a card job for a new issue in every chat its routes name, and then
+// marks the issue seen. A crash between the two repeats the jobs' upserts on the next
+// poll, which is harmless.
 func (b *Bot) queueCard(ctx context.Context, is guance.Issue) error {
-	chat := b.routeIssue(is)
-	if chat == "" {
-		b.logger.Warn("new issue has no chat to go to; set FEISHU_CHAT_ID", "issue_uuid", is.UUID)
-	} else if err := b.cards.Enqueue(ctx, is.UUID, cardJob{Issue: is, ChatID: chat}, b.now()); err != nil {
-		return fmt.Errorf("queue card for issue %s: %w", is.UUID, err)
+	chats, err := b.routeIssue(ctx, is)
+	if err != nil {
+		return fmt.Errorf("route issue %s: %w", is.UUID, err)
+	}
+	if len(chats) == 0 {
+		b.metrics.unrouted.Inc()
+		b.logger.Warn("new issue matches no route and FEISHU_CHAT_ID is empty: no chat gets it", "issue_uuid", is.UUID,
+			"level", string(is.Level))
+	}
+	for _, chat := range chats {
+		if err := b.cards.Enqueue(ctx, cardJobID(is.UUID, chat), cardJob{Issue: is, ChatID: chat}, b.now()); err != nil {
+			return fmt.Errorf("queue card for issue %s in chat %s: %w", is.UUID, chat, err)
+		}
 	}
 	if err := b.state.MarkIssuesSeen(ctx, is.UUID); err != nil {
 		return fmt.Errorf("mark issue %s seen: %w", is.UUID, err)
@@ -59,7 +66,7 @@ func (b *Bot) cardQueued(ctx context.Context, issueUUID, chatID string) (bool, e
 		return false, err
 	}
 	for _, j := range queued {
-		if (issueUUID != "" && j.ID == issueUUID) || (issueUUID == "" && j.Payload.ChatID == chatID) {
+		if (issueUUID != "" && j.Payload.Issue.UUID == issueUUID) || (issueUUID == "" && j.Payload.ChatID == chatID) {
 			return true, nil
 		}
 	}
@@ -78,18 +85,31 @@ func cardUUID(issueUUID, chatID string) string {
 // The cards of one chat go in order (the chat is the job's key), at most one per
 // ChatSendInterval, and a chat that fails or is throttled holds up no other. Once a
 // card is being sent it is finished even if shutdown begins (bounded by a timeout), so
-// SIGTERM never leaves a sent card unrecorded.
+// SIGTERM never leaves a sent card unrecorded. A card for an issue that already has
+// cards elsewhere shows the record as it is now.
 func (b *Bot) deliverCard(ctx context.Context, j *jobs.Job[cardJob]) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	p := &j.Payload
 	is := p.Issue
-	if rec, err := b.state.GetIssue(wctx, is.UUID); err == nil && rec.CardMessageID != "" {
-		return nil // recorded by a run that stopped before removing the job
-	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+	rec, err := b.state.GetIssue(wctx, is.UUID)
+	exists := err == nil
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("read issue record: %w", err)
 	}
-	card, err := cards.Render(b.cardData(is, 1))
+	if exists && rec.Card(p.ChatID) != nil {
+		return nil // recorded by a run that stopped before removing the job
+	}
+	if left, err := b.chatLeft(wctx, p.ChatID); err != nil || left {
+		return err // the bot left the chat: nothing more goes there
+	}
+	rev, card := int64(1), []byte(nil)
+	if exists && !rec.Gone {
+		rev = rec.CardRevision
+		card, err = b.recordCard(wctx, rec, store.Card{ChatID: p.ChatID})
+	} else {
+		card, err = cards.Render(b.cardData(is, rev))
+	}
 	if err != nil {
 		return fmt.Errorf("render card: %w", err)
 	}
@@ -115,13 +135,21 @@ func (b *Bot) deliverCard(ctx context.Context, j *jobs.Job[cardJob]) error {
 			return errAbandoned
 		}
 	}
-	rec := storeIssue(is, p.ChatID, sent.MessageID, b.now())
-	rec.Snapshot = b.snapshot(is)
-	if err := b.state.PutIssue(wctx, rec); err != nil {
+	c := store.Card{ChatID: p.ChatID, MessageID: sent.MessageID, SentAt: b.now(), PatchedRevision: rev}
+	base := storeIssue(is)
+	base.Snapshot = b.snapshot(is)
+	rec, err = b.state.AddCard(wctx, base, c)
+	if err != nil {
 		// The card is out; the job stays, and its retry (same uuid) gets the same message.
 		return fmt.Errorf("record card %s: %w", sent.MessageID, err)
 	}
-	if err := b.queueExpiry(wctx, is.UUID, rec.SentAt); err != nil {
+	if rec.CardRevision > rev {
+		// The issue changed while its card was on its way.
+		if err := b.queuePatch(wctx, is.UUID); err != nil {
+			b.logger.Warn("queue the patch of a new card", "issue_uuid", is.UUID, "err", err)
+		}
+	}
+	if err := b.queueExpiry(wctx, is.UUID, p.ChatID, c.SentAt); err != nil {
 		// The leader schedules missing notes when it starts (requeuePatches).
 		b.logger.Warn("schedule the buttons' expiry note", "issue_uuid", is.UUID, "err", err)
 	}

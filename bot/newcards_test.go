@@ -89,7 +89,7 @@ func TestNewIssuesCardedExactlyOnce(t *testing.T) {
 			h.eachCardedOnce(uuids)
 			for _, u := range uuids {
 				rec, err := h.st.GetIssue(context.Background(), u)
-				if err != nil || rec.CardMessageID == "" || rec.ChatID != testChat {
+				if err != nil || chatCard(rec).MessageID == "" {
 					t.Errorf("issue %s record = %+v, %v", u, rec, err)
 				}
 			}
@@ -162,7 +162,7 @@ func TestFailingChatDoesNotBlockOthers(t *testing.T) {
 	cancel()
 	<-done
 	jobs, err := h.st.DueJobs(ctx, queueCards, time.Now().Add(time.Hour), 10)
-	if err != nil || len(jobs) != 1 || jobs[0].ID != gone.UUID || jobs[0].Attempts != 1 {
+	if err != nil || len(jobs) != 1 || jobs[0].ID != cardJobID(gone.UUID, "oc_left") || jobs[0].Attempts != 1 {
 		t.Errorf("queued jobs = %+v, %v; want the failed card kept with one attempt", jobs, err)
 	}
 	if logs := h.logs.String(); !strings.Contains(logs, "job failed; retrying") || !strings.Contains(logs, "reason=refused") {

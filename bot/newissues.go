@@ -180,7 +180,7 @@ func (b *Bot) flagUnlisted(ctx context.Context, listed map[string]bool, from tim
 		return fmt.Errorf("list issue records: %w", err)
 	}
 	for _, r := range recs {
-		if listed[r.IssueUUID] || r.Gone || r.Refresh || r.CardMessageID == "" || r.CreateAt == 0 || time.Unix(r.CreateAt, 0).Before(from) {
+		if listed[r.IssueUUID] || r.Gone || r.Refresh || len(r.Cards) == 0 || r.CreateAt == 0 || time.Unix(r.CreateAt, 0).Before(from) {
 			continue
 		}
 		if _, _, err := b.updateIssue(ctx, r.IssueUUID, func(x *store.Issue) error {
@@ -309,11 +309,11 @@ func (c *levelCache) get(ref guance.LevelRef) (guance.Level, bool) {
 	return l, ok
 }
 
-// storeIssue is the record kept for a carded issue.
-func storeIssue(is guance.Issue, chatID, messageID string, sentAt time.Time) store.Issue {
+// storeIssue is the record kept for a carded issue, before its first card is added.
+func storeIssue(is guance.Issue) store.Issue {
 	return store.Issue{
-		IssueUUID: is.UUID, ChatID: chatID, CardMessageID: messageID, CardRevision: 1, PatchedRevision: 1,
+		IssueUUID: is.UUID, CardRevision: 1,
 		UpdateAt: is.UpdateAt.Unix(), ScannedUpdateAt: is.UpdateAt.Unix(), StatusType: int(is.StatusType), Level: string(is.Level),
-		Name: is.Name, SentAt: sentAt, CreateAt: is.CreateAt.Unix(),
+		Name: is.Name, CreateAt: is.CreateAt.Unix(),
 	}
 }

@@ -20,9 +20,10 @@ import (
 // card says a day ahead that its buttons expire.
 
 // queuePatches is the store queue of cards to re-render. A job's id is the issue uuid,
-// so any number of changes to one issue make one job; the card is rendered from the
-// issue record when the job runs (the latest state wins). Each card also has a job
-// "expiry:<issue uuid>", due a day before Feishu stops taking its buttons.
+// so any number of changes to one issue make one job, which re-renders every card of
+// the issue (one per chat) from the record when it runs (the latest state wins). Each
+// card also has a job "expiry:<issue uuid>@<chat id>", due a day before Feishu stops
+// taking its buttons.
 const queuePatches = "patches"
 
 // buttonWindow is how long Feishu takes a JSON 2.0 card's buttons (and patches) after
@@ -40,8 +41,8 @@ const patchEvery = time.Second
 // to cards older than 14 days; an hour of margin covers clock differences.
 const patchMaxAge = buttonWindow - time.Hour
 
-// queuePatch asks for an issue's card to be re-rendered, no sooner than patchEvery
-// after its last patch.
+// queuePatch asks for an issue's cards to be re-rendered, no sooner than patchEvery
+// after the issue's last patch.
 func (b *Bot) queuePatch(ctx context.Context, issueUUID string) error {
 	at := latest(b.now(), b.patchClock.last(issueUUID).Add(patchEvery))
 	if err := b.patches.Enqueue(ctx, issueUUID, patchJob{}, at); err != nil {
@@ -50,8 +51,8 @@ func (b *Bot) queuePatch(ctx context.Context, issueUUID string) error {
 	return nil
 }
 
-// patchClock remembers when each card was last patched (this process's view; the
-// leader does every patch).
+// patchClock remembers when each issue's cards were last patched (this process's
+// view; the leader does every patch).
 type patchClock struct {
 	mu sync.Mutex
 	at map[string]time.Time
@@ -79,20 +80,22 @@ func (c *patchClock) mark(issueUUID string, at time.Time) {
 	}
 }
 
-// patchJob is a queued re-render of an issue's card; the job's id is the issue uuid, so
-// changes coalesce into one job, and the card shows the record as it is when the job
-// runs (the latest state wins). Expiry marks the job that adds the buttons' expiry
-// note to a quiet card (its id is "expiry:" + the issue uuid).
+// patchJob is a queued re-render of an issue's cards; the job's id is the issue uuid,
+// so changes coalesce into one job, and the cards show the record as it is when the
+// job runs (the latest state wins). Expiry marks the job that adds the buttons' expiry
+// note to a quiet card: the card of ChatID (every card, in jobs of an older version).
 type patchJob struct {
 	IssueUUID string `json:"issue_uuid,omitempty"`
+	ChatID    string `json:"chat_id,omitempty"`
 	Expiry    bool   `json:"expiry,omitempty"`
 }
 
-// queueExpiry schedules the expiry note of a card sent at sentAt.
-func (b *Bot) queueExpiry(ctx context.Context, issueUUID string, sentAt time.Time) error {
+// queueExpiry schedules the expiry note of the card sent to chatID at sentAt.
+func (b *Bot) queueExpiry(ctx context.Context, issueUUID, chatID string, sentAt time.Time) error {
 	at := sentAt.Add(patchMaxAge - expiryLead)
-	if err := b.patches.Enqueue(ctx, "expiry:"+issueUUID, patchJob{IssueUUID: issueUUID, Expiry: true}, at); err != nil {
-		return fmt.Errorf("schedule the expiry note of issue %s: %w", issueUUID, err)
+	job := patchJob{IssueUUID: issueUUID, ChatID: chatID, Expiry: true}
+	if err := b.patches.Enqueue(ctx, "expiry:"+issueUUID+"@"+chatID, job, at); err != nil {
+		return fmt.Errorf("schedule the expiry note of issue %s in chat %s: %w", issueUUID, chatID, err)
 	}
 	return nil
 }
@@ -105,7 +108,7 @@ func (b *Bot) requeuePatches(ctx context.Context) error {
 		return fmt.Errorf("list issues for pending patches: %w", err)
 	}
 	for _, r := range recs {
-		if len(r.Snapshot) == 0 && !r.Gone && r.CardMessageID != "" && !r.Refresh {
+		if len(r.Snapshot) == 0 && !r.Gone && len(r.Cards) > 0 && !r.Refresh {
 			// Kept by an older version: read the issue again before any re-render.
 			if _, _, err := b.updateIssue(ctx, r.IssueUUID, func(x *store.Issue) error {
 				x.Refresh = true
@@ -114,14 +117,18 @@ func (b *Bot) requeuePatches(ctx context.Context) error {
 				return err
 			}
 		}
-		if r.CardMessageID != "" && r.CardRevision > r.PatchedRevision {
-			if err := b.queuePatch(ctx, r.IssueUUID); err != nil {
-				return err
+		behind := false
+		for _, c := range r.Cards {
+			behind = behind || c.PatchedRevision < r.CardRevision
+			if !r.Gone && b.now().Sub(c.SentAt) < patchMaxAge-expiryLead {
+				// Cards sent by a version that did not schedule the note (idempotent).
+				if err := b.queueExpiry(ctx, r.IssueUUID, c.ChatID, c.SentAt); err != nil {
+					return err
+				}
 			}
 		}
-		if r.CardMessageID != "" && !r.Gone && b.now().Sub(r.SentAt) < patchMaxAge-expiryLead {
-			// Cards sent by a version that did not schedule the note (idempotent).
-			if err := b.queueExpiry(ctx, r.IssueUUID, r.SentAt); err != nil {
+		if behind {
+			if err := b.queuePatch(ctx, r.IssueUUID); err != nil {
 				return err
 			}
 		}
@@ -129,12 +136,13 @@ func (b *Bot) requeuePatches(ctx context.Context) error {
 	return nil
 }
 
-// patchCard renders an issue's card from its record and patches it in place. A card
-// patched less than patchEvery ago waits for its turn, so a burst of changes makes at
-// most two patches a second; a card too old to patch gets a fresh card in its thread
-// instead. The job stays until the patch is made: a failure (rendering included) is
-// retried, and a change made while the patch is under way queues the job again, which
-// the engine keeps.
+// patchCard renders an issue's cards from its record and patches each one that shows
+// an older revision in place. An issue patched less than patchEvery ago waits for its
+// turn, so a burst of changes makes at most two patches a second per card; a card too
+// old to patch gets a fresh card in its thread instead. The job stays until every card
+// is patched: a failure (rendering included) is retried, the cards already patched are
+// not patched again, and a change made while the patch is under way queues the job
+// again, which the engine keeps.
 func (b *Bot) patchCard(ctx context.Context, j *jobs.Job[patchJob]) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
@@ -150,7 +158,13 @@ func (b *Bot) patchCard(ctx context.Context, j *jobs.Job[patchJob]) error {
 		return fmt.Errorf("read issue record: %w", err)
 	}
 	if j.Payload.Expiry {
-		if rec.Gone || rec.CardMessageID == "" || b.now().Sub(rec.SentAt) < patchMaxAge-expiryLead {
+		due := false
+		for _, c := range rec.Cards {
+			if j.Payload.ChatID == "" || c.ChatID == j.Payload.ChatID {
+				due = due || b.now().Sub(c.SentAt) >= patchMaxAge-expiryLead
+			}
+		}
+		if rec.Gone || !due {
 			return nil // gone, or a fresh card since, which has its own note scheduled
 		}
 		// The note is a change of the card: a revision of its own.
@@ -161,39 +175,54 @@ func (b *Bot) patchCard(ctx context.Context, j *jobs.Job[patchJob]) error {
 			return err
 		}
 	}
-	if rec.PatchedRevision >= rec.CardRevision {
-		return nil // already shown (a click's answer, say)
-	}
 	if len(rec.Snapshot) == 0 && !rec.Gone {
 		// A record of an older version: rendering it now would blank the card's body.
 		// The watcher reads the issue first (requeuePatches flagged it).
 		return jobs.Later(b.cfg.BudgetWindow/6, errors.New("waiting for the issue to be read again"))
 	}
-	if b.now().Sub(rec.SentAt) > patchMaxAge {
-		return b.recard(wctx, rec)
+	var errs []error
+	for _, c := range rec.Cards {
+		if c.PatchedRevision >= rec.CardRevision {
+			continue // already shown (a click's answer, say)
+		}
+		if left, err := b.chatLeft(wctx, c.ChatID); err != nil || left {
+			errs = append(errs, err)
+			continue
+		}
+		b.patchClock.mark(rec.IssueUUID, b.now())
+		if err := b.patchOne(wctx, rec, c); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	card, err := b.recordCard(wctx, rec)
+	return errors.Join(errs...)
+}
+
+// patchOne re-renders one card of an issue.
+func (b *Bot) patchOne(ctx context.Context, rec store.Issue, c store.Card) error {
+	if b.now().Sub(c.SentAt) > patchMaxAge {
+		return b.recard(ctx, rec, c)
+	}
+	card, err := b.recordCard(ctx, rec, c)
 	if err != nil {
 		return fmt.Errorf("render card of issue %s: %w", rec.IssueUUID, err)
 	}
-	b.patchClock.mark(rec.IssueUUID, b.now())
-	err = b.feishu.PatchCard(wctx, rec.CardMessageID, card)
+	err = b.feishu.PatchCard(ctx, c.MessageID, card)
 	var fe *feishu.Error
 	if errors.As(err, &fe) && fe.PatchWindowEnded() {
-		return b.recard(wctx, rec)
+		return b.recard(ctx, rec, c)
 	}
 	if errors.As(err, &fe) && fe.MessageGone() {
 		// Someone recalled the card: it stays gone (Guance replies go to the chat). The
 		// revision counts as done, so it is not tried again, not even after a restart.
 		b.logger.Warn("the issue's card was recalled; it is no longer updated", "issue_uuid", rec.IssueUUID,
-			"message_id", rec.CardMessageID, "revision", rec.CardRevision)
-		return b.patched(wctx, rec.IssueUUID, rec.CardMessageID, rec.CardRevision)
+			"chat_id", c.ChatID, "message_id", c.MessageID, "revision", rec.CardRevision)
+		return b.patched(ctx, rec.IssueUUID, c.MessageID, rec.CardRevision)
 	}
 	if err != nil {
-		return fmt.Errorf("patch card %s: %w", rec.CardMessageID, err)
+		return fmt.Errorf("patch card %s: %w", c.MessageID, err)
 	}
 	b.metrics.cardPatches.Inc()
-	return b.patched(wctx, rec.IssueUUID, rec.CardMessageID, rec.CardRevision)
+	return b.patched(ctx, rec.IssueUUID, c.MessageID, rec.CardRevision)
 }
 
 // patched records that the card message shows revision rev, and queues another patch
@@ -201,65 +230,69 @@ func (b *Bot) patchCard(ctx context.Context, j *jobs.Job[patchJob]) error {
 // answer while this patch was under way) is lowered to rev: which of the two Feishu
 // applied last is unknown, so the card is patched once more with the latest.
 func (b *Bot) patched(ctx context.Context, issueUUID, messageID string, rev int64) error {
-	rec, _, err := b.updateIssue(ctx, issueUUID, func(r *store.Issue) error {
-		if r.CardMessageID != messageID || r.PatchedRevision == rev {
-			return errUnchanged
+	behind := false
+	_, _, err := b.updateIssue(ctx, issueUUID, func(r *store.Issue) error {
+		behind = false
+		for i := range r.Cards {
+			if r.Cards[i].MessageID == messageID {
+				behind = r.CardRevision > rev
+				if r.Cards[i].PatchedRevision == rev {
+					return errUnchanged
+				}
+				r.Cards[i].PatchedRevision = rev
+				return nil
+			}
 		}
-		r.PatchedRevision = rev
-		return nil
+		return errUnchanged // moved to another message meanwhile
 	})
 	if err != nil {
 		return err
 	}
-	if rec.IssueUUID != "" && rec.CardRevision > rev {
+	if behind {
 		return b.queuePatch(ctx, issueUUID)
-	}
-	if rec.IssueUUID == "" { // unchanged: look at the record as it is
-		if cur, err := b.state.GetIssue(ctx, issueUUID); err == nil && cur.CardMessageID == messageID && cur.CardRevision > rev {
-			return b.queuePatch(ctx, issueUUID)
-		}
 	}
 	return nil
 }
 
 // recard posts a fresh card into the thread of a card too old to patch, and moves the
-// issue to it: its buttons work again and later changes patch it.
-func (b *Bot) recard(ctx context.Context, rec store.Issue) error {
+// chat's card to it: its buttons work again and later changes patch it.
+func (b *Bot) recard(ctx context.Context, rec store.Issue, c store.Card) error {
 	rec.CardRevision++
-	card, err := b.recordCard(ctx, rec)
+	fresh := store.Card{ChatID: c.ChatID}
+	card, err := b.recordCard(ctx, rec, fresh)
 	if err != nil {
 		return fmt.Errorf("render card of issue %s: %w", rec.IssueUUID, err)
 	}
-	sum := sha256.Sum256([]byte(rec.IssueUUID + "\x00" + rec.CardMessageID))
+	sum := sha256.Sum256([]byte(rec.IssueUUID + "\x00" + c.MessageID))
 	uuid := "ibn-" + hex.EncodeToString(sum[:])[:40]
-	if !b.pacer.wait(ctx, rec.ChatID) {
+	if !b.pacer.wait(ctx, c.ChatID) {
 		return errAbandoned
 	}
-	sent, err := b.feishu.ReplyCard(ctx, rec.CardMessageID, card, true, uuid)
+	sent, err := b.feishu.ReplyCard(ctx, c.MessageID, card, true, uuid)
 	if fe := (*feishu.Error)(nil); errors.As(err, &fe) && fe.MessageGone() {
-		// The old card was recalled: as with a patch, the issue's card is given up.
+		// The old card was recalled: as with a patch, the chat's card is given up.
 		b.logger.Warn("the issue's card was recalled; it is no longer updated", "issue_uuid", rec.IssueUUID,
-			"message_id", rec.CardMessageID, "revision", rec.CardRevision-1)
-		return b.patched(ctx, rec.IssueUUID, rec.CardMessageID, rec.CardRevision-1)
+			"chat_id", c.ChatID, "message_id", c.MessageID, "revision", rec.CardRevision-1)
+		return b.patched(ctx, rec.IssueUUID, c.MessageID, rec.CardRevision-1)
 	}
 	if err != nil {
-		return fmt.Errorf("post a fresh card for issue %s: %w", rec.IssueUUID, err)
+		return fmt.Errorf("post a fresh card for issue %s in chat %s: %w", rec.IssueUUID, c.ChatID, err)
 	}
-	old := rec.CardMessageID
 	_, _, err = b.updateIssue(ctx, rec.IssueUUID, func(r *store.Issue) error {
-		if r.CardMessageID != old {
+		cur := r.Card(c.ChatID)
+		if cur == nil || cur.MessageID != c.MessageID {
 			return errUnchanged // moved already
 		}
-		r.CardMessageID, r.SentAt = sent.MessageID, b.now()
-		if r.ThreadID == "" {
-			r.ThreadID = sent.ThreadID
+		cur.MessageID, cur.SentAt = sent.MessageID, b.now()
+		if cur.ThreadID == "" {
+			cur.ThreadID = sent.ThreadID
 		}
 		if r.CardRevision >= rec.CardRevision {
 			r.CardRevision++ // changed while the fresh card was being posted: patch it
 		} else {
 			r.CardRevision = rec.CardRevision
 		}
-		r.PatchedRevision = rec.CardRevision
+		cur.PatchedRevision = rec.CardRevision
 		return nil
 	})
 	if err != nil {
@@ -268,8 +301,8 @@ func (b *Bot) recard(ctx context.Context, rec store.Issue) error {
 	}
 	b.metrics.cardsSent.Inc()
 	b.logger.Info("card older than 14 days: posted a fresh one in its thread", "issue_uuid", rec.IssueUUID,
-		"old_message_id", old, "message_id", sent.MessageID)
-	if err := b.queueExpiry(ctx, rec.IssueUUID, b.now()); err != nil {
+		"chat_id", c.ChatID, "old_message_id", c.MessageID, "message_id", sent.MessageID)
+	if err := b.queueExpiry(ctx, rec.IssueUUID, c.ChatID, b.now()); err != nil {
 		b.logger.Warn("schedule the buttons' expiry note", "issue_uuid", rec.IssueUUID, "err", err)
 	}
 	return b.patched(ctx, rec.IssueUUID, sent.MessageID, rec.CardRevision)

@@ -34,7 +34,8 @@ type snapshotData struct {
 // snapshot is the snapshot of is as this replica knows its level.
 func (b *Bot) snapshot(is guance.Issue) json.RawMessage {
 	is.Description = plaintext.Truncate(is.Description, snapshotDescRunes, "")
-	is.Extend = guance.Extend{Text: plaintext.Truncate(is.Extend.Text, snapshotDescRunes, ""), SourceLink: is.Extend.SourceLink}
+	is.Extend = guance.Extend{Text: plaintext.Truncate(is.Extend.Text, snapshotDescRunes, ""), SourceLink: is.Extend.SourceLink,
+		Channels: is.Extend.Channels}
 	d := snapshotData{Issue: is}
 	if l, ok := b.levels.get(is.Level); ok {
 		d.LevelName, d.LevelColor = l.Name, l.Color
@@ -75,10 +76,11 @@ func recordIssue(rec store.Issue) (guance.Issue, snapshotData, error) {
 	return is, d, err
 }
 
-// recordCard renders the card of a record at its current revision. A record whose
-// snapshot does not decode renders from the fields it keeps itself (no description),
-// is logged, and is flagged to be read again from Guance, which stores a good one.
-func (b *Bot) recordCard(ctx context.Context, rec store.Issue) ([]byte, error) {
+// recordCard renders a record's card c (one chat's) at the record's current revision.
+// A record whose snapshot does not decode renders from the fields it keeps itself (no
+// description), is logged, and is flagged to be read again from Guance, which stores
+// a good one.
+func (b *Bot) recordCard(ctx context.Context, rec store.Issue, c store.Card) ([]byte, error) {
 	is, snap, err := recordIssue(rec)
 	if err != nil {
 		b.logger.Warn("stored issue snapshot is unreadable; reading the issue again", "issue_uuid", rec.IssueUUID, "err", err)
@@ -98,8 +100,8 @@ func (b *Bot) recordCard(ctx context.Context, rec store.Issue) ([]byte, error) {
 	}
 	d.SyncedReplies = rec.SyncedReplies
 	d.Deleted = rec.Gone
-	if !rec.SentAt.IsZero() && b.now().Sub(rec.SentAt) >= patchMaxAge-expiryLead {
-		d.ButtonsUntil = rec.SentAt.Add(buttonWindow)
+	if !c.SentAt.IsZero() && b.now().Sub(c.SentAt) >= patchMaxAge-expiryLead {
+		d.ButtonsUntil = c.SentAt.Add(buttonWindow)
 	}
 	if rec.ChangedBy != "" || rec.ChangedAction != "" {
 		d.LastChange = &cards.Change{Who: rec.ChangedBy, Action: rec.ChangedAction, At: rec.ChangedAt}
@@ -271,6 +273,26 @@ func (b *Bot) markGone(ctx context.Context, issueUUID string) error {
 	}
 	b.logger.Info("issue deleted in Guance; card marked", "issue_uuid", issueUUID)
 	return b.queuePatch(ctx, rec.IssueUUID)
+}
+
+// firstSent is when the issue's first card still in place was sent; lastSent when its
+// newest was.
+func firstSent(r store.Issue) time.Time {
+	var t time.Time
+	for _, c := range r.Cards {
+		if t.IsZero() || (!c.SentAt.IsZero() && c.SentAt.Before(t)) {
+			t = c.SentAt
+		}
+	}
+	return t
+}
+
+func lastSent(r store.Issue) time.Time {
+	var t time.Time
+	for _, c := range r.Cards {
+		t = latest(t, c.SentAt)
+	}
+	return t
 }
 
 // latest returns the latest of the times given (the zero time for none).

@@ -62,7 +62,7 @@ func (b *Bot) report(ctx context.Context) (Report, error) {
 		open++
 		since := rec.RepliesScannedAt
 		if since.IsZero() {
-			since = rec.SentAt
+			since = firstSent(rec)
 		}
 		r.OldestScan = max(r.OldestScan, now.Sub(since))
 	}

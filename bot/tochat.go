@@ -1,6 +1,7 @@
 package bot
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -44,6 +45,20 @@ type threadJob struct {
 	Creator string `json:"creator,omitempty"`
 	// Seq orders replies of one issue written in the same second: Guance's order.
 	Seq int64 `json:"seq"`
+	// Posted lists the chats whose card threads have the post already.
+	Posted []string `json:"posted,omitempty"`
+	// FromChat, for a reply written in one chat's thread, is that chat: the post goes to
+	// the issue's other chats, and FromName names the group it came from.
+	FromChat string `json:"from_chat,omitempty"`
+	FromName string `json:"from_name,omitempty"`
+}
+
+// doneKey is the claim that the post was made everywhere (and a Guance reply counted).
+func (p threadJob) doneKey() string {
+	if p.FromChat != "" {
+		return syncedKey("mirror:" + p.ReplyUUID)
+	}
+	return syncedKey("guance:" + p.ReplyUUID)
 }
 
 // scanReplies reads an issue's replies newest first, down to where earlier scans read
@@ -65,7 +80,7 @@ func (b *Bot) scanReplies(ctx context.Context, rec store.Issue) error {
 	if first {
 		floor = rec.CreateAt
 		if floor == 0 { // a record of an older version
-			floor = rec.SentAt.Add(-firstScanReach).Unix()
+			floor = firstSent(rec).Add(-firstScanReach).Unix()
 		}
 	}
 	bottom := floor - int64(scanSlack/time.Second)
@@ -309,14 +324,18 @@ func replyText(r guance.Reply) string {
 	return plaintext.Truncate(t, threadTextRunes, "\n…（完整内容见 Guance / see Guance for the rest）")
 }
 
-// threadPost is the text of a Guance reply in the chat: who, when, then the reply.
+// threadPost is the text of a reply in the chat: where from, who, when, then the reply.
 func (b *Bot) threadPost(p threadJob) string {
 	at := time.Unix(p.CreateAt, 0).In(b.cfg.Location).Format(cards.TimeLayout)
 	text := p.Text
 	if text == "" {
 		text = "（空回复 / empty reply）"
 	}
-	return defuseAt("[Guance] " + p.Author + " · " + at + "\n" + text)
+	from := "[Guance]"
+	if p.FromChat != "" {
+		from = "[飞书 · " + cmp.Or(p.FromName, p.FromChat) + "]"
+	}
+	return defuseAt(from + " " + p.Author + " · " + at + "\n" + text)
 }
 
 // atTag finds Feishu's mention syntax in a text message (<at user_id="all"></at>).
@@ -335,19 +354,20 @@ func threadUUID(replyUUID, chatID string) string {
 	return "ibt-" + hex.EncodeToString(sum[:])[:40]
 }
 
-// postToThread posts one Guance reply into its card's thread (creating the thread on
-// the first one), records the thread and counts the reply on the card; the engine then
-// removes the job. The replies of one issue go in the order they were written (the
-// issue is the job's key): one that failed holds back the later ones of its issue, and
-// no other issue's. The post carries a deterministic uuid, so a retry after a lost
-// answer or a crash yields the same message.
+// postToThread posts one reply into the thread of every card of its issue (creating
+// a thread on the first one), records the threads and counts a Guance reply on the
+// cards; the engine then removes the job. The replies of one issue go in the order they
+// were written (the issue is the job's key): one that failed holds back the later ones
+// of its issue, and no other issue's. Each chat's post carries a deterministic uuid,
+// and the chats done are kept in the job, so a retry after a lost answer or a crash
+// posts nothing twice.
 func (b *Bot) postToThread(ctx context.Context, j *jobs.Job[threadJob]) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	p := j.Payload
+	p := &j.Payload
 	// Posted and counted already (queued again after a crash lost its seen mark, say,
 	// perhaps after Feishu's one-hour uuid window): not again.
-	if done, err := b.state.Claimed(wctx, syncedKey("guance:"+p.ReplyUUID)); err != nil {
+	if done, err := b.state.Claimed(wctx, p.doneKey()); err != nil {
 		return fmt.Errorf("check reply %s posted: %w", p.ReplyUUID, err)
 	} else if done {
 		return nil
@@ -363,44 +383,99 @@ func (b *Bot) postToThread(ctx context.Context, j *jobs.Job[threadJob]) error {
 		// A scan is still reading older replies of the issue: they go first.
 		return jobs.Later(b.cfg.BudgetWindow/10, errors.New("a scan is reading older replies of the issue"))
 	}
-	if !b.pacer.wait(ctx, rec.ChatID) {
-		return errAbandoned
-	}
-	sent, err := b.feishu.ReplyText(wctx, rec.CardMessageID, b.threadPost(p), true, threadUUID(p.ReplyUUID, rec.ChatID))
-	if fe := (*feishu.Error)(nil); errors.As(err, &fe) && fe.MessageGone() {
-		// The card was recalled: the reply goes to the chat itself, naming the issue.
-		sent, err = b.feishu.SendText(wctx, rec.ChatID, "「"+plaintext.Truncate(rec.Name, cards.TitleRunes, "…")+"」\n"+b.threadPost(p),
-			threadUUID(p.ReplyUUID, rec.ChatID))
-	}
-	if err != nil && !feishu.Retryable(wctx, err) && b.now().Sub(time.Unix(p.CreateAt, 0)) >= threadGiveUpAfter {
-		return jobs.Drop("cannot reach the chat", fmt.Errorf("post reply %s of issue %s to chat %s: %w",
-			p.ReplyUUID, p.IssueUUID, rec.ChatID, err))
-	}
-	if err != nil {
-		if j.Attempts+1 == replyNotifyAfter {
-			b.logger.Error("a Guance reply cannot be posted to its thread; still retrying", "issue_uuid", p.IssueUUID,
-				"reply_uuid", p.ReplyUUID, "message_id", rec.CardMessageID, "err", err)
+	var errs []error
+	for _, c := range rec.Cards {
+		if c.ChatID == p.FromChat || slices.Contains(p.Posted, c.ChatID) {
+			continue
 		}
-		return fmt.Errorf("post reply %s into the thread: %w", p.ReplyUUID, err)
-	}
-	if b.afterThreadPost != nil {
-		if err := b.afterThreadPost(p.ReplyUUID); err != nil {
-			return errAbandoned
+		if left, err := b.chatLeft(wctx, c.ChatID); err != nil || left {
+			errs = append(errs, err)
+			continue
+		}
+		if err := b.postInto(ctx, wctx, j, rec, c); err != nil {
+			if errors.Is(err, errAbandoned) {
+				return err
+			}
+			errs = append(errs, err)
+			continue
+		}
+		p.Posted = append(p.Posted, c.ChatID)
+		if err := j.Save(wctx); err != nil {
+			return err
 		}
 	}
-	if sent.ThreadID != "" && rec.ThreadID == "" {
-		if err := b.state.LinkThread(wctx, sent.ThreadID, rec.IssueUUID); err != nil {
-			return fmt.Errorf("record thread %s: %w", sent.ThreadID, err)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if p.FromChat != "" {
+		if _, err := b.state.Claim(wctx, p.doneKey(), store.Retention); err != nil {
+			return fmt.Errorf("record reply %s mirrored: %w", p.ReplyUUID, err)
 		}
+		return nil
 	}
 	if err := b.countSynced(wctx, rec.IssueUUID, "guance:"+p.ReplyUUID); err != nil {
 		return err
 	}
 	b.metrics.repliesToChat.Inc()
 	b.metrics.replyStaleness.Observe(max(b.now().Sub(time.Unix(p.CreateAt, 0)), 0).Seconds())
-	b.logger.Info("Guance reply posted to the thread", "issue_uuid", p.IssueUUID, "reply_uuid", p.ReplyUUID,
-		"message_id", sent.MessageID, "chat_id", rec.ChatID)
 	return nil
+}
+
+// postInto posts a reply into one card's thread and records the thread. A chat that
+// refuses the post for good is given up once the reply is threadGiveUpAfter old.
+func (b *Bot) postInto(ctx, wctx context.Context, j *jobs.Job[threadJob], rec store.Issue, c store.Card) error {
+	p := j.Payload
+	if !b.pacer.wait(ctx, c.ChatID) {
+		return errAbandoned
+	}
+	sent, err := b.feishu.ReplyText(wctx, c.MessageID, b.threadPost(p), true, threadUUID(p.ReplyUUID, c.ChatID))
+	if fe := (*feishu.Error)(nil); errors.As(err, &fe) && fe.MessageGone() {
+		// The card was recalled: the reply goes to the chat itself, naming the issue.
+		sent, err = b.feishu.SendText(wctx, c.ChatID, "「"+plaintext.Truncate(rec.Name, cards.TitleRunes, "…")+"」\n"+b.threadPost(p),
+			threadUUID(p.ReplyUUID, c.ChatID))
+	}
+	if err != nil && !feishu.Retryable(wctx, err) && b.now().Sub(time.Unix(p.CreateAt, 0)) >= threadGiveUpAfter {
+		b.metrics.threadDrops.Inc()
+		b.logger.Error("a reply could not be posted to a chat for hours; given up there", "issue_uuid", p.IssueUUID,
+			"reply_uuid", p.ReplyUUID, "chat_id", c.ChatID, "err", err)
+		return nil
+	}
+	if err != nil {
+		if j.Attempts+1 == replyNotifyAfter {
+			b.logger.Error("a reply cannot be posted to its thread; still retrying", "issue_uuid", p.IssueUUID,
+				"reply_uuid", p.ReplyUUID, "chat_id", c.ChatID, "message_id", c.MessageID, "err", err)
+		}
+		return fmt.Errorf("post reply %s into the thread in chat %s: %w", p.ReplyUUID, c.ChatID, err)
+	}
+	if b.afterThreadPost != nil {
+		if err := b.afterThreadPost(p.ReplyUUID); err != nil {
+			return errAbandoned
+		}
+	}
+	if sent.ThreadID != "" && c.ThreadID == "" {
+		if err := b.linkThread(wctx, rec.IssueUUID, c.ChatID, sent.ThreadID); err != nil {
+			return fmt.Errorf("record thread %s: %w", sent.ThreadID, err)
+		}
+	}
+	b.logger.Info("reply posted to the thread", "issue_uuid", p.IssueUUID, "reply_uuid", p.ReplyUUID,
+		"message_id", sent.MessageID, "chat_id", c.ChatID)
+	return nil
+}
+
+// linkThread records the thread of an issue's card in a chat, if it has none yet.
+func (b *Bot) linkThread(ctx context.Context, issueUUID, chatID, threadID string) error {
+	_, _, err := b.updateIssue(ctx, issueUUID, func(r *store.Issue) error {
+		c := r.Card(chatID)
+		if c == nil || c.ThreadID != "" {
+			return errUnchanged
+		}
+		c.ThreadID = threadID
+		return nil
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	return err
 }
 
 // syncedKey is the claim that a reply was synced and counted on its card.

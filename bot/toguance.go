@@ -1,6 +1,7 @@
 package bot
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -126,22 +127,28 @@ func (b *Bot) HandleMessage(ctx context.Context, m feishu.Message) error {
 	issueUUID := rec.IssueUUID
 	switch cmd.kind {
 	case cmdHelp:
-		return b.once(ctx, m, answerHelp)
+		return b.once(ctx, m, answerHelp, "")
+	case cmdList:
+		return b.once(ctx, m, answerList, "")
+	case cmdBind:
+		return b.once(ctx, m, answerBind, cmd.text)
+	case cmdUnbind:
+		return b.once(ctx, m, answerUnbind, cmd.text)
 	case cmdResolve, cmdPending, cmdReopen:
 		if !inThread {
-			return b.once(ctx, m, noticeNotInThread.kind)
+			return b.once(ctx, m, noticeNotInThread.kind, "")
 		}
 		if rec.IssueUUID == "" {
-			return b.once(ctx, m, noticeCardPending.kind) // its card is not recorded yet
+			return b.once(ctx, m, noticeCardPending.kind, "") // its card is not recorded yet
 		}
 		return b.queueStatusCommand(ctx, m, rec, cmd.kind)
 	case cmdStatus:
-		return b.once(ctx, m, answerStatus)
+		return b.once(ctx, m, answerStatus, "")
 	case cmdCompat:
 		issueUUID, text = cmd.issueUUID, cmd.text
 	case cmdNone:
 		if !inThread {
-			return b.once(ctx, m, answerHelp)
+			return b.once(ctx, m, answerHelp, "")
 		}
 	}
 	if isPrivate(text) || text == "" {
@@ -173,8 +180,8 @@ func (b *Bot) HandleMessage(ctx context.Context, m feishu.Message) error {
 		_ = b.state.Release(context.WithoutCancel(ctx), "msg:"+m.MessageID)
 		return fmt.Errorf("queue reply %s: %w", m.MessageID, err)
 	}
-	if inThread && m.ThreadID != "" && rec.IssueUUID != "" && rec.ThreadID == "" {
-		if err := b.state.LinkThread(ctx, m.ThreadID, rec.IssueUUID); err != nil {
+	if c := rec.Card(m.ChatID); inThread && m.ThreadID != "" && c != nil && c.ThreadID == "" {
+		if err := b.linkThread(ctx, rec.IssueUUID, m.ChatID, m.ThreadID); err != nil {
 			log.Warn("link thread to issue", "issue_uuid", rec.IssueUUID, "err", err)
 		}
 	}
@@ -199,10 +206,10 @@ func (b *Bot) threadIssue(ctx context.Context, m feishu.Message) (store.Issue, b
 	return store.Issue{}, false, nil
 }
 
-// once queues an answer of kind to m, at most once per message id. If the answer
-// cannot be queued, the claim is given back and the event fails, so Feishu delivers it
-// again.
-func (b *Bot) once(ctx context.Context, m feishu.Message, kind string) error {
+// once queues an answer of kind to m (a command with its arguments), at most once per
+// message id. If the answer cannot be queued, the claim is given back and the event
+// fails, so Feishu delivers it again.
+func (b *Bot) once(ctx context.Context, m feishu.Message, kind, args string) error {
 	first, err := b.state.Claim(ctx, "msg:"+m.MessageID, messageDedupeTTL)
 	if err != nil {
 		return fmt.Errorf("claim message %s: %w", m.MessageID, err)
@@ -210,7 +217,9 @@ func (b *Bot) once(ctx context.Context, m feishu.Message, kind string) error {
 	if !first {
 		return nil
 	}
-	if err := b.queueAnswer(ctx, m.MessageID, m.ChatID, kind); err != nil {
+	a := answerJob{MessageID: m.MessageID, ChatID: m.ChatID, Kind: kind, Args: args, SenderOpenID: m.SenderOpenID,
+		Direct: m.ChatType == "p2p"}
+	if err := b.queueAnswer(ctx, a); err != nil {
 		_ = b.state.Release(context.WithoutCancel(ctx), "msg:"+m.MessageID)
 		return err
 	}
@@ -247,7 +256,8 @@ func (b *Bot) postReply(ctx context.Context, j *jobs.Job[replyJob]) error {
 		b.notify(wctx, p.MessageID, p.ChatID, noticeDelayed)
 	}
 	if p.Content == "" {
-		p.Content = replyContent(b.senderName(wctx, *p), p.Text)
+		p.SenderName = b.senderName(wctx, *p)
+		p.Content = replyContent(p.SenderName, b.replyVia(wctx, *p), p.Text)
 	}
 	if p.Attempted {
 		// An earlier attempt may have been accepted without us hearing the answer.
@@ -317,12 +327,44 @@ func (b *Bot) replyDone(ctx context.Context, p replyJob, replyUUID string) error
 	if err := b.countSynced(ctx, p.IssueUUID, "chat:"+p.MessageID); err != nil {
 		b.logger.Warn("count a synced reply on the card", "issue_uuid", p.IssueUUID, "err", err)
 	}
+	if err := b.mirror(ctx, p, replyUUID); err != nil {
+		return err
+	}
 	if err := b.feishu.AddReaction(ctx, p.MessageID, "DONE"); err != nil {
 		b.logger.Warn("react to a synced message", "message_id", p.MessageID, "err", err)
 	}
 	b.metrics.repliesToGuance.Inc()
 	b.metrics.replyLatency.Observe(max(b.now().Sub(p.Received), 0).Seconds())
 	b.logger.Info("chat message posted to Guance", "issue_uuid", p.IssueUUID, "message_id", p.MessageID, "reply_uuid", replyUUID)
+	return nil
+}
+
+// mirror queues a reply written in one chat's thread for the threads of the issue's
+// other chats, so that every chat sees the whole conversation. The thread queue keeps
+// it in order with the issue's Guance replies.
+func (b *Bot) mirror(ctx context.Context, p replyJob, replyUUID string) error {
+	rec, err := b.state.GetIssue(ctx, p.IssueUUID)
+	if errors.Is(err, store.ErrNotFound) || replyUUID == "" {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read issue record: %w", err)
+	}
+	others := false
+	for _, c := range rec.Cards {
+		others = others || c.ChatID != p.ChatID
+	}
+	if !others {
+		return nil
+	}
+	now := b.now()
+	job := threadJob{
+		IssueUUID: p.IssueUUID, ReplyUUID: replyUUID, Author: cmp.Or(p.SenderName, p.SenderOpenID, "?"),
+		CreateAt: p.Received.Unix(), Text: p.Text, Seq: now.UnixNano(), FromChat: p.ChatID, FromName: b.chatName(ctx, p.ChatID),
+	}
+	if err := b.thread.Enqueue(ctx, "mirror:"+replyUUID, job, now); err != nil {
+		return fmt.Errorf("queue reply %s for the other chats: %w", replyUUID, err)
+	}
 	return nil
 }
 
@@ -370,10 +412,25 @@ func (b *Bot) senderName(ctx context.Context, p replyJob) string {
 	return "?"
 }
 
-// replyContent formats a reply as Guance shows it, within Guance's length limit.
-func replyContent(author, text string) string {
-	s := "[飞书] " + author + ": " + text
+// replyContent formats a reply as Guance shows it, within Guance's length limit; via
+// names the group it came from ("" when the issue is in one chat only).
+func replyContent(author, via, text string) string {
+	from := "[飞书]"
+	if via != "" {
+		from = "[飞书 · " + via + "]"
+	}
+	s := from + " " + author + ": " + text
 	return plaintext.Truncate(s, guance.MaxReplyRunes, "\n…（已截断 / truncated）")
+}
+
+// replyVia names the group a reply came from when its issue has cards in several
+// chats, and "" otherwise.
+func (b *Bot) replyVia(ctx context.Context, p replyJob) string {
+	rec, err := b.state.GetIssue(ctx, p.IssueUUID)
+	if err != nil || len(rec.Cards) < 2 || rec.Card(p.ChatID) == nil {
+		return ""
+	}
+	return b.chatName(ctx, p.ChatID)
 }
 
 // feedbackUUID is the Feishu idempotency key of the bot's answer to a message.

@@ -25,7 +25,7 @@ func (h *harness) cardedIssue(name string) (string, string) {
 	var msg string
 	waitFor(h.t, 40*time.Second, "the card of "+name, func() bool {
 		rec, err := h.st.GetIssue(context.Background(), is.UUID)
-		msg = rec.CardMessageID
+		msg = chatCard(rec).MessageID
 		return err == nil && msg != ""
 	})
 	// The record is written before the card's job is removed.

@@ -139,13 +139,13 @@ func (b *Bot) sweepEvery() time.Duration {
 
 // watchedIssue reports whether the watcher still looks at a record.
 func (b *Bot) watchedIssue(r store.Issue, now time.Time) bool {
-	if r.Gone || r.CardMessageID == "" {
+	if r.Gone || len(r.Cards) == 0 {
 		return false
 	}
 	if !statusDone(r.StatusType) || r.ScanResume > 0 {
 		return true // open, or a reply scan to finish
 	}
-	last := latest(time.Unix(r.UpdateAt, 0), time.Unix(r.LastReplyAt, 0), r.LastActivity, r.ChangedAt, r.SentAt)
+	last := latest(time.Unix(r.UpdateAt, 0), time.Unix(r.LastReplyAt, 0), r.LastActivity, r.ChangedAt, lastSent(r))
 	return now.Sub(last) < b.cfg.QuietAfter
 }
 
@@ -181,10 +181,10 @@ func (b *Bot) syncStep(ctx context.Context) (bool, error) {
 		// within the reopen horizon (a reopen in Guance wakes a quiet one).
 		created := time.Unix(r.CreateAt, 0)
 		if r.CreateAt == 0 {
-			created = r.SentAt
+			created = firstSent(*r)
 		}
 		open := b.watchedIssue(*r, now) && !statusDone(r.StatusType)
-		reopenable := !r.Gone && r.CardMessageID != "" && statusDone(r.StatusType) && now.Sub(r.SentAt) < reopenHorizon
+		reopenable := !r.Gone && len(r.Cards) > 0 && statusDone(r.StatusType) && now.Sub(lastSent(*r)) < reopenHorizon
 		if (open || reopenable) && (openFrom.IsZero() || created.Before(openFrom)) {
 			openFrom = created
 		}
@@ -194,7 +194,7 @@ func (b *Bot) syncStep(ctx context.Context) (bool, error) {
 		watched = append(watched, *r)
 		since := r.RepliesScannedAt
 		if since.IsZero() {
-			since = r.SentAt
+			since = firstSent(*r)
 		}
 		wait := now.Sub(since)
 		if !statusDone(r.StatusType) {
@@ -263,7 +263,7 @@ func (b *Bot) scanWeight(r store.Issue, now time.Time) float64 {
 	switch {
 	case statusDone(r.StatusType):
 		return 0.5
-	case now.Sub(r.LastActivity) < hot, now.Sub(r.SentAt) < hot, now.Sub(time.Unix(r.LastReplyAt, 0)) < hot:
+	case now.Sub(r.LastActivity) < hot, now.Sub(lastSent(r)) < hot, now.Sub(time.Unix(r.LastReplyAt, 0)) < hot:
 		return 4
 	}
 	return 1

@@ -81,7 +81,7 @@ func (h *harness) settled(issueUUID string) {
 	waitFor(h.t, 30*time.Second, "the card of "+issueUUID+" settled", func() bool {
 		r := h.record(issueUUID)
 		n, err := h.patchesDue()
-		return !r.Refresh && r.PatchedRevision == r.CardRevision && err == nil && n == 0
+		return !r.Refresh && chatCard(r).PatchedRevision == r.CardRevision && err == nil && n == 0
 	})
 }
 
@@ -97,7 +97,7 @@ func (h *harness) patchesDue() (int, error) {
 func (h *harness) ageCard(issueUUID string) {
 	h.t.Helper()
 	if _, err := h.st.UpdateIssue(context.Background(), issueUUID, func(r *store.Issue) error {
-		r.SentAt = time.Now().Add(-15 * 24 * time.Hour)
+		r.Cards[0].SentAt = time.Now().Add(-15 * 24 * time.Hour)
 		return nil
 	}); err != nil {
 		h.t.Fatal(err)
@@ -170,13 +170,13 @@ func TestGuanceRepliesReachThreadOnce(t *testing.T) {
 				t.Errorf("thread post = %q", text)
 			}
 			// The thread is recorded right after Feishu answered the post.
-			waitFor(t, 10*time.Second, "the thread recorded", func() bool { return h.record(issue).ThreadID != "" })
+			waitFor(t, 10*time.Second, "the thread recorded", func() bool { return chatCard(h.record(issue)).ThreadID != "" })
 			rec := h.record(issue)
-			if post.ThreadID != rec.ThreadID {
-				t.Errorf("thread not recorded: record %q, post %q", rec.ThreadID, post.ThreadID)
+			if post.ThreadID != chatCard(rec).ThreadID {
+				t.Errorf("thread not recorded: record %q, post %q", chatCard(rec).ThreadID, post.ThreadID)
 			}
-			if got, err := h.st.IssueByMessage(t.Context(), rec.ThreadID); err != nil || got.IssueUUID != issue {
-				t.Errorf("thread %s maps to %q, %v", rec.ThreadID, got.IssueUUID, err)
+			if got, err := h.st.IssueByMessage(t.Context(), chatCard(rec).ThreadID); err != nil || got.IssueUUID != issue {
+				t.Errorf("thread %s maps to %q, %v", chatCard(rec).ThreadID, got.IssueUUID, err)
 			}
 
 			// The bot's own replies: one synced from the thread, one written with its key.
@@ -529,7 +529,7 @@ func TestOldCardGetsFreshCardInThread(t *testing.T) {
 	h.gs.SetStatus(issue, 30)
 	var fresh string
 	waitFor(t, 30*time.Second, "a fresh card in the thread", func() bool {
-		fresh = h.record(issue).CardMessageID
+		fresh = chatCard(h.record(issue)).MessageID
 		return fresh != card
 	})
 	m, _ := h.fs.Message(fresh)
@@ -581,7 +581,7 @@ func TestOldCardGetsFreshCardInThread(t *testing.T) {
 	// The card is sent before the record moves to it: wait for both.
 	var third string
 	waitFor(t, 30*time.Second, "a third card, recorded", func() bool {
-		third = h.record(issue).CardMessageID
+		third = chatCard(h.record(issue)).MessageID
 		return h.cardCount() == 3 && third != fresh
 	})
 	if m, _ := h.fs.Message(third); third == fresh || m.RootID != card || !strings.Contains(m.Content, `"content":"Open"`) {
@@ -735,7 +735,8 @@ func TestScanDoesNotStopAtTheBotsOwnNewerReply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := storeIssue(*parsed, testChat, sent.MessageID, now())
+	rec := storeIssue(*parsed)
+	rec.Cards = []store.Card{{ChatID: testChat, MessageID: sent.MessageID, SentAt: now(), PatchedRevision: 1}}
 	if err := h.st.PutIssue(t.Context(), rec); err != nil {
 		t.Fatal(err)
 	}
@@ -936,7 +937,7 @@ func TestThreadPostGivenUp(t *testing.T) {
 	if err := h.bot.metrics.threadDrops.Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
 		t.Errorf("issuebot_thread_posts_dropped_total = %v (%v), want 1", m.GetCounter().GetValue(), err)
 	}
-	if logs := h.logs.String(); !strings.Contains(logs, "giving up on a job") || !strings.Contains(logs, "queue=thread") {
+	if logs := h.logs.String(); !strings.Contains(logs, "given up there") || !strings.Contains(logs, "level=ERROR") {
 		t.Error("no error log for the dropped reply")
 	}
 	h.fs.AddChat(testChat)
@@ -964,15 +965,16 @@ func TestSameSecondDataDoesNotUndoAClick(t *testing.T) {
 		t.Fatal(err)
 	}
 	is := *got
-	if err := h.st.PutIssue(ctx, store.Issue{IssueUUID: is.UUID, ChatID: testChat, CardMessageID: "om_card",
-		CardRevision: 1, PatchedRevision: 1, UpdateAt: is.UpdateAt.Unix(), StatusType: int(is.StatusType),
-		Level: string(is.Level), Name: is.Name, SentAt: time.Now()}); err != nil {
+	if err := h.st.PutIssue(ctx, store.Issue{IssueUUID: is.UUID,
+		Cards:        []store.Card{{ChatID: testChat, MessageID: "om_card", PatchedRevision: 1, SentAt: time.Now()}},
+		CardRevision: 1, UpdateAt: is.UpdateAt.Unix(), StatusType: int(is.StatusType),
+		Level: string(is.Level), Name: is.Name}); err != nil {
 		t.Fatal(err)
 	}
 	asked := time.Now()
 	row := is // the list row, read just before the click
 	if _, err := b.applyStatus(ctx, statusJob{IssueUUID: is.UUID, Target: guance.StatusResolved, Action: "resolve",
-		Expect: is.StatusType, Who: "张三", At: time.Now()}, true); err != nil {
+		Expect: is.StatusType, Who: "张三", At: time.Now()}, "om_card"); err != nil {
 		t.Fatal(err)
 	}
 	after := h.record(is.UUID)
@@ -1089,16 +1091,16 @@ func TestLateClickAnswerPatchesTheCard(t *testing.T) {
 	issue := h.gs.AddIssue(guancetest.IssueSpec{Name: "slow answer"}).UUID
 	rec := carded(t, h, issue, time.Now())
 	resp, err := b.HandleCardAction(t.Context(), feishu.CardAction{EventID: "ev_late", OperatorOpenID: "ou_alice",
-		MessageID: rec.CardMessageID, ChatID: testChat, EventTime: time.Now(),
+		MessageID: chatCard(rec).MessageID, ChatID: testChat, EventTime: time.Now(),
 		Value: map[string]any{"action": "resolve", "issue": issue, "rev": float64(1), "st": float64(10)}})
 	if err != nil || resp.Toast == nil || resp.Toast.Type != "success" {
 		t.Fatalf("answer %+v, %v", resp, err)
 	}
 	got := h.record(issue)
 	n, err := h.patchesDue()
-	if got.StatusType != 20 || got.PatchedRevision >= got.CardRevision || err != nil || n != 1 {
+	if got.StatusType != 20 || chatCard(got).PatchedRevision >= got.CardRevision || err != nil || n != 1 {
 		t.Errorf("after a late answer: status %d, revision %d shown of %d, %d patches queued (%v); want a patch queued",
-			got.StatusType, got.PatchedRevision, got.CardRevision, n, err)
+			got.StatusType, chatCard(got).PatchedRevision, got.CardRevision, n, err)
 	}
 }
 
@@ -1127,7 +1129,7 @@ func TestCorruptSnapshotIsReadAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.recordCard(t.Context(), rec); err != nil {
+	if _, err := b.recordCard(t.Context(), rec, chatCard(rec)); err != nil {
 		t.Fatalf("recordCard: %v", err)
 	}
 	if !strings.Contains(h.logs.String(), "snapshot is unreadable") {
@@ -1176,10 +1178,10 @@ func TestQuietCardSaysItsButtonsExpire(t *testing.T) {
 	h.bootstrapped()
 	issue, card := h.cardedIssue("quiet for 13 days")
 	sent := time.Now().Add(-(patchMaxAge - expiryLead) - time.Minute)
-	if _, err := h.st.UpdateIssue(t.Context(), issue, func(r *store.Issue) error { r.SentAt = sent; return nil }); err != nil {
+	if _, err := h.st.UpdateIssue(t.Context(), issue, func(r *store.Issue) error { r.Cards[0].SentAt = sent; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.bot.queueExpiry(t.Context(), issue, sent); err != nil {
+	if err := h.bot.queueExpiry(t.Context(), issue, testChat, sent); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "the expiry note on the card", func() bool {

@@ -115,6 +115,9 @@ type Extend struct {
 	Text string
 	// SourceLink is the console-relative link to the issue's source.
 	SourceLink string
+	// Channels are the uuids of the channels the issue was delivered to besides the
+	// default one (extend.channels).
+	Channels []string
 	// Raw is the extend object as received (nil when absent or null).
 	Raw json.RawMessage
 }
@@ -140,6 +143,18 @@ func (e *Extend) UnmarshalJSON(b []byte) error {
 		return nil
 	}
 	e.Text, e.SourceLink = string(v.Text), string(v.SourceLink)
+	var c struct {
+		Channels []struct {
+			UUID string `json:"uuid"`
+		} `json:"channels"`
+	}
+	if json.Unmarshal(b, &c) == nil {
+		for _, ch := range c.Channels {
+			if ch.UUID != "" {
+				e.Channels = append(e.Channels, ch.UUID)
+			}
+		}
+	}
 	return nil
 }
 
@@ -148,10 +163,18 @@ func (e Extend) MarshalJSON() ([]byte, error) {
 	if len(e.Raw) > 0 {
 		return e.Raw, nil
 	}
+	type ref struct {
+		Type string `json:"type"`
+		UUID string `json:"uuid"`
+	}
 	v := struct {
 		Text       string `json:"text,omitempty"`
 		SourceLink string `json:"sourceLink,omitempty"`
-	}{e.Text, e.SourceLink}
+		Channels   []ref  `json:"channels,omitempty"`
+	}{Text: e.Text, SourceLink: e.SourceLink}
+	for _, c := range e.Channels {
+		v.Channels = append(v.Channels, ref{Type: "#", UUID: c})
+	}
 	return json.Marshal(v)
 }
 

@@ -74,6 +74,7 @@ func wantDocListRow() Issue {
 		Extend: Extend{
 			Text:       "@jiangyd@jiagouyun.com  #jjj nn",
 			SourceLink: "/tracing/service/table?leftActiveKey=Tracing&activeName=LinkToTrackService&w=wksp_xxxx32&time=15m",
+			Channels:   []string{"chan_xxxx32"},
 		},
 	}
 }
