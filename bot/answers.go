@@ -82,6 +82,9 @@ type answerJob struct {
 	SenderOpenID string `json:"sender_open_id,omitempty"`
 	// Direct is set for a command sent in a direct chat with the bot.
 	Direct bool `json:"direct,omitempty"`
+	// Done is the answer of a command that changed something (bind, unbind), kept once
+	// it is carried out, so that a retried post does not do it again.
+	Done string `json:"done,omitempty"`
 }
 
 // queueAnswer queues an answer.
@@ -142,10 +145,16 @@ func (b *Bot) sendAnswer(ctx context.Context, j *jobs.Job[answerJob]) error {
 			_, err = b.feishu.ReplyCard(wctx, p.MessageID, card, false, j.ID)
 		}
 	case answerBind, answerUnbind:
-		var text string
-		if text, err = b.routeCommand(wctx, p); err == nil {
-			_, err = b.feishu.ReplyText(wctx, p.MessageID, text, false, j.ID)
+		if p.Done == "" {
+			if p.Done, err = b.routeCommand(wctx, p); err != nil {
+				break
+			}
+			j.Payload.Done = p.Done
+			if err := j.Save(wctx); err != nil {
+				return err
+			}
 		}
+		_, err = b.feishu.ReplyText(wctx, p.MessageID, p.Done, false, j.ID)
 	default:
 		n, ok := notices[p.Kind]
 		if !ok {

@@ -35,7 +35,7 @@ func (h *harness) cardedIssue(name string) (string, string) {
 			return false
 		}
 		for _, j := range jobs {
-			if j.ID == is.UUID {
+			if j.ID == cardJobID(is.UUID, testChat) {
 				return false
 			}
 		}
