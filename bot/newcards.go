@@ -58,6 +58,26 @@ func (b *Bot) queueCard(ctx context.Context, is guance.Issue) error {
 	return nil
 }
 
+// reroute sends an issue whose card was queued for a chat the bot has left where the
+// remaining routes say, to the chats that have no card of it yet.
+func (b *Bot) reroute(ctx context.Context, is guance.Issue, rec store.Issue) error {
+	chats, err := b.routeIssue(ctx, is)
+	if err != nil {
+		return fmt.Errorf("route issue %s again: %w", is.UUID, err)
+	}
+	for _, chat := range chats {
+		if rec.Card(chat) != nil {
+			continue
+		}
+		if err := b.cards.Enqueue(ctx, cardJobID(is.UUID, chat), cardJob{Issue: is, ChatID: chat}, b.now()); err != nil {
+			return fmt.Errorf("queue card for issue %s in chat %s: %w", is.UUID, chat, err)
+		}
+	}
+	b.logger.Info("a card queued for a chat the bot left goes where the remaining routes say", "issue_uuid", is.UUID,
+		"chats", chats)
+	return nil
+}
+
 // cardQueued reports whether a card is queued (perhaps sent and not yet recorded) for
 // the issue, or, with issueUUID "", for any issue of the chat.
 func (b *Bot) cardQueued(ctx context.Context, issueUUID, chatID string) (bool, error) {
@@ -101,7 +121,10 @@ func (b *Bot) deliverCard(ctx context.Context, j *jobs.Job[cardJob]) error {
 		return nil // recorded by a run that stopped before removing the job
 	}
 	if left, err := b.chatLeft(wctx, p.ChatID); err != nil || left {
-		return err // the bot left the chat: nothing more goes there
+		if err != nil {
+			return err
+		}
+		return b.reroute(wctx, is, rec) // the bot left the chat: nothing more goes there
 	}
 	rev, card := int64(1), []byte(nil)
 	if exists && !rec.Gone {

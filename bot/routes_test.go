@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"issuebot/bot/feishu"
 	"net/http"
 	"slices"
 	"strings"
@@ -365,5 +366,37 @@ func TestBotAddedAndRemoved(t *testing.T) {
 				t.Errorf("cards of the issue = %+v, want none", left.Cards)
 			}
 		})
+	}
+}
+
+// TestCardForALeftChatIsRerouted: a card still queued for a group the bot has left is
+// not sent there; the issue goes where the remaining routes say (the default chat).
+func TestCardForALeftChatIsRerouted(t *testing.T) {
+	h, b, _ := scanHarness(t)
+	is := h.gs.AddIssue(guancetest.IssueSpec{Name: "queued for a group that went away"})
+	parsed, err := h.gc.GetIssue(t.Context(), is.UUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.fs.AddChat("oc_gone")
+	if err := b.cards.Enqueue(t.Context(), cardJobID(is.UUID, "oc_gone"), cardJob{Issue: *parsed, ChatID: "oc_gone"}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.HandleBotRemoved(t.Context(), feishu.ChatEvent{ChatID: "oc_gone", EventID: "ev1"}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := b.cards.Pass(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(h.fs.Messages("oc_gone")); n != 0 {
+		t.Errorf("%d messages posted into the chat the bot left", n)
+	}
+	if got := h.cardsFor(is.UUID); got != 1 {
+		t.Errorf("the default chat holds %d cards of the rerouted issue, want 1", got)
+	}
+	if n, err := h.st.CountJobs(t.Context(), queueCards); err != nil || n != 0 {
+		t.Errorf("card jobs left = %d, %v", n, err)
 	}
 }

@@ -1,12 +1,12 @@
 package feishu_test
 
 import (
-	"slices"
 	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
