@@ -230,7 +230,13 @@ func TestRoutedIssueIsLiveInEveryChat(t *testing.T) {
 // many, also when its answer had to be posted again); a direct chat cannot bind. Every
 // command is answered as a reply, in both languages.
 func TestBindRules(t *testing.T) {
-	h := routeHarness(t, "embedded")
+	for _, kind := range []string{"embedded", "redis"} {
+		t.Run(kind, func(t *testing.T) { testBindRules(t, kind) })
+	}
+}
+
+func testBindRules(t *testing.T, kind string) {
+	h := routeHarness(t, kind)
 	var failed atomic.Bool
 	h.fs.Fail = func(r *http.Request) (int, string, bool) {
 		body, _ := io.ReadAll(r.Body)
@@ -282,7 +288,13 @@ func TestBindRules(t *testing.T) {
 // TestListStatusHelpInGroupAndDirectChat: list shows the chat's open issues (a direct
 // chat the default chat's), status shows the chat's routes, help the commands.
 func TestListStatusHelpInGroupAndDirectChat(t *testing.T) {
-	h := routeHarness(t, "embedded")
+	for _, kind := range []string{"embedded", "redis"} {
+		t.Run(kind, func(t *testing.T) { testListStatusHelp(t, kind) })
+	}
+}
+
+func testListStatusHelp(t *testing.T, kind string) {
+	h := routeHarness(t, kind)
 	h.start()
 	h.bootstrapped()
 	h.answer(chatSRE, h.say(chatSRE, "ou_alice", "bind sre"))
@@ -320,9 +332,10 @@ func TestListStatusHelpInGroupAndDirectChat(t *testing.T) {
 // from a group (or the group disbanded), its routes are gone, queued work for it ends,
 // nothing more is posted there, and its issues go where the remaining routes say.
 func TestBotAddedAndRemoved(t *testing.T) {
-	for _, how := range []string{"removed", "disbanded"} {
-		t.Run(how, func(t *testing.T) {
-			h := routeHarness(t, "embedded")
+	for _, c := range []struct{ how, kind string }{{"removed", "embedded"}, {"disbanded", "redis"}} {
+		how := c.how
+		t.Run(c.how+"/"+c.kind, func(t *testing.T) {
+			h := routeHarness(t, c.kind)
 			h.start()
 			h.bootstrapped()
 			h.deliver(h.fs.BotAddedEvent("oc_new", "ou_alice"))
