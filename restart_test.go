@@ -564,3 +564,67 @@ func TestReplicaTakesOverFromKilledLeader(t *testing.T) {
 	}
 	reportLatency(t, r.check())
 }
+
+// TestRoutesSurviveRestarts: a group bound from the chat keeps its route across a
+// SIGTERM and a SIGKILL of real processes: its channel's issues keep going to it, each
+// carded once, and the default chat gets only what no route takes.
+func TestRoutesSurviveRestarts(t *testing.T) {
+	for i, kind := range []string{"embedded", "redis"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			const routed = "oc_routed"
+			r := newRig(t, kind, 9+i)
+			r.fs.SetChat(routed, feishutest.ChatSpec{Name: "SRE"})
+			r.gs.AddChannel("sre")
+			p := r.start("first", "INSTANCE_ID=replica-1")
+			r.waitPolled(2)
+			bot := feishutest.Mention{Key: "@_user_1", OpenID: r.fs.BotOpenID}
+			bind := r.fs.MessageEvent(feishutest.MessageSpec{MessageID: "om_bind", ChatID: routed, SenderOpenID: "ou_alice",
+				Content: feishutest.TextContent("@_user_1 bind sre"), Mentions: []feishutest.Mention{bot}})
+			r.waitUntil(20*time.Second, "the bind delivered", func() bool {
+				ack, err := r.fs.DeliverWS(t.Context(), bind)
+				return err == nil && ack.Code == 200
+			})
+			answered := func() bool {
+				for _, m := range r.fs.Messages(routed) {
+					if m.ParentID == "om_bind" && strings.Contains(m.Content, "Bound") {
+						return true
+					}
+				}
+				return false
+			}
+			r.waitUntil(20*time.Second, "the bind answered", answered)
+			cardsIn := func(chat, issue string) int {
+				n := 0
+				for _, m := range r.fs.Messages(chat) {
+					if m.MsgType == "interactive" && m.RootID == "" && strings.Contains(m.Content, `"`+issue+`"`) {
+						n++
+					}
+				}
+				return n
+			}
+			var issues []string
+			check := func(step string) {
+				id := fmt.Sprintf("issue_routed_%s", step)
+				issues = append(issues, id)
+				r.gs.AddIssue(guancetest.IssueSpec{UUID: id, Name: "routed " + step, Channels: []string{"sre"}})
+				r.waitUntil(30*time.Second, "the card of "+id+" in the bound group", func() bool { return cardsIn(routed, id) == 1 })
+			}
+			check("first")
+			p.stop(t)
+			p = r.start("after-sigterm", "INSTANCE_ID=replica-1")
+			check("after-sigterm")
+			p.kill()
+			p = r.start("after-sigkill", "INSTANCE_ID=replica-1")
+			check("after-sigkill")
+			r.gs.AddIssue(guancetest.IssueSpec{UUID: "issue_unrouted", Name: "no route"})
+			r.waitUntil(30*time.Second, "the unrouted issue in the default chat", func() bool { return cardsIn(restartChat, "issue_unrouted") == 1 })
+			p.stop(t)
+			for _, id := range issues {
+				if n, d := cardsIn(routed, id), cardsIn(restartChat, id); n != 1 || d != 0 {
+					t.Errorf("issue %s: %d cards in the bound group, %d in the default chat; want 1 and 0", id, n, d)
+				}
+			}
+		})
+	}
+}
