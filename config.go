@@ -29,6 +29,7 @@ type Config struct {
 	GuanceRateLimit         int           `env:"GUANCE_RATE_LIMIT" envDefault:"18"`
 	PollInterval            time.Duration `env:"POLL_INTERVAL" envDefault:"10s"`
 	QuietAfter              time.Duration `env:"QUIET_AFTER" envDefault:"24h"`
+	StormThreshold          int           `env:"STORM_THRESHOLD" envDefault:"10"`
 	HTTPAddr                string        `env:"HTTP_ADDR" envDefault:":8080"`
 	RedisURL                string        `env:"REDIS_URL,unset"`
 	DataDir                 string        `env:"DATA_DIR" envDefault:"./data"`
@@ -94,6 +95,8 @@ func parseConfig(environ []string) (Config, error) {
 	check("QUIET_AFTER", cfg.QuietAfter >= time.Minute && cfg.QuietAfter <= 90*24*time.Hour,
 		"must be between 1m and 2160h (90 days)")
 	check("HTTP_ADDR", cfg.HTTPAddr != "", "must not be empty")
+	check("STORM_THRESHOLD", cfg.StormThreshold >= 0 && cfg.StormThreshold <= 10000,
+		"must be between 0 (no storm digests) and 10000 new issues a minute per chat")
 	check("REDIS_URL", cfg.RedisURL == "" || strings.HasPrefix(cfg.RedisURL, "redis://") || strings.HasPrefix(cfg.RedisURL, "rediss://"),
 		"must start with redis:// or rediss://")
 	check("DATA_DIR", cfg.RedisURL != "" || cfg.DataDir != "", "must not be empty when REDIS_URL is empty")

@@ -63,7 +63,7 @@ func run(ctx context.Context, environ []string, stdout io.Writer) error {
 	b := bot.New(bot.Config{
 		ChatID: cfg.FeishuChatID, PollInterval: cfg.PollInterval, RateLimit: cfg.GuanceRateLimit,
 		ConsoleURL: cfg.GuanceConsoleURL, QuietAfter: cfg.QuietAfter, Budget: limiter.Stats,
-		InstanceID: cfg.InstanceID,
+		InstanceID: cfg.InstanceID, StormThreshold: cfg.StormThreshold,
 	}, fc, gc, st, metrics, logger)
 	intake, err := feishu.NewIntake(feishu.IntakeConfig{
 		AppID: cfg.FeishuAppID, AppSecret: cfg.FeishuAppSecret, BaseURL: cfg.FeishuBaseURL,

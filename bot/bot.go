@@ -157,6 +157,9 @@ type Config struct {
 	// InstanceID names this replica in the poller lease, the same across its restarts, so
 	// that a restarted process takes its own lease at once; "" means random.
 	InstanceID string
+	// StormThreshold is how many new issues one chat takes within a budget window (a
+	// minute) before the next ones go into one storm digest; 0 turns digests off.
+	StormThreshold int
 	// QuietAfter is how long a resolved or closed issue stays watched for replies after
 	// its last change or chat activity; 0 means 24 hours.
 	QuietAfter time.Duration
@@ -200,6 +203,7 @@ type Bot struct {
 	channelMu   sync.Mutex
 	channelUUID string
 	chats       chatCache
+	storm       storms
 
 	// afterSend, when set (tests only), runs after a card was sent and before it is
 	// recorded; an error abandons the job there, as a crash would.

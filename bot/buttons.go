@@ -65,6 +65,9 @@ func (b *Bot) HandleCardAction(ctx context.Context, a feishu.CardAction) (feishu
 		return toastOnly("error", "无法识别的操作。", "Unknown action."), nil
 	}
 	log = log.With("issue_uuid", act.IssueUUID, "action", act.Action)
+	if act.Action == cards.ActionCard {
+		return b.cardFromDigest(ctx, a, act)
+	}
 	rec, err := b.state.GetIssue(ctx, act.IssueUUID)
 	if errors.Is(err, store.ErrNotFound) {
 		// The card may be out but not recorded yet (its sender was killed between the

@@ -44,6 +44,7 @@ type Metrics struct {
 	commands        *prometheus.CounterVec
 	commandsRefused prometheus.Counter
 	chatEvents      *prometheus.CounterVec
+	digested        prometheus.Counter
 }
 
 // NewMetrics registers issuebot's metrics (plus Go and process collectors) on reg;
@@ -179,6 +180,10 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 			Name: "issuebot_commands_refused_total",
 			Help: "bind and unbind refused by the group's rule (only its owner and managers may edit it).",
 		}),
+		digested: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "issuebot_issues_digested_total",
+			Help: "New issues that went into a chat's storm digest instead of a card of their own.",
+		}),
 		chatEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "issuebot_chat_events_total",
 			Help: "The bot added to (welcome), removed from or disbanded with a group (goodbye).",
@@ -189,7 +194,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		m.repliesToGuance, m.replyFailures, m.replyLatency, m.repliesQueued,
 		m.queued, m.repliesToChat, m.replyStaleness, m.cardPatches, m.statusChanges, m.watched, m.scanOldest,
 		m.sweepPages, m.replyScans, m.threadDrops, m.jobRetries, m.jobsDropped,
-		m.routes, m.unrouted, m.commands, m.commandsRefused, m.chatEvents,
+		m.routes, m.unrouted, m.commands, m.commandsRefused, m.chatEvents, m.digested,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -29,14 +29,19 @@ type cardJob struct {
 	ChatID string       `json:"chat_id"`
 	// FirstTry is when the card was first sent; Feishu's uuid dedupe lasts an hour.
 	FirstTry time.Time `json:"first_try,omitzero"`
+	// Thread, for a card asked for from a storm digest, is the digest's message: the
+	// card is posted, and the digest's thread says so.
+	Thread string `json:"thread,omitempty"`
 }
 
 // cardJobID is the id of an issue's card job for a chat.
 func cardJobID(issueUUID, chatID string) string { return issueUUID + "@" + chatID }
 
-// queueCard stores a card job for a new issue in every chat its routes name, and then
-// marks the issue seen. A crash between the two repeats the jobs' upserts on the next
-// poll, which is harmless.
+// queueCard stores a card job for a new issue in every chat its routes name — or, in
+// a chat going through a storm, puts the issue into the chat's digest — and then marks
+// the issue seen. A crash between the two repeats this on the next poll, which is
+// harmless: an issue in a chat's digest has a card entry there, which its card job (if
+// an earlier try queued one) takes as done.
 func (b *Bot) queueCard(ctx context.Context, is guance.Issue) error {
 	chats, err := b.routeIssue(ctx, is)
 	if err != nil {
@@ -48,7 +53,18 @@ func (b *Bot) queueCard(ctx context.Context, is guance.Issue) error {
 			"level", string(is.Level))
 	}
 	for _, chat := range chats {
-		if err := b.cards.Enqueue(ctx, cardJobID(is.UUID, chat), cardJob{Issue: is, ChatID: chat}, b.now()); err != nil {
+		job := cardJob{Issue: is, ChatID: chat}
+		storm, err := b.stormGate(ctx, chat, is.UUID)
+		if err != nil {
+			return err
+		}
+		if storm != "" {
+			if err := b.digestIssue(ctx, job, storm); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := b.cards.Enqueue(ctx, cardJobID(is.UUID, chat), job, b.now()); err != nil {
 			return fmt.Errorf("queue card for issue %s in chat %s: %w", is.UUID, chat, err)
 		}
 	}
@@ -117,7 +133,7 @@ func (b *Bot) deliverCard(ctx context.Context, j *jobs.Job[cardJob]) error {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("read issue record: %w", err)
 	}
-	if exists && rec.Card(p.ChatID) != nil {
+	if c := rec.Card(p.ChatID); exists && c != nil && (c.MessageID != "" || p.Thread == "") {
 		return nil // recorded by a run that stopped before removing the job
 	}
 	if left, err := b.chatLeft(wctx, p.ChatID); err != nil || left {
@@ -125,6 +141,9 @@ func (b *Bot) deliverCard(ctx context.Context, j *jobs.Job[cardJob]) error {
 			return err
 		}
 		return b.reroute(wctx, is, rec) // the bot left the chat: nothing more goes there
+	}
+	if p.Thread != "" && !exists {
+		return nil // asked for from a digest, but the issue's record is gone
 	}
 	rev, card := int64(1), []byte(nil)
 	if exists && !rec.Gone {
@@ -159,6 +178,10 @@ func (b *Bot) deliverCard(ctx context.Context, j *jobs.Job[cardJob]) error {
 		}
 	}
 	c := store.Card{ChatID: p.ChatID, MessageID: sent.MessageID, SentAt: b.now(), PatchedRevision: rev}
+	if p.Thread != "" {
+		c.Digest = rec.Card(p.ChatID).Digest // still listed in its digest, now as carded
+		b.pointFromDigest(wctx, p, sent.MessageID)
+	}
 	base := storeIssue(is)
 	base.Snapshot = b.snapshot(is)
 	rec, err = b.state.AddCard(wctx, base, c)

@@ -88,6 +88,10 @@ type patchJob struct {
 	IssueUUID string `json:"issue_uuid,omitempty"`
 	ChatID    string `json:"chat_id,omitempty"`
 	Expiry    bool   `json:"expiry,omitempty"`
+	// Digest marks the render of ChatID's storm digests (id "digest:<chat id>"), and
+	// StormEnd the check whether its storm is over (id "stormend:<chat id>").
+	Digest   bool `json:"digest,omitempty"`
+	StormEnd bool `json:"storm_end,omitempty"`
 }
 
 // queueExpiry schedules the expiry note of the card sent to chatID at sentAt.
@@ -119,6 +123,9 @@ func (b *Bot) requeuePatches(ctx context.Context) error {
 		}
 		behind := false
 		for _, c := range r.Cards {
+			if c.MessageID == "" {
+				continue // only in a storm digest
+			}
 			behind = behind || c.PatchedRevision < r.CardRevision
 			if !r.Gone && b.now().Sub(c.SentAt) < patchMaxAge-expiryLead {
 				// Cards sent by a version that did not schedule the note (idempotent).
@@ -146,6 +153,12 @@ func (b *Bot) requeuePatches(ctx context.Context) error {
 func (b *Bot) patchCard(ctx context.Context, j *jobs.Job[patchJob]) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
+	switch {
+	case j.Payload.Digest:
+		return b.renderDigests(wctx, j.Payload.ChatID)
+	case j.Payload.StormEnd:
+		return b.stormEnd(wctx, j.Payload.ChatID)
+	}
 	issue := cmp.Or(j.Payload.IssueUUID, j.ID)
 	if wait := b.patchClock.last(issue).Add(patchEvery); b.now().Before(wait) {
 		return jobs.Later(wait.Sub(b.now()), errors.New("patched less than a second ago"))
@@ -182,8 +195,12 @@ func (b *Bot) patchCard(ctx context.Context, j *jobs.Job[patchJob]) error {
 	}
 	var errs []error
 	for _, c := range rec.Cards {
-		if c.PatchedRevision >= rec.CardRevision {
-			continue // already shown (a click's answer, say)
+		if c.Digest != "" {
+			// The issue's line in the digest shows the change too.
+			errs = append(errs, b.queueDigest(wctx, c.ChatID))
+		}
+		if c.MessageID == "" || c.PatchedRevision >= rec.CardRevision {
+			continue // only in a digest, or already shown (a click's answer, say)
 		}
 		if left, err := b.chatLeft(wctx, c.ChatID); err != nil || left {
 			errs = append(errs, err)

@@ -60,7 +60,12 @@ func (b *Bot) newQueues() {
 		},
 	}
 	b.cards = jobs.NewQueue(e, queueCards, b.deliverCard)
-	b.cards.Key = func(p cardJob) string { return p.ChatID }
+	b.cards.Key = func(p cardJob) string {
+		if p.Thread != "" {
+			return "thread:" + p.Thread // asked for from a digest: not behind the chat's storm
+		}
+		return p.ChatID
+	}
 	b.cards.Parallel = maxChatsInFlight
 	b.replies = jobs.NewQueue(e, queueReplies, b.postReply)
 	b.replies.Key = replyKey

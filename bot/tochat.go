@@ -385,8 +385,8 @@ func (b *Bot) postToThread(ctx context.Context, j *jobs.Job[threadJob]) error {
 	}
 	var errs []error
 	for _, c := range rec.Cards {
-		if c.ChatID == p.FromChat || slices.Contains(p.Posted, c.ChatID) {
-			continue
+		if c.ChatID == p.FromChat || slices.Contains(p.Posted, c.ChatID) || c.MessageID == "" {
+			continue // (a chat that has the issue only in a storm digest gets no post)
 		}
 		if left, err := b.chatLeft(wctx, c.ChatID); err != nil || left {
 			errs = append(errs, err)

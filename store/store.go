@@ -121,6 +121,9 @@ type Card struct {
 	SentAt time.Time `json:"sent_at"`
 	// PatchedRevision is the issue's CardRevision this card shows.
 	PatchedRevision int64 `json:"patched_revision,omitempty"`
+	// Digest names the storm digest that holds the issue in this chat; MessageID stays
+	// empty until someone posts the issue's own card (into the digest's thread).
+	Digest string `json:"digest,omitempty"`
 }
 
 // Card returns the issue's card in chatID, or nil. The pointer is into is.Cards.

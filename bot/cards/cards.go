@@ -46,6 +46,8 @@ const (
 	ActionResolve = "resolve"
 	ActionPending = "pending"
 	ActionReopen  = "reopen"
+	// ActionCard, on a storm digest, posts the issue's own card into the digest's thread.
+	ActionCard = "card"
 )
 
 // Data is everything an issue card shows. Render is a pure function of it.
@@ -120,7 +122,7 @@ func ParseAction(v map[string]any) (Action, error) {
 	var a Action
 	action, _ := v["action"].(string)
 	switch action = strings.ToLower(strings.TrimSpace(action)); action {
-	case ActionResolve, ActionPending, ActionReopen:
+	case ActionResolve, ActionPending, ActionReopen, ActionCard:
 		a.Action = action
 	case "":
 		return Action{}, errors.New("parse card action: missing action")
@@ -130,6 +132,9 @@ func ParseAction(v map[string]any) (Action, error) {
 	issue, _ := v["issue"].(string)
 	if a.IssueUUID = strings.TrimSpace(issue); a.IssueUUID == "" {
 		return Action{}, errors.New("parse card action: missing issue")
+	}
+	if a.Action == ActionCard {
+		return a, nil // a digest's button carries no revision
 	}
 	rev, err := cardRevision(v["rev"])
 	if err != nil {

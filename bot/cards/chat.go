@@ -13,13 +13,13 @@ import (
 // Welcome is the bilingual card the bot posts when it is added to a group: what it
 // does and how to bind the group to Guance channels.
 func Welcome() []byte {
-	const zh = "我会把 Guance 异常追踪的 Issue 发到群里，每个 Issue 一张实时卡片：**卡片的话题就是 Issue 的讨论**，" +
+	const zh = "我会把 Guance 异常追踪的 Issue 发到群里，每个 Issue 一张实时卡片。卡片的话题就是 Issue 的讨论，" +
 		"两边的回复互相同步，按钮可以修改状态。\n\n" +
 		"**绑定本群：** `@机器人 bind <频道名> [P0|P1|P2|P3]`，该频道在此级别及以上的新 Issue 会发到本群" +
 		"（`bind default` 接收全部）。\n" +
 		"`@机器人 bind` 查看本群路由，`@机器人 unbind <频道>` 解除，`@机器人 list` 查看未解决的 Issue，`@机器人 help` 查看帮助。"
-	const en = "I bring Guance issues into this group, each as a live card: **the card's thread is the issue's " +
-		"conversation**, synced both ways, and its buttons change the status.\n\n" +
+	const en = "I bring Guance issues into this group, each as a live card. The card's thread is the issue's " +
+		"conversation, synced both ways, and its buttons change the status.\n\n" +
 		"**Bind this group:** `@bot bind <channel> [P0|P1|P2|P3]` sends the channel's new issues at that level or " +
 		"above here (`bind default` takes every issue).\n" +
 		"`@bot bind` shows this group's routes, `@bot unbind <channel>` removes one, `@bot list` shows open issues, " +
@@ -117,7 +117,8 @@ func bilingualMD(zh, en string) map[string]any {
 func simpleCard(en, zh, template string, elements []any) []byte {
 	card := map[string]any{
 		"schema": "2.0",
-		"config": map[string]any{"update_multi": true},
+		"config": map[string]any{"update_multi": true,
+			"summary": map[string]any{"content": en, "i18n_content": map[string]string{"zh_cn": zh, "en_us": en}}},
 		"header": map[string]any{
 			"title":    map[string]any{"tag": "plain_text", "content": en, "i18n_content": map[string]string{"zh_cn": zh, "en_us": en}},
 			"template": template,

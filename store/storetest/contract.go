@@ -133,7 +133,8 @@ func sampleIssue(uuid string) store.Issue {
 		Cards: []store.Card{
 			{ChatID: "oc_chat1", MessageID: "om_card_" + uuid, ThreadID: "omt_thread_" + uuid,
 				SentAt: time.Date(2026, 1, 1, 8, 0, 0, 123456789, time.UTC), PatchedRevision: 2},
-			{ChatID: "oc_chat2", MessageID: "om_card2_" + uuid, SentAt: time.Date(2026, 1, 1, 8, 0, 1, 0, cst), PatchedRevision: 3},
+			{ChatID: "oc_chat2", MessageID: "om_card2_" + uuid, SentAt: time.Date(2026, 1, 1, 8, 0, 1, 0, cst), PatchedRevision: 3,
+				Digest: "storm-1"},
 		},
 		CardRevision:     3,
 		UpdateAt:         1767225600,

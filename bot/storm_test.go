@@ -1,0 +1,134 @@
+package bot
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"issuebot/bot/feishu/feishutest"
+	"issuebot/guance/guancetest"
+)
+
+// digestMessage returns the chat's storm digest message, if there is one.
+func (h *harness) digestMessage(chat string) (feishutest.Message, bool) {
+	for _, m := range h.fs.Messages(chat) {
+		if m.MsgType == "interactive" && m.RootID == "" && strings.Contains(m.Content, "告警风暴") {
+			return m, true
+		}
+	}
+	return feishutest.Message{}, false
+}
+
+// topLevel counts the chat's top-level messages.
+func (h *harness) topLevel(chat string) int {
+	n := 0
+	for _, m := range h.fs.Messages(chat) {
+		if m.RootID == "" && m.SenderType == "app" {
+			n++
+		}
+	}
+	return n
+}
+
+// TestStormBecomesOneDigest: 120 new issues for one chat within a minute make at most
+// 20 top-level messages there: single cards up to the threshold, then one live digest
+// that counts all 120; its button posts one issue's own card, with a pointer in the
+// digest's thread, and that card's thread syncs both ways; another group's issues still
+// come as single cards; when the storm has been over for five windows the digest says
+// so and single cards resume. The time scale is a 1 s budget window.
+func TestStormBecomesOneDigest(t *testing.T) {
+	for _, kind := range []string{"embedded", "redis"} {
+		t.Run(kind, func(t *testing.T) {
+			h := routeHarness(t, kind)
+			h.cfg.StormThreshold = 10
+			h.start()
+			h.bootstrapped()
+			h.answer(chatSRE, h.say(chatSRE, "ou_alice", "bind sre"))
+
+			var storm []string
+			for i := range 120 {
+				is := h.gs.AddIssue(guancetest.IssueSpec{Name: fmt.Sprintf("node-%03d down", i), Level: fmt.Sprintf("system_level_%d", 1+i%3)})
+				storm = append(storm, is.UUID)
+			}
+			calm := h.gs.AddIssue(guancetest.IssueSpec{Name: "sre is calm", Channels: []string{"sre"}})
+			waitFor(t, 60*time.Second, "every storm issue in the default chat's records", func() bool {
+				for _, id := range storm {
+					rec, err := h.st.GetIssue(context.Background(), id)
+					if err != nil || rec.Card(testChat) == nil {
+						return false
+					}
+				}
+				return true
+			})
+			waitFor(t, 30*time.Second, "a digest that counts all 120", func() bool {
+				m, ok := h.digestMessage(testChat)
+				return ok && strings.Contains(m.Content, "Issue storm: 120 issues")
+			})
+			h.cardIn(chatSRE, calm.UUID)
+			if n := h.topLevel(testChat); n > 20 {
+				t.Errorf("%d top-level messages in the stormy chat, want at most 20", n)
+			}
+			if n := len(h.cardsIn(testChat)); n != 10 {
+				t.Errorf("%d single cards before the digest, want the threshold, 10", n)
+			}
+			if n := len(h.cardsIn(chatSRE)); n != 1 {
+				t.Errorf("the calm group holds %d cards, want its one issue's", n)
+			}
+			digest, _ := h.digestMessage(testChat)
+			if !strings.Contains(strings.Join(append(digest.Patches, digest.Content), "\n"), `"template":"orange"`) {
+				t.Error("the digest's header was never the colour of its highest level (P1, orange)")
+			}
+
+			// The digest's button cards an issue; the digest's thread points to the card,
+			// whose own thread syncs both ways.
+			val := buttonValue(t, digest.Content, "card")
+			picked := val["issue"].(string)
+			h.click(digest.ID, "ou_alice", val)
+			var card string
+			waitFor(t, 20*time.Second, "the issue's card in the digest's thread", func() bool {
+				card = chatCard(h.record(picked)).MessageID
+				return card != ""
+			})
+			if m, ok := h.fs.Message(card); !ok || m.RootID != "" || m.MsgType != "interactive" {
+				t.Errorf("the picked card %+v is not a card of its own", m)
+			}
+			waitFor(t, 20*time.Second, "the pointer in the digest's thread", func() bool {
+				for _, m := range h.fs.Messages(testChat) {
+					if m.RootID == digest.ID && m.SenderType == "app" && strings.Contains(m.Content, "Its own card is posted") {
+						return true
+					}
+				}
+				return false
+			})
+			h.deliver(h.fs.MessageEvent(feishutest.MessageSpec{ChatID: testChat, RootID: card,
+				SenderOpenID: "ou_alice", Content: feishutest.TextContent("on it")}))
+			waitFor(t, 20*time.Second, "the thread reply in Guance", func() bool { return len(h.botReplies(picked)) == 1 })
+			h.gs.AddHumanReply(picked, "李四", "thanks")
+			waitFor(t, 30*time.Second, "the Guance reply under the picked card", func() bool {
+				for _, m := range h.fs.Messages(testChat) {
+					if m.RootID == card && m.SenderType == "app" && strings.Contains(m.Content, "thanks") {
+						return true
+					}
+				}
+				return false
+			})
+
+			// Over after five calm windows; then single cards again.
+			waitFor(t, 30*time.Second, "the digest saying the storm is over", func() bool {
+				m, _ := h.digestMessage(testChat)
+				return strings.Contains(m.Content, "storm is over")
+			})
+			after := h.gs.AddIssue(guancetest.IssueSpec{Name: "after the storm"})
+			h.cardIn(testChat, after.UUID)
+			if n := len(h.cardsIn(testChat)[after.UUID]); n != 1 {
+				t.Errorf("the issue after the storm has %d cards, want 1", n)
+			}
+			list := h.answer(testChat, h.say(testChat, "ou_alice", "list"))
+			if !strings.Contains(list, "Open issues (121)") {
+				t.Errorf("list after the storm does not count every open issue (121): %s", list)
+			}
+		})
+	}
+}
