@@ -27,6 +27,7 @@ type Config struct {
 	GuanceBaseURL           string        `env:"GUANCE_BASE_URL" envDefault:"https://openapi.guance.com"`
 	GuanceConsoleURL        string        `env:"GUANCE_CONSOLE_URL" envDefault:"https://console.guance.com"`
 	GuanceRateLimit         int           `env:"GUANCE_RATE_LIMIT" envDefault:"18"`
+	GuanceWebhookToken      string        `env:"GUANCE_WEBHOOK_TOKEN,unset"`
 	PollInterval            time.Duration `env:"POLL_INTERVAL" envDefault:"10s"`
 	QuietAfter              time.Duration `env:"QUIET_AFTER" envDefault:"24h"`
 	StormThreshold          int           `env:"STORM_THRESHOLD" envDefault:"10"`
@@ -95,6 +96,8 @@ func parseConfig(environ []string) (Config, error) {
 	check("QUIET_AFTER", cfg.QuietAfter >= time.Minute && cfg.QuietAfter <= 90*24*time.Hour,
 		"must be between 1m and 2160h (90 days)")
 	check("HTTP_ADDR", cfg.HTTPAddr != "", "must not be empty")
+	check("GUANCE_WEBHOOK_TOKEN", cfg.GuanceWebhookToken == "" || len(cfg.GuanceWebhookToken) >= 16,
+		"must be at least 16 characters (it is all that guards /guance/webhook), or empty to turn the webhook off")
 	check("STORM_THRESHOLD", cfg.StormThreshold >= 0 && cfg.StormThreshold <= 10000,
 		"must be between 0 (no storm digests) and 10000 new issues a minute per chat")
 	check("REDIS_URL", cfg.RedisURL == "" || strings.HasPrefix(cfg.RedisURL, "redis://") || strings.HasPrefix(cfg.RedisURL, "rediss://"),

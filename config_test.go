@@ -29,7 +29,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		FeishuBaseURL: "https://open.feishu.cn", FeishuEventMode: "ws",
 		GuanceAPIKey: "guance-key-XYZ", GuanceBaseURL: "https://openapi.guance.com",
 		GuanceConsoleURL: "https://console.guance.com", GuanceRateLimit: 18,
-		PollInterval: 10 * time.Second, QuietAfter: 24 * time.Hour, HTTPAddr: ":8080", DataDir: "./data",
+		PollInterval: 10 * time.Second, QuietAfter: 24 * time.Hour, StormThreshold: 10, HTTPAddr: ":8080", DataDir: "./data",
 		LogLevel: "info", LogFormat: "json",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -53,7 +53,8 @@ func TestParseConfigNamesEveryBadVariable(t *testing.T) {
 			"REDIS_URL=localhost:6379"),
 			[]string{"POLL_INTERVAL", "GUANCE_RATE_LIMIT", "FEISHU_EVENT_MODE", "LOG_LEVEL", "LOG_FORMAT",
 				"FEISHU_CHAT_ID", "GUANCE_BASE_URL", "REDIS_URL"}},
-		{"out of range", requiredEnv("POLL_INTERVAL=10ms", "GUANCE_RATE_LIMIT=0", "QUIET_AFTER=1s"), []string{"POLL_INTERVAL", "GUANCE_RATE_LIMIT", "QUIET_AFTER"}},
+		{"out of range", requiredEnv("POLL_INTERVAL=10ms", "GUANCE_RATE_LIMIT=0", "QUIET_AFTER=1s", "STORM_THRESHOLD=-1",
+			"GUANCE_WEBHOOK_TOKEN=short"), []string{"POLL_INTERVAL", "GUANCE_RATE_LIMIT", "QUIET_AFTER", "STORM_THRESHOLD", "GUANCE_WEBHOOK_TOKEN"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -108,7 +108,7 @@ func (r *report) exitCode() int {
 // secretsOf lists the configuration's secrets that are long enough to scrub without
 // mangling ordinary words.
 func secretsOf(cfg Config) []string {
-	all := []string{cfg.FeishuAppSecret, cfg.FeishuEncryptKey, cfg.FeishuVerificationToken, cfg.GuanceAPIKey}
+	all := []string{cfg.FeishuAppSecret, cfg.FeishuEncryptKey, cfg.FeishuVerificationToken, cfg.GuanceAPIKey, cfg.GuanceWebhookToken}
 	if u, err := url.Parse(cfg.RedisURL); err == nil && u.User != nil {
 		pw, _ := u.User.Password()
 		all = append(all, pw)

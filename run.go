@@ -82,6 +82,9 @@ func run(ctx context.Context, environ []string, stdout io.Writer) error {
 	if cfg.FeishuEventMode == feishu.ModeHTTP {
 		mux.Handle("POST /feishu/events", intake)
 	}
+	if cfg.GuanceWebhookToken != "" {
+		mux.Handle("POST /guance/webhook", b.GuanceWebhook(cfg.GuanceWebhookToken))
+	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on HTTP_ADDR %s: %w", cfg.HTTPAddr, err)

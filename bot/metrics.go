@@ -45,6 +45,8 @@ type Metrics struct {
 	commandsRefused prometheus.Counter
 	chatEvents      *prometheus.CounterVec
 	digested        prometheus.Counter
+	hooks           *prometheus.CounterVec
+	hints           prometheus.Counter
 }
 
 // NewMetrics registers issuebot's metrics (plus Go and process collectors) on reg;
@@ -180,6 +182,14 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 			Name: "issuebot_commands_refused_total",
 			Help: "bind and unbind refused by the group's rule (only its owner and managers may edit it).",
 		}),
+		hooks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "issuebot_guance_webhooks_total",
+			Help: "Guance webhook calls, by result (ok, refused: bad token, too_large, error).",
+		}, []string{"result"}),
+		hints: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "issuebot_guance_webhook_hints_total",
+			Help: "Issues named by Guance webhooks (carded ones move to the front of the watcher; unknown ones ask for a poll).",
+		}),
 		digested: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "issuebot_issues_digested_total",
 			Help: "New issues that went into a chat's storm digest instead of a card of their own.",
@@ -194,7 +204,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		m.repliesToGuance, m.replyFailures, m.replyLatency, m.repliesQueued,
 		m.queued, m.repliesToChat, m.replyStaleness, m.cardPatches, m.statusChanges, m.watched, m.scanOldest,
 		m.sweepPages, m.replyScans, m.threadDrops, m.jobRetries, m.jobsDropped,
-		m.routes, m.unrouted, m.commands, m.commandsRefused, m.chatEvents, m.digested,
+		m.routes, m.unrouted, m.commands, m.commandsRefused, m.chatEvents, m.digested, m.hooks, m.hints,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -79,10 +79,11 @@ type turns struct {
 	lastPoll, lastWatch time.Time // when each was last served
 }
 
-// order returns what to offer this turn, first choice first: the poll only when due,
-// and of two candidates the one served longer ago.
-func (s *turns) order(now time.Time, pollInterval time.Duration) []turn {
-	pollDue := s.lastPoll.IsZero() || now.Sub(s.lastPoll) >= pollInterval
+// order returns what to offer this turn, first choice first: the poll only when due
+// (or asked for since the last one: hint is when Guance's webhook named an unknown
+// issue), and of two candidates the one served longer ago.
+func (s *turns) order(now time.Time, pollInterval time.Duration, hint time.Time) []turn {
+	pollDue := s.lastPoll.IsZero() || now.Sub(s.lastPoll) >= pollInterval || hint.After(s.lastPoll)
 	switch {
 	case !pollDue:
 		return []turn{turnWatch}
@@ -108,7 +109,7 @@ func (b *Bot) runBudget(ctx context.Context) {
 		now := b.now()
 		granted := b.granted()
 		served := false
-		for _, t := range s.order(now, b.cfg.PollInterval) {
+		for _, t := range s.order(now, b.cfg.PollInterval, b.pollHint(ctx)) {
 			if served = b.serve(ctx, t); served {
 				if t == turnPoll {
 					s.lastPoll = now

@@ -12,13 +12,16 @@ func TestTurnOrder(t *testing.T) {
 	for _, tt := range []struct {
 		name                string
 		lastPoll, lastWatch time.Duration // before t0; 0 = never
+		hint                time.Duration // a webhook asked for a poll, before t0; 0 = never
 		want                []turn
 	}{
-		{"first turn polls", 0, 0, []turn{turnPoll, turnWatch}},
-		{"poll not due: only the watcher", time.Second, 10 * time.Second, []turn{turnWatch}},
-		{"both due, the watcher waited longer", 3 * time.Second, 5 * time.Second, []turn{turnWatch, turnPoll}},
-		{"both due, the poll waited longer", 6 * time.Second, 3 * time.Second, []turn{turnPoll, turnWatch}},
-		{"the watcher never ran", 3 * time.Second, 0, []turn{turnWatch, turnPoll}},
+		{"first turn polls", 0, 0, 0, []turn{turnPoll, turnWatch}},
+		{"poll not due: only the watcher", time.Second, 10 * time.Second, 0, []turn{turnWatch}},
+		{"both due, the watcher waited longer", 3 * time.Second, 5 * time.Second, 0, []turn{turnWatch, turnPoll}},
+		{"both due, the poll waited longer", 6 * time.Second, 3 * time.Second, 0, []turn{turnPoll, turnWatch}},
+		{"the watcher never ran", 3 * time.Second, 0, 0, []turn{turnWatch, turnPoll}},
+		{"a hint since the last poll makes it due", time.Second, 10 * time.Second, 500 * time.Millisecond, []turn{turnWatch, turnPoll}},
+		{"a hint before the last poll does not", time.Second, 10 * time.Second, 2 * time.Second, []turn{turnWatch}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var s turns
@@ -28,7 +31,11 @@ func TestTurnOrder(t *testing.T) {
 			if tt.lastWatch > 0 {
 				s.lastWatch = t0.Add(-tt.lastWatch)
 			}
-			if got := s.order(t0, every); !slices.Equal(got, tt.want) {
+			var hint time.Time
+			if tt.hint > 0 {
+				hint = t0.Add(-tt.hint)
+			}
+			if got := s.order(t0, every, hint); !slices.Equal(got, tt.want) {
 				t.Errorf("order = %v, want %v", got, tt.want)
 			}
 		})
@@ -44,7 +51,7 @@ func TestTurnsShareTheBudget(t *testing.T) {
 		var s turns
 		now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 		for range 160 {
-			for _, tn := range s.order(now, pollInterval) {
+			for _, tn := range s.order(now, pollInterval, time.Time{}) {
 				if tn == turnWatch && !watchHungry {
 					continue
 				}

@@ -190,6 +190,7 @@ func (b *Bot) scanReplies(ctx context.Context, rec store.Issue) error {
 	}
 	_, _, err := b.updateIssue(ctx, uuid, func(r *store.Issue) error {
 		r.RepliesScannedAt = now
+		r.Hinted = false
 		r.Refresh = r.Refresh || refresh
 		if !complete {
 			r.ScanResume, r.ScanTop = page, newest

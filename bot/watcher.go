@@ -142,7 +142,7 @@ func (b *Bot) watchedIssue(r store.Issue, now time.Time) bool {
 	if r.Gone || len(r.Cards) == 0 {
 		return false
 	}
-	if !statusDone(r.StatusType) || r.ScanResume > 0 {
+	if !statusDone(r.StatusType) || r.ScanResume > 0 || r.Hinted {
 		return true // open, or a reply scan to finish
 	}
 	last := latest(time.Unix(r.UpdateAt, 0), time.Unix(r.LastReplyAt, 0), r.LastActivity, r.ChangedAt, lastSent(r))
@@ -169,7 +169,8 @@ func (b *Bot) syncStep(ctx context.Context) (bool, error) {
 
 	var (
 		watched                []store.Issue
-		refresh, dirty, bestRR *store.Issue
+		refresh, hinted, dirty *store.Issue
+		bestRR                 *store.Issue
 		bestScore              float64
 		oldest                 time.Duration
 		openFrom               time.Time
@@ -209,6 +210,11 @@ func (b *Bot) syncStep(ctx context.Context) (bool, error) {
 				refresh = r
 			}
 			continue
+		case r.Hinted:
+			if hinted == nil || r.RepliesScannedAt.Before(hinted.RepliesScannedAt) {
+				hinted = r
+			}
+			continue
 		case r.UpdateAt > r.ScannedUpdateAt, r.ScanResume > 0:
 			if dirty == nil || r.RepliesScannedAt.Before(dirty.RepliesScannedAt) {
 				dirty = r
@@ -238,6 +244,8 @@ func (b *Bot) syncStep(ctx context.Context) (bool, error) {
 	switch {
 	case refresh != nil:
 		return true, b.refreshIssue(ctx, *refresh)
+	case hinted != nil:
+		return true, b.scanReplies(ctx, *hinted)
 	case dirty != nil:
 		return true, b.scanReplies(ctx, *dirty)
 	case sweepDue && !openFrom.IsZero() && (step%3 == 0 || bestRR == nil):

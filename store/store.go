@@ -100,6 +100,8 @@ type Issue struct {
 	// Refresh asks for the issue to be read again from Guance (it left the open-issue list, or a change
 	// entry appeared in its replies).
 	Refresh bool `json:"refresh,omitempty"`
+	// Hinted is set when Guance's webhook named the issue: its replies are read next.
+	Hinted bool `json:"hinted,omitempty"`
 	// Gone is set once Guance says the issue no longer exists; the bot stops watching it.
 	Gone bool `json:"gone,omitempty"`
 	// ChangedBy, ChangedAction and ChangedAt describe the last status change made from the chat.

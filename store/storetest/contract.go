@@ -151,6 +151,7 @@ func sampleIssue(uuid string) store.Issue {
 		ScanResume:       3,
 		ScanTop:          1767225590,
 		Refresh:          true,
+		Hinted:           true,
 		Gone:             true,
 		ChangedBy:        "ou_user1",
 		ChangedAction:    "resolve",
