@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"issuebot/bot/cards"
+	"issuebot/store"
 )
 
 // listCard renders the open issues carded in the asking chat (a direct chat sees the
@@ -20,26 +21,27 @@ func (b *Bot) listCard(ctx context.Context, p answerJob) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list issue records: %w", err)
 	}
-	var items []cards.ListItem
+	var open []store.Issue
 	for _, r := range recs {
-		c := r.Card(chat)
-		if c == nil || r.Gone || statusDone(r.StatusType) {
-			continue
+		if c := r.Card(chat); c != nil && !r.Gone && !statusDone(r.StatusType) {
+			open = append(open, r)
+		}
+	}
+	slices.SortFunc(open, func(x, y store.Issue) int {
+		return cmp.Or(cmp.Compare(levelRank(x.Level), levelRank(y.Level)), -cmp.Compare(x.CreateAt, y.CreateAt))
+	})
+	var items []cards.ListItem
+	for _, r := range open[:min(len(open), cards.ListMax)] {
+		if full, err := b.state.GetIssue(ctx, r.IssueUUID); err == nil {
+			r = full // with its snapshot: the workspace for the link, the level's name
 		}
 		is, snap, _ := recordIssue(r)
 		name := snap.LevelName
 		if l, ok := b.levels.get(is.Level); ok {
 			name = l.Name
 		}
-		items = append(items, cards.ListItem{Issue: is, LevelName: name, CardAt: c.SentAt})
+		items = append(items, cards.ListItem{Issue: is, LevelName: name, CardAt: r.Card(chat).SentAt})
 	}
-	slices.SortFunc(items, func(x, y cards.ListItem) int {
-		return cmp.Or(cmp.Compare(levelRank(levelName(x)), levelRank(levelName(y))),
-			-x.Issue.CreateAt.Time().Compare(y.Issue.CreateAt.Time()))
-	})
-	return cards.List(cards.ListData{Items: items, Total: len(items), Now: b.now(), ConsoleURL: b.cfg.ConsoleURL,
+	return cards.List(cards.ListData{Items: items, Total: len(open), Now: b.now(), ConsoleURL: b.cfg.ConsoleURL,
 		Location: b.cfg.Location})
 }
-
-// levelName is a list item's level as routes rank it.
-func levelName(it cards.ListItem) string { return string(it.Issue.Level) }

@@ -112,15 +112,6 @@ func (b *Bot) requeuePatches(ctx context.Context) error {
 		return fmt.Errorf("list issues for pending patches: %w", err)
 	}
 	for _, r := range recs {
-		if len(r.Snapshot) == 0 && !r.Gone && len(r.Cards) > 0 && !r.Refresh {
-			// Kept by an older version: read the issue again before any re-render.
-			if _, _, err := b.updateIssue(ctx, r.IssueUUID, func(x *store.Issue) error {
-				x.Refresh = true
-				return nil
-			}); err != nil {
-				return err
-			}
-		}
 		behind := false
 		for _, c := range r.Cards {
 			if c.MessageID == "" {
@@ -190,7 +181,15 @@ func (b *Bot) patchCard(ctx context.Context, j *jobs.Job[patchJob]) error {
 	}
 	if len(rec.Snapshot) == 0 && !rec.Gone {
 		// A record of an older version: rendering it now would blank the card's body.
-		// The watcher reads the issue first (requeuePatches flagged it).
+		// The watcher reads the issue first.
+		if !rec.Refresh {
+			if _, _, err := b.updateIssue(wctx, issue, func(x *store.Issue) error {
+				x.Refresh = true
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
 		return jobs.Later(b.cfg.BudgetWindow/6, errors.New("waiting for the issue to be read again"))
 	}
 	var errs []error

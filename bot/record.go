@@ -34,6 +34,9 @@ type snapshotData struct {
 // snapshot is the snapshot of is as this replica knows its level.
 func (b *Bot) snapshot(is guance.Issue) json.RawMessage {
 	is.Description = plaintext.Truncate(is.Description, snapshotDescRunes, "")
+	if strings.TrimSpace(is.Extend.Text) != "" {
+		is.Description = "" // the card shows extend.text when there is one
+	}
 	is.Extend = guance.Extend{Text: plaintext.Truncate(is.Extend.Text, snapshotDescRunes, ""), SourceLink: is.Extend.SourceLink,
 		Channels: is.Extend.Channels}
 	d := snapshotData{Issue: is}

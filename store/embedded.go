@@ -18,23 +18,24 @@ import (
 // Buckets of the embedded store, one per concern. Times are unix nanoseconds of the store's clock, stored
 // as 8 big-endian bytes; an expiry of 0 means "never".
 var (
-	bucketIssues  = []byte("issues")   // issue uuid → JSON Issue
-	bucketIndex   = []byte("index")    // card message id or thread id → issue uuid
-	bucketSeen    = []byte("seen")     // issue uuid → time marked
-	bucketReplies = []byte("replies")  // issue uuid NUL reply uuid → expiry
-	bucketOwn     = []byte("own")      // reply uuid → time marked
-	bucketClaims  = []byte("claims")   // claim key → expiry
-	bucketRoutes  = []byte("routes")   // chat id NUL channel uuid → JSON Route
-	bucketCursors = []byte("cursors")  // name → int64
-	bucketLeases  = []byte("leases")   // name → expiry, session, term, then instance NUL incarnation
-	bucketTerms   = []byte("terms")    // lease name → last term; sessionKey → the current session
-	bucketWork    = []byte("work")     // work key → expiry, then term
-	bucketRates   = []byte("rates")    // rate window name → the times of its slots (unix ns each)
-	bucketJobs    = []byte("jobs")     // queue NUL job id → JSON Job
-	bucketDue     = []byte("jobs_due") // queue NUL NotBefore (sortable µs) job id → empty
-	bucketMeta    = []byte("meta")     // name → value
+	bucketIssues  = []byte("issues")    // issue uuid → JSON Issue without its snapshot
+	bucketSnaps   = []byte("snapshots") // issue uuid → the record's Snapshot
+	bucketIndex   = []byte("index")     // card message id or thread id → issue uuid
+	bucketSeen    = []byte("seen")      // issue uuid → time marked
+	bucketReplies = []byte("replies")   // issue uuid NUL reply uuid → expiry
+	bucketOwn     = []byte("own")       // reply uuid → time marked
+	bucketClaims  = []byte("claims")    // claim key → expiry
+	bucketRoutes  = []byte("routes")    // chat id NUL channel uuid → JSON Route
+	bucketCursors = []byte("cursors")   // name → int64
+	bucketLeases  = []byte("leases")    // name → expiry, session, term, then instance NUL incarnation
+	bucketTerms   = []byte("terms")     // lease name → last term; sessionKey → the current session
+	bucketWork    = []byte("work")      // work key → expiry, then term
+	bucketRates   = []byte("rates")     // rate window name → the times of its slots (unix ns each)
+	bucketJobs    = []byte("jobs")      // queue NUL job id → JSON Job
+	bucketDue     = []byte("jobs_due")  // queue NUL NotBefore (sortable µs) job id → empty
+	bucketMeta    = []byte("meta")      // name → value
 
-	allBuckets = [][]byte{bucketIssues, bucketIndex, bucketSeen, bucketReplies, bucketOwn, bucketClaims,
+	allBuckets = [][]byte{bucketIssues, bucketSnaps, bucketIndex, bucketSeen, bucketReplies, bucketOwn, bucketClaims,
 		bucketRoutes, bucketCursors, bucketLeases, bucketTerms, bucketWork, bucketRates, bucketJobs, bucketDue, bucketMeta}
 )
 
@@ -238,12 +239,8 @@ func (e *Embedded) PutIssue(ctx context.Context, is Issue) error {
 	if err := checkPart("issue uuid", is.IssueUUID); err != nil {
 		return fmt.Errorf("put issue: %w", err)
 	}
-	data, err := json.Marshal(is)
-	if err != nil {
-		return fmt.Errorf("put issue %s: encode: %w", is.IssueUUID, err)
-	}
-	err = e.update(ctx, func(tx *bolt.Tx, now time.Time) error {
-		return putIssue(tx, now, is, data)
+	err := e.update(ctx, func(tx *bolt.Tx, now time.Time) error {
+		return putIssue(tx, now, is)
 	})
 	if err != nil {
 		return fmt.Errorf("put issue %s: %w", is.IssueUUID, err)
@@ -251,8 +248,20 @@ func (e *Embedded) PutIssue(ctx context.Context, is Issue) error {
 	return nil
 }
 
-// putIssue writes the record data of is, its message and thread mappings and its seen mark.
-func putIssue(tx *bolt.Tx, now time.Time, is Issue, data []byte) error {
+// putIssue writes the record of is (its snapshot apart), its message and thread mappings and its seen mark.
+func putIssue(tx *bolt.Tx, now time.Time, is Issue) error {
+	data, snap, err := encodeRecord(is)
+	if err != nil {
+		return err
+	}
+	if len(snap) > 0 {
+		err = tx.Bucket(bucketSnaps).Put([]byte(is.IssueUUID), snap)
+	} else {
+		err = tx.Bucket(bucketSnaps).Delete([]byte(is.IssueUUID))
+	}
+	if err != nil {
+		return err
+	}
 	issues := tx.Bucket(bucketIssues)
 	if issues.Get([]byte(is.IssueUUID)) == nil {
 		// A record that comes back keeps its seen replies for good again (see DeleteIssue).
@@ -282,7 +291,14 @@ func getIssue(tx *bolt.Tx, issueUUID string) (Issue, error) {
 	if data == nil {
 		return Issue{}, ErrNotFound
 	}
-	return decodeIssue(data)
+	is, err := decodeIssue(data)
+	if err != nil {
+		return Issue{}, err
+	}
+	if snap := tx.Bucket(bucketSnaps).Get([]byte(issueUUID)); snap != nil {
+		is.Snapshot = append(json.RawMessage(nil), snap...) // (a record written before snapshots were kept apart has it inline)
+	}
+	return is, nil
 }
 
 // GetIssue returns the record of an issue, or ErrNotFound.
@@ -333,11 +349,7 @@ func (e *Embedded) AddCard(ctx context.Context, base Issue, c Card) (Issue, erro
 			return err
 		}
 		setCard(&is, c)
-		data, err := json.Marshal(is)
-		if err != nil {
-			return fmt.Errorf("encode issue record: %w", err)
-		}
-		if err := putIssue(tx, now, is, data); err != nil {
+		if err := putIssue(tx, now, is); err != nil {
 			return err
 		}
 		out = is
@@ -363,11 +375,7 @@ func (e *Embedded) UpdateIssue(ctx context.Context, issueUUID string, fn func(*I
 		if err := applyUpdate(&is, fn); err != nil {
 			return err
 		}
-		data, err := json.Marshal(is)
-		if err != nil {
-			return fmt.Errorf("encode issue record: %w", err)
-		}
-		if err := putIssue(tx, now, is, data); err != nil {
+		if err := putIssue(tx, now, is); err != nil {
 			return err
 		}
 		out = is
@@ -388,6 +396,7 @@ func (e *Embedded) ListIssues(ctx context.Context) ([]Issue, error) {
 			if err != nil {
 				return fmt.Errorf("issue %s: %w", k, err)
 			}
+			is.Snapshot = nil
 			out = append(out, is)
 			return nil
 		})
@@ -406,6 +415,9 @@ func (e *Embedded) DeleteIssue(ctx context.Context, issueUUID string) error {
 			return nil
 		}
 		if err := issues.Delete([]byte(issueUUID)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketSnaps).Delete([]byte(issueUUID)); err != nil {
 			return err
 		}
 		return setReplyExpiry(tx, issueUUID, expiryAt(now, Retention))

@@ -11,6 +11,9 @@ func (k keys) issue(issueUUID string) string { return k.prefix + "issue:" + issu
 // issues is the set of issue uuids that have a record.
 func (k keys) issues() string { return k.prefix + "issues" }
 
+// snapshot is the key of an issue record's Snapshot, kept apart from the record.
+func (k keys) snapshot(issueUUID string) string { return k.prefix + "snap:" + issueUUID }
+
 // msg maps a card message id or thread id to an issue uuid.
 func (k keys) msg(id string) string { return k.prefix + "msg:" + id }
 

@@ -107,12 +107,12 @@ func (r *Redis) PutIssue(ctx context.Context, is Issue) error {
 	if is.IssueUUID == "" {
 		return errors.New("put issue: empty issue uuid")
 	}
-	data, err := json.Marshal(is)
+	data, snap, err := encodeRecord(is)
 	if err != nil {
-		return fmt.Errorf("put issue %s: encode: %w", is.IssueUUID, err)
+		return fmt.Errorf("put issue %s: %w", is.IssueUUID, err)
 	}
 	_, err = r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		r.queuePutIssue(ctx, p, is, data)
+		r.queuePutIssue(ctx, p, is, data, snap)
 		return nil
 	})
 	if err != nil {
@@ -121,10 +121,15 @@ func (r *Redis) PutIssue(ctx context.Context, is Issue) error {
 	return nil
 }
 
-// queuePutIssue queues the writes of PutIssue on p: the record data of is, its message and thread mappings,
-// the issue set, the seen mark, and no TTL on its seen replies.
-func (r *Redis) queuePutIssue(ctx context.Context, p redis.Pipeliner, is Issue, data []byte) {
+// queuePutIssue queues the writes of PutIssue on p: the record data of is and its snapshot apart, its
+// message and thread mappings, the issue set, the seen mark, and no TTL on its seen replies.
+func (r *Redis) queuePutIssue(ctx context.Context, p redis.Pipeliner, is Issue, data, snap []byte) {
 	p.Set(ctx, r.keys.issue(is.IssueUUID), data, 0)
+	if len(snap) > 0 {
+		p.Set(ctx, r.keys.snapshot(is.IssueUUID), []byte(snap), 0)
+	} else {
+		p.Del(ctx, r.keys.snapshot(is.IssueUUID))
+	}
 	p.SAdd(ctx, r.keys.issues(), is.IssueUUID)
 	for _, c := range is.Cards {
 		for _, id := range []string{c.MessageID, c.ThreadID} {
@@ -148,14 +153,27 @@ func (r *Redis) GetIssue(ctx context.Context, issueUUID string) (Issue, error) {
 }
 
 func (r *Redis) getIssue(ctx context.Context, issueUUID string) (Issue, error) {
-	data, err := r.client.Get(ctx, r.keys.issue(issueUUID)).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return Issue{}, ErrNotFound
-	}
+	return r.readIssue(ctx, r.client, issueUUID)
+}
+
+// readIssue reads a record and its snapshot with c (the client, or a transaction watching both keys).
+func (r *Redis) readIssue(ctx context.Context, c redis.Cmdable, issueUUID string) (Issue, error) {
+	vals, err := c.MGet(ctx, r.keys.issue(issueUUID), r.keys.snapshot(issueUUID)).Result()
 	if err != nil {
 		return Issue{}, err
 	}
-	return decodeIssue(data)
+	data, ok := vals[0].(string)
+	if !ok {
+		return Issue{}, ErrNotFound
+	}
+	is, err := decodeIssue([]byte(data))
+	if err != nil {
+		return Issue{}, err
+	}
+	if snap, ok := vals[1].(string); ok {
+		is.Snapshot = json.RawMessage(snap) // (a record written before snapshots were kept apart has it inline)
+	}
+	return is, nil
 }
 
 func decodeIssue(data []byte) (Issue, error) {
@@ -196,12 +214,12 @@ func (r *Redis) AddCard(ctx context.Context, base Issue, c Card) (Issue, error) 
 	var out Issue
 	err := r.txIssue(ctx, base.IssueUUID, &fresh, func(is *Issue) (func(redis.Pipeliner), error) {
 		setCard(is, c)
-		data, err := json.Marshal(is)
+		data, snap, err := encodeRecord(*is)
 		if err != nil {
-			return nil, fmt.Errorf("encode issue record: %w", err)
+			return nil, err
 		}
 		out = *is
-		return func(p redis.Pipeliner) { r.queuePutIssue(ctx, p, *is, data) }, nil
+		return func(p redis.Pipeliner) { r.queuePutIssue(ctx, p, *is, data, snap) }, nil
 	})
 	if err != nil {
 		return Issue{}, fmt.Errorf("add card of issue %s in chat %s: %w", base.IssueUUID, c.ChatID, err)
@@ -215,23 +233,16 @@ func (r *Redis) AddCard(ctx context.Context, base Issue, c Card) (Issue, error) 
 // random wait, up to maxTxRetries tries; so edit may run more than once, each time on a fresh copy. An error
 // of edit's is final.
 func (r *Redis) txIssue(ctx context.Context, issueUUID string, missing *Issue, edit func(is *Issue) (write func(redis.Pipeliner), err error)) error {
-	recKey := r.keys.issue(issueUUID)
+	recKey, snapKey := r.keys.issue(issueUUID), r.keys.snapshot(issueUUID)
 	var editErr error
 	txf := func(tx *redis.Tx) error {
-		var is Issue
-		data, err := tx.Get(ctx, recKey).Bytes()
+		is, err := r.readIssue(ctx, tx, issueUUID)
 		switch {
-		case errors.Is(err, redis.Nil) && missing != nil:
+		case errors.Is(err, ErrNotFound) && missing != nil:
 			is = *missing
 			is.Cards = slices.Clone(missing.Cards)
-		case errors.Is(err, redis.Nil):
-			return ErrNotFound
 		case err != nil:
 			return err
-		default:
-			if is, err = decodeIssue(data); err != nil {
-				return err
-			}
 		}
 		write, err := edit(&is)
 		if err != nil {
@@ -250,7 +261,7 @@ func (r *Redis) txIssue(ctx context.Context, issueUUID string, missing *Issue, e
 				return err
 			}
 		}
-		err := r.client.Watch(ctx, txf, recKey)
+		err := r.client.Watch(ctx, txf, recKey, snapKey)
 		if editErr == nil && errors.Is(err, redis.TxFailedErr) {
 			continue
 		}
@@ -285,12 +296,12 @@ func (r *Redis) UpdateIssue(ctx context.Context, issueUUID string, fn func(*Issu
 		if err := applyUpdate(is, fn); err != nil {
 			return nil, err
 		}
-		data, err := json.Marshal(is)
+		data, snap, err := encodeRecord(*is)
 		if err != nil {
-			return nil, fmt.Errorf("encode issue record: %w", err)
+			return nil, err
 		}
 		out = *is
-		return func(p redis.Pipeliner) { r.queuePutIssue(ctx, p, *is, data) }, nil
+		return func(p redis.Pipeliner) { r.queuePutIssue(ctx, p, *is, data, snap) }, nil
 	})
 	if err != nil {
 		return Issue{}, fmt.Errorf("update issue %s: %w", issueUUID, err)
@@ -327,6 +338,7 @@ func (r *Redis) ListIssues(ctx context.Context) ([]Issue, error) {
 			if err != nil {
 				return nil, fmt.Errorf("list issues: issue %s: %w", chunk[i], err)
 			}
+			is.Snapshot = nil
 			out = append(out, is)
 		}
 	}
@@ -336,7 +348,7 @@ func (r *Redis) ListIssues(ctx context.Context) ([]Issue, error) {
 // DeleteIssue deletes the record and lets the issue's seen replies expire after Retention.
 func (r *Redis) DeleteIssue(ctx context.Context, issueUUID string) error {
 	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, r.keys.issue(issueUUID))
+		p.Del(ctx, r.keys.issue(issueUUID), r.keys.snapshot(issueUUID))
 		p.SRem(ctx, r.keys.issues(), issueUUID)
 		p.Expire(ctx, r.keys.replies(issueUUID), Retention)
 		return nil

@@ -11,7 +11,8 @@
 // keys.go. <id>, <key>, <name> and <queue> are the caller's strings, verbatim.
 //
 //	key                      type    TTL        content
-//	issue:<issueUUID>        string  none       JSON record of one carded issue ([Issue])
+//	issue:<issueUUID>        string  none       JSON record of one carded issue ([Issue]) without its Snapshot
+//	snap:<issueUUID>         string  none       the record's Snapshot (kept apart: ListIssues does not read it)
 //	issues                   set     none       issue uuids that have a record (for ListIssues)
 //	msg:<id>                 string  none       issue uuid, for a card message id (om_…) or a thread id (omt_…)
 //	seen:issues              zset    members    issue uuids known to the poller, score = unix ms when marked;
@@ -39,7 +40,8 @@
 //
 // # Embedded store
 //
-// The embedded store is one bbolt file with one bucket per concern, mirroring the keys above. Values that
+// The embedded store is one bbolt file with one bucket per concern, mirroring the keys above (snapshots too
+// have a bucket of their own). Values that
 // expire carry their expiry time; expired entries are invisible to reads and are swept during writes. Rate
 // windows are kept in the file too, so that a restarted process knows what its predecessor spent. The file
 // lock confines the store to one process, so each Open starts a new session: a lease taken in an earlier
@@ -243,7 +245,9 @@ type Store interface {
 	// IssueByMessage returns the record of the issue whose card message id or thread id is
 	// messageOrThreadID, or ErrNotFound.
 	IssueByMessage(ctx context.Context, messageOrThreadID string) (Issue, error)
-	// ListIssues returns every record, sorted by IssueUUID.
+	// ListIssues returns every record, sorted by IssueUUID, without its Snapshot (the stores keep snapshots
+	// apart, so that a scan of every record stays cheap; GetIssue, IssueByMessage, UpdateIssue and AddCard
+	// return it).
 	ListIssues(ctx context.Context) ([]Issue, error)
 	// UpdateIssue atomically reads, modifies and writes the record of an issue. It calls fn on a copy of the
 	// record and, if fn returns nil, writes the result with the side effects of PutIssue (the cards' possibly
@@ -429,6 +433,17 @@ func checkRate(limit int, window time.Duration) error {
 		return fmt.Errorf("window %v is not positive", window)
 	}
 	return nil
+}
+
+// encodeRecord splits a record into the JSON kept as the record, without its snapshot, and the snapshot.
+func encodeRecord(is Issue) (record, snapshot []byte, err error) {
+	snapshot = is.Snapshot
+	is.Snapshot = nil
+	record, err = json.Marshal(is)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encode issue record: %w", err)
+	}
+	return record, snapshot, nil
 }
 
 // applyUpdate runs the fn of UpdateIssue on is and checks that it kept the issue uuid. An error of fn's own is

@@ -46,8 +46,8 @@ type ListData struct {
 	Location   *time.Location
 }
 
-// listMax bounds the issues one list card shows (the card stays well under 30 KB).
-const listMax = 30
+// ListMax bounds the issues one list card shows (the card stays well under 30 KB).
+const ListMax = 30
 
 // List renders a chat's open issues: level, title (a link to the issue in Guance),
 // age, status, and when its card was posted here.
@@ -58,7 +58,7 @@ func List(d ListData) ([]byte, error) {
 	}
 	var zh, en []string
 	for i, it := range d.Items {
-		if i == listMax {
+		if i == ListMax {
 			break
 		}
 		is := it.Issue
