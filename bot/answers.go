@@ -147,7 +147,11 @@ func (b *Bot) sendAnswer(ctx context.Context, j *jobs.Job[answerJob]) error {
 	case answerBind, answerUnbind:
 		if p.Done == "" {
 			if p.Done, err = b.routeCommand(wctx, p); err != nil {
-				break
+				if _, reason := b.classify(ctx, err, j.Attempts+1); reason != jobs.ReasonRefused {
+					break // retried
+				}
+				b.logger.Warn("a route command could not be carried out", "chat_id", p.ChatID, "err", err)
+				p.Done, err = "⚠️ 暂时无法完成（Guance 或飞书拒绝了请求），路由未改变。\n⚠️ This could not be done (Guance or Feishu refused a request); the routes were not changed.", nil
 			}
 			j.Payload.Done = p.Done
 			if err := j.Save(wctx); err != nil {

@@ -284,6 +284,7 @@ func (b *Bot) Run(ctx context.Context) error {
 	if b.cfg.ChatID == "" {
 		b.logger.Warn("FEISHU_CHAT_ID is empty: new issues have no chat to go to")
 	}
+	b.refreshRouteCount(ctx)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { b.learnIdentity(gctx); return nil })
 	g.Go(func() error { return b.runLeader(gctx) })

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -17,8 +18,14 @@ import (
 // group is disbanded: the group's routes go, its queued work ends, and nothing more is
 // sent there.
 
-// metaChatLeft is the store's name (+ chat id) for "the bot left this chat".
-const metaChatLeft = "chat.left:"
+// metaChatLeft and metaChatJoined are the store's names (+ chat id) for when the bot
+// last left a chat and last joined it (RFC 3339, the events' times): the later one
+// holds, so events taken out of order (Feishu redelivers for hours) cannot leave a
+// chat the bot is in marked as left.
+const (
+	metaChatLeft   = "chat.left:"
+	metaChatJoined = "chat.joined:"
+)
 
 // chatNameTTL is how long a group's name is remembered.
 const chatNameTTL = time.Hour
@@ -60,13 +67,50 @@ func (b *Bot) chatName(ctx context.Context, chatID string) string {
 	return name
 }
 
-// chatLeft reports whether the bot left a chat (removed, or the group disbanded).
+// chatLeft reports whether the bot left a chat (removed, or the group disbanded) and
+// was not added again since.
 func (b *Bot) chatLeft(ctx context.Context, chatID string) (bool, error) {
-	v, err := b.state.Meta(ctx, metaChatLeft+chatID)
-	if err != nil {
-		return false, fmt.Errorf("check whether the bot left chat %s: %w", chatID, err)
+	left, err := b.state.Meta(ctx, metaChatLeft+chatID)
+	if err != nil || left == "" {
+		return false, wrapChatErr(err, chatID)
 	}
-	return v != "", nil
+	joined, err := b.state.Meta(ctx, metaChatJoined+chatID)
+	if err != nil {
+		return false, wrapChatErr(err, chatID)
+	}
+	lt, _ := time.Parse(time.RFC3339Nano, left)
+	jt, _ := time.Parse(time.RFC3339Nano, joined)
+	return joined == "" || lt.After(jt), nil
+}
+
+func wrapChatErr(err error, chatID string) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("check whether the bot left chat %s: %w", chatID, err)
+}
+
+// eventStamp is when a chat event happened, for ordering joins and leaves.
+func (b *Bot) eventStamp(e feishu.ChatEvent) string {
+	t := e.EventTime
+	if t.IsZero() {
+		t = b.now()
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+// stampLater sets a chat's join or leave time unless a later one is kept.
+func (b *Bot) stampLater(ctx context.Context, name, stamp string) error {
+	cur, err := b.state.Meta(ctx, name)
+	if err != nil {
+		return err
+	}
+	ct, _ := time.Parse(time.RFC3339Nano, cur)
+	st, _ := time.Parse(time.RFC3339Nano, stamp)
+	if cur != "" && !st.After(ct) {
+		return nil
+	}
+	return b.state.SetMeta(ctx, name, stamp)
 }
 
 // HandleBotAdded receives im.chat.member.bot.added_v1: the chat is live again (if the
@@ -75,7 +119,7 @@ func (b *Bot) HandleBotAdded(ctx context.Context, e feishu.ChatEvent) error {
 	b.metrics.observeEvent("bot_added", b.now(), e.EventTime)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
-	if err := b.state.SetMeta(ctx, metaChatLeft+e.ChatID, ""); err != nil {
+	if err := b.stampLater(ctx, metaChatJoined+e.ChatID, b.eventStamp(e)); err != nil {
 		return fmt.Errorf("record the bot added to chat %s: %w", e.ChatID, err)
 	}
 	// One welcome per event (Feishu may deliver it twice, with the same event id).
@@ -99,8 +143,11 @@ func (b *Bot) HandleBotRemoved(ctx context.Context, e feishu.ChatEvent) error {
 	b.metrics.observeEvent("bot_"+kind, b.now(), e.EventTime)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
-	if err := b.state.SetMeta(ctx, metaChatLeft+e.ChatID, b.now().UTC().Format(time.RFC3339)); err != nil {
+	if err := b.stampLater(ctx, metaChatLeft+e.ChatID, b.eventStamp(e)); err != nil {
 		return fmt.Errorf("record the bot leaving chat %s: %w", e.ChatID, err)
+	}
+	if left, err := b.chatLeft(ctx, e.ChatID); err != nil || !left {
+		return err // added again since (this event came late): nothing to drop
 	}
 	n, err := b.dropRoutes(ctx, e.ChatID)
 	if err != nil {
@@ -134,9 +181,12 @@ func (b *Bot) dropRoutes(ctx context.Context, chatID string) (int, error) {
 	return n, nil
 }
 
-// forgetChat takes a chat the bot left out of every issue record: its cards are no
-// longer patched, posted to or watched for.
+// forgetChat takes a chat the bot left out of every issue record (its cards are no
+// longer patched, posted to or watched for) and ends its storm digest.
 func (b *Bot) forgetChat(ctx context.Context, chatID string) error {
+	if err := b.state.SetMeta(ctx, metaStorm+chatID, ""); err != nil {
+		return fmt.Errorf("forget the storm state of chat %s: %w", chatID, err)
+	}
 	recs, err := b.state.ListIssues(ctx)
 	if err != nil {
 		return fmt.Errorf("list issue records: %w", err)
@@ -145,20 +195,26 @@ func (b *Bot) forgetChat(ctx context.Context, chatID string) error {
 		if r.Card(chatID) == nil {
 			continue
 		}
-		if _, _, err := b.updateIssue(ctx, r.IssueUUID, func(x *store.Issue) error {
-			kept := x.Cards[:0]
-			for _, c := range x.Cards {
-				if c.ChatID != chatID {
-					kept = append(kept, c)
-				}
-			}
-			x.Cards = kept
-			return nil
-		}); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if err := b.forgetCard(ctx, r.IssueUUID, chatID); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// forgetCard takes an issue's card in a chat out of its record.
+func (b *Bot) forgetCard(ctx context.Context, issueUUID, chatID string) error {
+	_, _, err := b.updateIssue(ctx, issueUUID, func(x *store.Issue) error {
+		if x.Card(chatID) == nil {
+			return errUnchanged
+		}
+		x.Cards = slices.DeleteFunc(x.Cards, func(c store.Card) bool { return c.ChatID == chatID })
+		return nil
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	return err
 }
 
 var _ feishu.Handler = (*Bot)(nil)

@@ -48,12 +48,21 @@ func parseCommand(text string, addressed bool) command {
 		}
 	}
 	word := strings.ToLower(strings.TrimRight(t, " .!。！"))
-	first, rest, _ := strings.Cut(strings.Join(strings.Fields(t), " "), " ")
-	switch strings.ToLower(first) {
-	case "bind", "/bind", "绑定":
-		return command{kind: cmdBind, text: rest}
-	case "unbind", "/unbind", "解绑", "解除绑定":
-		return command{kind: cmdUnbind, text: rest}
+	// bind [channel [P0-P3]] and unbind [channel], exactly: a thread reply that only
+	// starts with the word ("unbind the old replica first") is a reply.
+	words := strings.Fields(t)
+	if len(words) > 0 {
+		args := words[1:]
+		switch strings.ToLower(words[0]) {
+		case "bind", "/bind", "绑定":
+			if len(args) <= 1 || (len(args) == 2 && levelArg(args[1])) {
+				return command{kind: cmdBind, text: strings.Join(args, " ")}
+			}
+		case "unbind", "/unbind", "解绑", "解除绑定":
+			if len(args) <= 1 {
+				return command{kind: cmdUnbind, text: strings.Join(args, " ")}
+			}
+		}
 	}
 	switch word {
 	case "help", "帮助", "?", "？", "/help":
@@ -70,6 +79,12 @@ func parseCommand(text string, addressed bool) command {
 		return command{kind: cmdList}
 	}
 	return command{}
+}
+
+// levelArg reports whether s names a level a route can take (P0 to P3, any case; a
+// bind answers the other P-words with its usage).
+func levelArg(s string) bool {
+	return len(s) == 2 && (s[0] == 'P' || s[0] == 'p') && s[1] >= '0' && s[1] <= '9'
 }
 
 // isPrivate reports whether a message is a private remark that stays in the chat.

@@ -26,6 +26,16 @@ func TestParseCommand(t *testing.T) {
 		{"fyi #issue_x# done  ", true, command{kind: cmdCompat, issueUUID: "issue_x", text: "done"}},
 		{"#issue_x#done", false, command{}},
 		{"please help me", true, command{}},
+		{"list", true, command{kind: cmdList}},
+		{"bind", true, command{kind: cmdBind}},
+		{"bind sre", true, command{kind: cmdBind, text: "sre"}},
+		{"BIND  sre   p1", true, command{kind: cmdBind, text: "sre p1"}},
+		{"bind sre P9", true, command{kind: cmdBind, text: "sre P9"}}, // answered with the usage
+		{"bind the new replica first", true, command{}},
+		{"unbind", true, command{kind: cmdUnbind}},
+		{"解绑 db", true, command{kind: cmdUnbind, text: "db"}},
+		{"unbind the old replica first", true, command{}},
+		{"bind sre", false, command{}},
 		{"", true, command{}},
 	}
 	for _, tt := range tests {

@@ -179,7 +179,9 @@ func (b *Bot) deliverCard(ctx context.Context, j *jobs.Job[cardJob]) error {
 	}
 	c := store.Card{ChatID: p.ChatID, MessageID: sent.MessageID, SentAt: b.now(), PatchedRevision: rev}
 	if p.Thread != "" {
-		c.Digest = rec.Card(p.ChatID).Digest // still listed in its digest, now as carded
+		if cur := rec.Card(p.ChatID); cur != nil {
+			c.Digest = cur.Digest // still listed in its digest, now as carded
+		}
 		b.pointFromDigest(wctx, p, sent.MessageID)
 	}
 	base := storeIssue(is)
@@ -188,6 +190,14 @@ func (b *Bot) deliverCard(ctx context.Context, j *jobs.Job[cardJob]) error {
 	if err != nil {
 		// The card is out; the job stays, and its retry (same uuid) gets the same message.
 		return fmt.Errorf("record card %s: %w", sent.MessageID, err)
+	}
+	if left, err := b.chatLeft(wctx, p.ChatID); err == nil && left {
+		// The bot left the chat while this card was on its way: forget it again, as the
+		// goodbye did the chat's other cards.
+		if err := b.forgetCard(wctx, is.UUID, p.ChatID); err != nil {
+			return err
+		}
+		return nil
 	}
 	if rec.CardRevision > rev {
 		// The issue changed while its card was on its way.

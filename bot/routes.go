@@ -58,9 +58,7 @@ func (b *Bot) routeIssue(ctx context.Context, is guance.Issue) ([]string, error)
 			chats = append(chats, r.ChatID)
 		}
 	}
-	if len(chats) == 0 && b.cfg.ChatID != "" {
-		chats = []string{b.cfg.ChatID}
-	}
+	// A route to a chat the bot has left (its goodbye still under way) takes nothing.
 	live := chats[:0]
 	for _, c := range chats {
 		left, err := b.chatLeft(ctx, c)
@@ -69,6 +67,13 @@ func (b *Bot) routeIssue(ctx context.Context, is guance.Issue) ([]string, error)
 		}
 		if !left {
 			live = append(live, c)
+		}
+	}
+	if len(live) == 0 && b.cfg.ChatID != "" {
+		if left, err := b.chatLeft(ctx, b.cfg.ChatID); err != nil {
+			return nil, err
+		} else if !left {
+			live = append(live, b.cfg.ChatID)
 		}
 	}
 	return live, nil

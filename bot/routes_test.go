@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"issuebot/bot/feishu/feishutest"
+	"issuebot/guance"
 	"issuebot/guance/guancetest"
 	"issuebot/store"
 )
@@ -411,5 +412,64 @@ func TestCardForALeftChatIsRerouted(t *testing.T) {
 	}
 	if n, err := h.st.CountJobs(t.Context(), queueCards); err != nil || n != 0 {
 		t.Errorf("card jobs left = %d, %v", n, err)
+	}
+}
+
+// TestRouteToALeftChatFallsBack: a route to a chat the bot has left (its goodbye not
+// yet done) takes nothing, so the issue goes to the default chat instead of nowhere.
+func TestRouteToALeftChatFallsBack(t *testing.T) {
+	h, b, _ := scanHarness(t)
+	ctx := t.Context()
+	if err := h.st.SetMeta(ctx, metaChannel+"default", "chan_default"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.st.PutRoute(ctx, store.Route{ChatID: "oc_gone", ChannelUUID: "chan_default", MinLevel: "P3"}); err != nil {
+		t.Fatal(err)
+	}
+	is := guance.Issue{UUID: "issue_routed_0001", Level: "system_level_1"}
+	if chats, err := b.routeIssue(ctx, is); err != nil || !slices.Equal(chats, []string{"oc_gone"}) {
+		t.Fatalf("routeIssue = %v, %v; want the bound chat", chats, err)
+	}
+	if err := h.st.SetMeta(ctx, metaChatLeft+"oc_gone", time.Now().UTC().Format(time.RFC3339Nano)); err != nil {
+		t.Fatal(err)
+	}
+	if chats, err := b.routeIssue(ctx, is); err != nil || !slices.Equal(chats, []string{testChat}) {
+		t.Errorf("routeIssue with the bound chat left = %v, %v; want the default chat", chats, err)
+	}
+}
+
+// TestChatEventsOutOfOrder: a removal delivered after a later re-add (Feishu redelivers
+// for hours) does not mark the chat left nor drop its routes; a later removal does.
+func TestChatEventsOutOfOrder(t *testing.T) {
+	h, b, _ := scanHarness(t)
+	ctx := t.Context()
+	t0 := time.Now().Add(-time.Hour)
+	if err := h.st.PutRoute(ctx, store.Route{ChatID: chatSRE, ChannelUUID: "chan_1", MinLevel: "P3"}); err != nil {
+		t.Fatal(err)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(b.HandleBotAdded(ctx, feishu.ChatEvent{EventID: "ev_add", ChatID: chatSRE, EventTime: t0.Add(time.Minute)}))
+	must(b.HandleBotRemoved(ctx, feishu.ChatEvent{EventID: "ev_old_remove", ChatID: chatSRE, EventTime: t0}))
+	if left, err := b.chatLeft(ctx, chatSRE); err != nil || left {
+		t.Errorf("a stale removal marked the chat left (%v, %v)", left, err)
+	}
+	if rs, _ := h.st.Routes(ctx); len(rs) != 1 {
+		t.Errorf("a stale removal dropped the routes: %+v", rs)
+	}
+	must(b.HandleBotRemoved(ctx, feishu.ChatEvent{EventID: "ev_remove", ChatID: chatSRE, EventTime: t0.Add(2 * time.Minute)}))
+	if left, err := b.chatLeft(ctx, chatSRE); err != nil || !left {
+		t.Errorf("a later removal did not mark the chat left (%v, %v)", left, err)
+	}
+	if rs, _ := h.st.Routes(ctx); len(rs) != 0 {
+		t.Errorf("routes after the removal = %+v", rs)
+	}
+	must(b.HandleBotAdded(ctx, feishu.ChatEvent{EventID: "ev_readd", ChatID: chatSRE, EventTime: t0.Add(3 * time.Minute)}))
+	if left, _ := b.chatLeft(ctx, chatSRE); left {
+		t.Error("re-added chat still marked left")
 	}
 }

@@ -25,8 +25,8 @@ import (
 // each, until fewer than the threshold arrive for five minutes. Each digested issue
 // has a card entry in its record (store.Card.Digest, no message), so it is watched,
 // listed by @bot list and counted in the digest; the digest's "Card" button posts its
-// own live card into the digest's thread. The storm state of a chat is kept in the
-// store, so a restart goes on with the same digest.
+// own live card into the chat and points to it from the digest's thread. The storm
+// state of a chat is kept in the store, so a restart goes on with the same digest.
 
 // metaStorm is the store's name (+ chat id) for a chat's storm state.
 const metaStorm = "storm:"
@@ -176,6 +176,9 @@ func (b *Bot) queueDigest(ctx context.Context, chatID string) error {
 
 // stormEnd ends a chat's storm once fewer than the threshold arrived for five windows.
 func (b *Bot) stormEnd(ctx context.Context, chatID string) error {
+	if left, err := b.chatLeft(ctx, chatID); err != nil || left {
+		return err
+	}
 	b.storm.mu.Lock()
 	s, err := b.loadStorm(ctx, chatID)
 	if err != nil {
@@ -212,6 +215,9 @@ func digestUUID(chatID, stormID string) string {
 func (b *Bot) renderDigests(ctx context.Context, chatID string) error {
 	if wait := b.patchClock.last("digest:" + chatID).Add(patchEvery); b.now().Before(wait) {
 		return jobs.Later(wait.Sub(b.now()), errors.New("rendered less than a second ago"))
+	}
+	if left, err := b.chatLeft(ctx, chatID); err != nil || left {
+		return err // nothing more goes into a chat the bot left
 	}
 	b.storm.mu.Lock()
 	s, err := b.loadStorm(ctx, chatID)
@@ -350,7 +356,7 @@ func (b *Bot) cardFromDigest(ctx context.Context, a feishu.CardAction, act cards
 	case c == nil || c.Digest == "":
 		return toastOnly("warning", "这个 Issue 不在本群的汇总里。", "This issue is not in this chat's digest."), nil
 	case c.MessageID != "":
-		return toastOnly("info", "这个 Issue 的卡片已经在话题里了。", "The issue's card is in the thread already."), nil
+		return toastOnly("info", "这个 Issue 的卡片已经发出。", "The issue's card is posted already."), nil
 	}
 	is, _, _ := recordIssue(rec)
 	job := cardJob{Issue: is, ChatID: a.ChatID, Thread: a.MessageID}

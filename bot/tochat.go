@@ -190,7 +190,9 @@ func (b *Bot) scanReplies(ctx context.Context, rec store.Issue) error {
 	}
 	_, _, err := b.updateIssue(ctx, uuid, func(r *store.Issue) error {
 		r.RepliesScannedAt = now
-		r.Hinted = false
+		if !r.HintedAt.After(rec.HintedAt) {
+			r.HintedAt = time.Time{} // served (a hook that came during the scan stays)
+		}
 		r.Refresh = r.Refresh || refresh
 		if !complete {
 			r.ScanResume, r.ScanTop = page, newest
@@ -385,15 +387,19 @@ func (b *Bot) postToThread(ctx context.Context, j *jobs.Job[threadJob]) error {
 		return jobs.Later(b.cfg.BudgetWindow/10, errors.New("a scan is reading older replies of the issue"))
 	}
 	var errs []error
+	live := 0 // cards a post goes to (a chat that has the issue only in a storm digest gets none)
 	for _, c := range rec.Cards {
+		if c.MessageID != "" && c.ChatID != p.FromChat {
+			live++
+		}
 		if c.ChatID == p.FromChat || slices.Contains(p.Posted, c.ChatID) || c.MessageID == "" {
-			continue // (a chat that has the issue only in a storm digest gets no post)
+			continue
 		}
 		if left, err := b.chatLeft(wctx, c.ChatID); err != nil || left {
 			errs = append(errs, err)
 			continue
 		}
-		if err := b.postInto(ctx, wctx, j, rec, c); err != nil {
+		if err := b.postInto(ctx, wctx, j, rec, c, live > 1 || len(rec.Cards) > 1); err != nil {
 			if errors.Is(err, errAbandoned) {
 				return err
 			}
@@ -414,6 +420,9 @@ func (b *Bot) postToThread(ctx context.Context, j *jobs.Job[threadJob]) error {
 		}
 		return nil
 	}
+	if live == 0 {
+		return nil // in digests only: the reply stays in Guance, not counted as synced
+	}
 	if err := b.countSynced(wctx, rec.IssueUUID, "guance:"+p.ReplyUUID); err != nil {
 		return err
 	}
@@ -423,8 +432,10 @@ func (b *Bot) postToThread(ctx context.Context, j *jobs.Job[threadJob]) error {
 }
 
 // postInto posts a reply into one card's thread and records the thread. A chat that
-// refuses the post for good is given up once the reply is threadGiveUpAfter old.
-func (b *Bot) postInto(ctx, wctx context.Context, j *jobs.Job[threadJob], rec store.Issue, c store.Card) error {
+// refuses the post for good is given up once the reply is threadGiveUpAfter old — at
+// once when the issue has cards in other chats too (shared), which must not wait
+// behind it.
+func (b *Bot) postInto(ctx, wctx context.Context, j *jobs.Job[threadJob], rec store.Issue, c store.Card, shared bool) error {
 	p := j.Payload
 	if !b.pacer.wait(ctx, c.ChatID) {
 		return errAbandoned
@@ -435,9 +446,9 @@ func (b *Bot) postInto(ctx, wctx context.Context, j *jobs.Job[threadJob], rec st
 		sent, err = b.feishu.SendText(wctx, c.ChatID, "「"+plaintext.Truncate(rec.Name, cards.TitleRunes, "…")+"」\n"+b.threadPost(p),
 			threadUUID(p.ReplyUUID, c.ChatID))
 	}
-	if err != nil && !feishu.Retryable(wctx, err) && b.now().Sub(time.Unix(p.CreateAt, 0)) >= threadGiveUpAfter {
+	if err != nil && !feishu.Retryable(wctx, err) && (shared || b.now().Sub(time.Unix(p.CreateAt, 0)) >= threadGiveUpAfter) {
 		b.metrics.threadDrops.Inc()
-		b.logger.Error("a reply could not be posted to a chat for hours; given up there", "issue_uuid", p.IssueUUID,
+		b.logger.Error("a chat refuses a reply's post; given up there", "issue_uuid", p.IssueUUID,
 			"reply_uuid", p.ReplyUUID, "chat_id", c.ChatID, "err", err)
 		return nil
 	}

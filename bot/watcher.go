@@ -142,7 +142,7 @@ func (b *Bot) watchedIssue(r store.Issue, now time.Time) bool {
 	if r.Gone || len(r.Cards) == 0 {
 		return false
 	}
-	if !statusDone(r.StatusType) || r.ScanResume > 0 || r.Hinted {
+	if !statusDone(r.StatusType) || r.ScanResume > 0 || !r.HintedAt.IsZero() {
 		return true // open, or a reply scan to finish
 	}
 	last := latest(time.Unix(r.UpdateAt, 0), time.Unix(r.LastReplyAt, 0), r.LastActivity, r.ChangedAt, lastSent(r))
@@ -210,8 +210,8 @@ func (b *Bot) syncStep(ctx context.Context) (bool, error) {
 				refresh = r
 			}
 			continue
-		case r.Hinted:
-			if hinted == nil || r.RepliesScannedAt.Before(hinted.RepliesScannedAt) {
+		case !r.HintedAt.IsZero():
+			if hinted == nil || r.HintedAt.Before(hinted.HintedAt) {
 				hinted = r
 			}
 			continue
@@ -244,7 +244,9 @@ func (b *Bot) syncStep(ctx context.Context) (bool, error) {
 	switch {
 	case refresh != nil:
 		return true, b.refreshIssue(ctx, *refresh)
-	case hinted != nil:
+	case hinted != nil && step%4 != 0:
+		// Hinted issues go first, but every fourth turn goes to the rest, so that a
+		// steady stream of hooks cannot starve the sweep and the round robin.
 		return true, b.scanReplies(ctx, *hinted)
 	case dirty != nil:
 		return true, b.scanReplies(ctx, *dirty)
@@ -252,6 +254,8 @@ func (b *Bot) syncStep(ctx context.Context) (bool, error) {
 		return true, b.sweepPage(ctx, openFrom, watched)
 	case bestRR != nil:
 		return true, b.scanReplies(ctx, *bestRR)
+	case hinted != nil:
+		return true, b.scanReplies(ctx, *hinted)
 	}
 	return false, nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"issuebot/store"
@@ -36,11 +37,15 @@ const metaPollHint = "webhook.pollHint"
 // issueRef finds Guance issue uuids in any text.
 var issueRef = regexp.MustCompile(`issue_[A-Za-z0-9]{6,64}`)
 
-// GuanceWebhook serves Guance's notification webhook; token is GUANCE_WEBHOOK_TOKEN. A
-// missing or wrong token is refused (401) before the body is read, and costs nothing.
+// GuanceWebhook serves Guance's notification webhook; token is GUANCE_WEBHOOK_TOKEN,
+// given as ?token= or as "Authorization: Bearer <token>". A missing or wrong token is
+// refused (401) before the body is read, and costs nothing.
 func (b *Bot) GuanceWebhook(token string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := r.URL.Query().Get("token")
+		if h := r.Header.Get("Authorization"); got == "" && strings.HasPrefix(h, "Bearer ") {
+			got = strings.TrimPrefix(h, "Bearer ") // for proxies that keep query strings in their logs
+		}
 		if token == "" || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
 			b.metrics.hooks.WithLabelValues("refused").Inc()
 			writeHookAnswer(w, http.StatusUnauthorized, map[string]any{"error": "missing or wrong token"})
@@ -89,11 +94,9 @@ func issueRefs(body []byte) []string {
 // is unknown. It reports how many of each it saw.
 func (b *Bot) hint(ctx context.Context, uuids []string) (hinted, unknown int, err error) {
 	for _, id := range uuids {
+		now := b.now()
 		_, _, err := b.updateIssue(ctx, id, func(r *store.Issue) error {
-			if r.Hinted {
-				return errUnchanged // merged with a hint not yet served
-			}
-			r.Hinted = true
+			r.HintedAt = now // (one scan serves every hint before it)
 			return nil
 		})
 		switch {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"issuebot/guance/guancetest"
+	"issuebot/store"
 )
 
 const hookToken = "hook-token-SECRET-0123456789"
@@ -53,7 +54,7 @@ func TestWebhookRefusesBadTokensAndBigBodies(t *testing.T) {
 			t.Errorf("token %q answered %d, want 401", tok, got)
 		}
 	}
-	if rec := h.record(is.UUID); rec.Hinted {
+	if rec := h.record(is.UUID); !rec.HintedAt.IsZero() {
 		t.Error("a refused hook flagged the issue")
 	}
 	if got := postHook(t, srv, hookToken, strings.Repeat("x", webhookMaxBody+1)); got != http.StatusRequestEntityTooLarge {
@@ -65,7 +66,7 @@ func TestWebhookRefusesBadTokensAndBigBodies(t *testing.T) {
 	if got := postHook(t, srv, hookToken, `{"issue":"`+is.UUID+`"}`); got != http.StatusAccepted {
 		t.Errorf("a good hook answered %d, want 202", got)
 	}
-	if !h.record(is.UUID).Hinted {
+	if h.record(is.UUID).HintedAt.IsZero() {
 		t.Error("a good hook did not flag the issue")
 	}
 }
@@ -183,7 +184,7 @@ func TestWebhookFloodStaysWithinBudget(t *testing.T) {
 			return false
 		}
 		for _, r := range recs {
-			if r.Hinted {
+			if !r.HintedAt.IsZero() {
 				return false
 			}
 		}
@@ -191,5 +192,33 @@ func TestWebhookFloodStaysWithinBudget(t *testing.T) {
 	})
 	if max := h.gs.MaxInWindow(time.Second); max > 20 || h.gs.Throttled() > 0 {
 		t.Errorf("the flood made %d requests in one window (limit 20) and %d throttles", max, h.gs.Throttled())
+	}
+}
+
+// TestHintDuringAScanIsKept: a hook that arrives while the issue's replies are being
+// read stays for the next scan; the hints before it are served.
+func TestHintDuringAScanIsKept(t *testing.T) {
+	h, b, _ := scanHarness(t)
+	is := h.gs.AddIssue(guancetest.IssueSpec{Name: "hinted twice"})
+	carded(t, h, is.UUID, time.Now())
+	first := time.Now().Add(-time.Second)
+	if _, err := h.st.UpdateIssue(t.Context(), is.UUID, func(r *store.Issue) error { r.HintedAt = first; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	atScan := h.record(is.UUID)                                          // what the watcher read when it chose the issue
+	if _, _, err := b.hint(t.Context(), []string{is.UUID}); err != nil { // a hook during the scan
+		t.Fatal(err)
+	}
+	if err := b.scanReplies(t.Context(), atScan); err != nil {
+		t.Fatal(err)
+	}
+	if rec := h.record(is.UUID); !rec.HintedAt.After(first) {
+		t.Errorf("the hint that came during the scan was lost (HintedAt %v)", rec.HintedAt)
+	}
+	if err := b.scanReplies(t.Context(), h.record(is.UUID)); err != nil {
+		t.Fatal(err)
+	}
+	if rec := h.record(is.UUID); !rec.HintedAt.IsZero() {
+		t.Errorf("a scan did not serve the hints before it (HintedAt %v)", rec.HintedAt)
 	}
 }

@@ -102,8 +102,9 @@ type Issue struct {
 	// Refresh asks for the issue to be read again from Guance (it left the open-issue list, or a change
 	// entry appeared in its replies).
 	Refresh bool `json:"refresh,omitempty"`
-	// Hinted is set when Guance's webhook named the issue: its replies are read next.
-	Hinted bool `json:"hinted,omitempty"`
+	// HintedAt is when Guance's webhook last named the issue; while it is later than the
+	// reply scan that served it, the issue's replies are read next.
+	HintedAt time.Time `json:"hinted_at,omitzero"`
 	// Gone is set once Guance says the issue no longer exists; the bot stops watching it.
 	Gone bool `json:"gone,omitempty"`
 	// ChangedBy, ChangedAction and ChangedAt describe the last status change made from the chat.

@@ -46,7 +46,7 @@ const (
 	ActionResolve = "resolve"
 	ActionPending = "pending"
 	ActionReopen  = "reopen"
-	// ActionCard, on a storm digest, posts the issue's own card into the digest's thread.
+	// ActionCard, on a storm digest, posts the issue's own card.
 	ActionCard = "card"
 )
 

@@ -49,18 +49,31 @@ type ListData struct {
 // ListMax bounds the issues one list card shows (the card stays well under 30 KB).
 const ListMax = 30
 
+// listMaxBytes keeps a list card under Feishu's 30 KB card limit with room to spare.
+const listMaxBytes = 26 * 1024
+
 // List renders a chat's open issues: level, title (a link to the issue in Guance),
-// age, status, and when its card was posted here.
+// age, status, and when its card was posted here. It shows as many of d.Items as fit
+// in a card (at most ListMax) and counts the rest.
 func List(d ListData) ([]byte, error) {
+	n := min(len(d.Items), ListMax)
+	for {
+		b := list(d, n)
+		if len(b) <= listMaxBytes || n <= 1 {
+			return b, nil
+		}
+		n--
+	}
+}
+
+// list renders the first n items of d.
+func list(d ListData, n int) []byte {
 	loc := d.Location
 	if loc == nil {
 		loc = time.Local
 	}
 	var zh, en []string
-	for i, it := range d.Items {
-		if i == ListMax {
-			break
-		}
+	for _, it := range d.Items[:n] {
 		is := it.Issue
 		lz, le := LevelDisplay(is.Level, it.LevelName)
 		sz, se := StatusText(is.StatusType)
@@ -81,7 +94,7 @@ func List(d ListData) ([]byte, error) {
 		en = append(en, fmt.Sprintf("… and %d more", total-len(en)))
 	}
 	return simpleCard(fmt.Sprintf("Open issues (%d)", total), fmt.Sprintf("未解决的 Issue（%d）", total), "blue",
-		[]any{bilingualMD(strings.Join(zh, "\n"), strings.Join(en, "\n"))}), nil
+		[]any{bilingualMD(strings.Join(zh, "\n"), strings.Join(en, "\n"))})
 }
 
 // listIssueURL is an issue's page in the console, as the issue card links it.

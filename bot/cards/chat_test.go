@@ -97,3 +97,28 @@ func TestParseDigestCardAction(t *testing.T) {
 		t.Errorf("ParseAction(card) = %+v, %v", a, err)
 	}
 }
+
+// TestListCardFitsFeishusLimit: real-length ids, console links and long Chinese titles
+// still make a card under Feishu's 30 KB, the rest counted.
+func TestListCardFitsFeishusLimit(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, cardCST)
+	var items []ListItem
+	for i := range 40 {
+		items = append(items, ListItem{Issue: guance.Issue{
+			UUID: fmt.Sprintf("issue_%032x", i), WorkspaceUUID: "wksp_0123456789abcdef0123456789abcdef",
+			Name:  strings.Repeat("数据库主从复制延迟超过阈值", 6),
+			Level: "system_level_1", StatusType: guance.StatusOpen, CreateAt: guance.Time(now.Unix()),
+		}, CardAt: now})
+	}
+	b, err := List(ListData{Items: items, Total: 40, Now: now, ConsoleURL: "https://console.guance.com", Location: cardCST})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cardCheck(t, b)
+	if len(b) > 28*1024 {
+		t.Errorf("list card is %d bytes, over Feishu's limit", len(b))
+	}
+	if !strings.Contains(string(b), "more") || !strings.Contains(string(b), "Open issues (40)") {
+		t.Error("the list does not count the issues it could not show")
+	}
+}

@@ -13,7 +13,7 @@ import (
 type DigestItem struct {
 	Issue     guance.Issue
 	LevelName string
-	// Carded is set once the issue's own card was posted into the digest's thread.
+	// Carded is set once the issue's own card was posted.
 	Carded bool
 }
 
@@ -31,7 +31,7 @@ type DigestData struct {
 const DigestTitles = 10
 
 // Digest renders a storm's digest: counts by level and status, the newest titles (each
-// with a button that posts its own card into the digest's thread), and the total. The
+// with a button that posts its own card), and the total. The
 // header takes the colour of the highest level in it; an ended storm says how many
 // issues it had and how long it lasted.
 func Digest(d DigestData) ([]byte, error) {

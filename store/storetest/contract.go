@@ -151,7 +151,7 @@ func sampleIssue(uuid string) store.Issue {
 		ScanResume:       3,
 		ScanTop:          1767225590,
 		Refresh:          true,
-		Hinted:           true,
+		HintedAt:         time.Date(2026, 1, 2, 11, 16, 0, 5, time.UTC),
 		Gone:             true,
 		ChangedBy:        "ou_user1",
 		ChangedAction:    "resolve",
