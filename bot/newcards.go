@@ -205,6 +205,13 @@ func (b *Bot) deliverCard(ctx context.Context, j *jobs.Job[cardJob]) error {
 			b.logger.Warn("queue the patch of a new card", "issue_uuid", is.UUID, "err", err)
 		}
 	}
+	if s, err := b.loadStorm(wctx, p.ChatID); err == nil && s.current() != nil {
+		// The digest counts the cards of the window that started the storm once they are
+		// recorded.
+		if err := b.queueDigest(wctx, p.ChatID); err != nil {
+			b.logger.Warn("queue the digest's render", "chat_id", p.ChatID, "err", err)
+		}
+	}
 	if err := b.queueExpiry(wctx, is.UUID, p.ChatID, c.SentAt); err != nil {
 		// The leader schedules missing notes when it starts (requeuePatches).
 		b.logger.Warn("schedule the buttons' expiry note", "issue_uuid", is.UUID, "err", err)

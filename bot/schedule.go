@@ -109,7 +109,7 @@ func (b *Bot) runBudget(ctx context.Context) {
 		now := b.now()
 		granted := b.granted()
 		served := false
-		for _, t := range s.order(now, b.cfg.PollInterval, b.pollHint(ctx)) {
+		for _, t := range s.order(now, b.pollInterval(now), b.pollHint(ctx)) {
 			if served = b.serve(ctx, t); served {
 				if t == turnPoll {
 					s.lastPoll = now
@@ -132,6 +132,24 @@ func (b *Bot) runBudget(ctx context.Context) {
 		next = now.Add(b.turnSpacing() * time.Duration(min(spent, 10)))
 		b.saveNextTurn(ctx, next)
 	}
+}
+
+// hookPollEvery is how often new issues are polled for while Guance's webhook is
+// active (a hint within the last window), in budget windows: the hooks announce new
+// issues themselves (a hint naming an unknown issue polls at once), so most turns go
+// to the replies the hooks point at; polling stays, as the source of truth.
+const hookPollEvery = 2
+
+// pollInterval is the interval the scheduler polls at now: POLL_INTERVAL, longer while
+// hooks are coming.
+func (b *Bot) pollInterval(now time.Time) time.Duration {
+	b.watch.mu.Lock()
+	last := b.watch.lastHint
+	b.watch.mu.Unlock()
+	if !last.IsZero() && now.Sub(last) < b.cfg.BudgetWindow {
+		return max(b.cfg.PollInterval, b.cfg.BudgetWindow/hookPollEvery)
+	}
+	return b.cfg.PollInterval
 }
 
 // granted is how many Guance calls the limiter has granted so far (0 without one).

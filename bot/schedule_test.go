@@ -73,3 +73,22 @@ func TestTurnsShareTheBudget(t *testing.T) {
 		t.Errorf("watcher idle: %d polls, %d watcher turns, want every turn to poll", p, w)
 	}
 }
+
+// TestPollSlowsWhileHooksCome: while Guance's webhook is active (a hint within the last
+// window) new issues are polled for every half window, leaving the turns to the
+// replies the hooks point at; without hooks, at POLL_INTERVAL.
+func TestPollSlowsWhileHooksCome(t *testing.T) {
+	b := New(Config{PollInterval: 10 * time.Second, BudgetWindow: time.Minute}, nil, nil, nil, nil, nil)
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	if got := b.pollInterval(now); got != 10*time.Second {
+		t.Errorf("without hooks: %v, want POLL_INTERVAL", got)
+	}
+	b.watch.lastHint = now.Add(-20 * time.Second)
+	if got := b.pollInterval(now); got != 30*time.Second {
+		t.Errorf("hooks active: %v, want 30s", got)
+	}
+	b.watch.lastHint = now.Add(-2 * time.Minute)
+	if got := b.pollInterval(now); got != 10*time.Second {
+		t.Errorf("hooks quiet for a window: %v, want POLL_INTERVAL", got)
+	}
+}

@@ -71,6 +71,9 @@ type watcher struct {
 	listed map[string]listing
 	// bumpYes and bumpNo count that evidence.
 	bumpYes, bumpNo int
+	// lastHint is the latest webhook hint seen on a record: while hooks come, the
+	// scheduler polls less often (see hooksActive).
+	lastHint time.Time
 	// unlisted holds open issues that a re-read found open although a complete sweep
 	// did not list them (another channel, say), with when: they are flagged again only
 	// every unlistedRecheck, not after every sweep, which would spend a request per such
@@ -211,6 +214,9 @@ func (b *Bot) syncStep(ctx context.Context) (bool, error) {
 			}
 			continue
 		case !r.HintedAt.IsZero():
+			w.mu.Lock()
+			w.lastHint = latest(w.lastHint, r.HintedAt)
+			w.mu.Unlock()
 			if hinted == nil || r.HintedAt.Before(hinted.HintedAt) {
 				hinted = r
 			}
@@ -244,8 +250,8 @@ func (b *Bot) syncStep(ctx context.Context) (bool, error) {
 	switch {
 	case refresh != nil:
 		return true, b.refreshIssue(ctx, *refresh)
-	case hinted != nil && step%4 != 0:
-		// Hinted issues go first, but every fourth turn goes to the rest, so that a
+	case hinted != nil && step%8 != 0:
+		// Hinted issues go first, but every eighth turn goes to the rest, so that a
 		// steady stream of hooks cannot starve the sweep and the round robin.
 		return true, b.scanReplies(ctx, *hinted)
 	case dirty != nil:
