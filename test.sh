@@ -39,7 +39,8 @@ for pkg in guance store; do
 done
 
 go vet ./...
-go test -race -count=1 "$@" ./...
+# The root package runs issuebot as real processes (restarts, replicas under faults): minutes.
+go test -race -count=1 -timeout 30m "$@" ./...
 # Bounded fuzzing of the parsers that read what people type and what Guance stores.
 go test -run '^$' -fuzz '^FuzzMessageText$' -fuzztime 15s ./bot/
 go test -run '^$' -fuzz '^FuzzPlainText$' -fuzztime 10s ./bot/plaintext/

@@ -127,9 +127,11 @@ func (b *Bot) runBudget(ctx context.Context) {
 			continue
 		}
 		// A turn that took more than one request (a second list page, the channel or
-		// level list) takes as many turns' worth of the budget.
+		// level list) takes as many turns' worth of the budget — at most maxTurnCost:
+		// the limiter's count also holds people's writes granted while the turn waited
+		// (after an outage, a backlog of them), which turnSpacing already makes room for.
 		spent := max(b.granted()-granted, 1)
-		next = now.Add(b.turnSpacing() * time.Duration(min(spent, 10)))
+		next = now.Add(b.turnSpacing() * time.Duration(min(spent, maxTurnCost)))
 		b.saveNextTurn(ctx, next)
 	}
 }
@@ -151,6 +153,9 @@ func (b *Bot) pollInterval(now time.Time) time.Duration {
 	}
 	return b.cfg.PollInterval
 }
+
+// maxTurnCost bounds how many turns' worth of budget one turn is charged.
+const maxTurnCost = 3
 
 // granted is how many Guance calls the limiter has granted so far (0 without one).
 func (b *Bot) granted() uint64 {

@@ -230,6 +230,7 @@ func (b *Bot) renderDigests(ctx context.Context, chatID string) error {
 		return fmt.Errorf("list issue records: %w", err)
 	}
 	b.patchClock.mark("digest:"+chatID, b.now())
+	waiting := false
 	for _, d := range s.Storms {
 		if d.Final {
 			continue
@@ -238,11 +239,36 @@ func (b *Bot) renderDigests(ctx context.Context, chatID string) error {
 		if err != nil {
 			return err
 		}
-		if err := b.noteDigest(ctx, chatID, d.ID, msg, !d.Ended.IsZero()); err != nil {
+		// An ended digest is final once it counts the cards of the window that started
+		// the storm (they go out at Feishu's pace, perhaps after the storm) — or, should
+		// one never be recorded, ten windows after the end.
+		complete := digestComplete(chatID, d, recs) || (!d.Ended.IsZero() && b.now().Sub(d.Ended) > 10*b.cfg.BudgetWindow)
+		if err := b.noteDigest(ctx, chatID, d.ID, msg, !d.Ended.IsZero() && complete); err != nil {
 			return err
 		}
+		waiting = waiting || !complete
+	}
+	if waiting {
+		return jobs.Later(max(b.cfg.BudgetWindow/30, patchEvery), errors.New("waiting for the storm's first cards to be recorded"))
 	}
 	return nil
+}
+
+// digestComplete reports whether every issue of the window that started a storm has
+// its card in the chat recorded.
+func digestComplete(chatID string, d stormDigest, recs []store.Issue) bool {
+	have := map[string]bool{}
+	for _, r := range recs {
+		if r.Card(chatID) != nil {
+			have[r.IssueUUID] = true
+		}
+	}
+	for _, m := range d.Members {
+		if !have[m] {
+			return false
+		}
+	}
+	return true
 }
 
 // renderDigest renders one storm's digest and posts or patches it; it returns the
