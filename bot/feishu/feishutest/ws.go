@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/gorilla/websocket"
@@ -89,7 +88,9 @@ func (s *Server) wsEndpoint(w *recorder, r *http.Request) {
 	ticket := fmt.Sprintf("tk%d-%d", s.id, n)
 	s.ws.tickets[ticket] = true
 	s.mu.Unlock()
-	u := strings.Replace(s.URL, "http://", "ws://", 1) +
+	// From the request's host, not s.URL: a handler must not read a field NewServer
+	// writes after the listener already serves (a client process can dial that early).
+	u := "ws://" + r.Host +
 		fmt.Sprintf("/ws?device_id=%s&service_id=%d&ticket=%s", device, wsServiceID, ticket)
 	s.writeJSON(w, http.StatusOK, CodeOK, map[string]any{
 		"code": 0, "msg": "ok",
