@@ -7,8 +7,9 @@
 //	watcher.go    finds Guance's changes and replies buttons.go   status changes from the chat
 //	record.go     the issue record and its card data patches.go   keeps cards current
 //	answers.go    help, status and notices           report.go    the status report
-//	routes.go     which chats get an issue; bind      chats.go     groups: names, welcome, goodbye
-//	commands.go   what a message to the bot asks for  list.go      a chat's open issues
+//	routes.go     which chats get an issue; bind     chats.go     groups: names, welcome, goodbye
+//	commands.go   what a message to the bot asks for list.go      a chat's open issues
+//	storm.go      a storm of issues → one digest     webhook.go   Guance's hooks → watcher hints
 //
 // and the shared mechanisms: leader.go (the lease and its term), schedule.go (the Guance
 // budget), queue.go (the queues on the bot/jobs engine and their retry policy).
