@@ -85,11 +85,39 @@ func (c *Client) BotOpenID(ctx context.Context) (string, error) {
 	if c.botOpenID != "" {
 		return c.botOpenID, nil
 	}
+	info, err := c.BotInfo(ctx)
+	if err != nil {
+		return "", err
+	}
+	c.botOpenID = info.OpenID
+	return c.botOpenID, nil
+}
+
+// BotInfo is what Feishu says about the app's bot.
+type BotInfo struct {
+	OpenID  string
+	AppName string
+	// ActivateStatus is the app's state in the tenant: 2 is enabled; 0 awaits install,
+	// 1 is disabled, 3 and 4 await enabling, 5 and 6 are stopped by licence. -1 means
+	// the answer did not say.
+	ActivateStatus int
+}
+
+// Enabled reports whether the app is enabled in the tenant, as far as the answer says.
+func (b BotInfo) Enabled() bool { return b.ActivateStatus == -1 || b.ActivateStatus == 2 }
+
+// BotInfo returns the bot's identity and the app's state. It fails when the app has no
+// bot ability (or the version that adds it is not published).
+//
+// Feishu API: GET /open-apis/bot/v3/info
+func (c *Client) BotInfo(ctx context.Context) (BotInfo, error) {
 	var info struct {
 		Code int    `json:"code"`
 		Msg  string `json:"msg"`
 		Bot  struct {
-			OpenID string `json:"open_id"`
+			OpenID         string `json:"open_id"`
+			AppName        string `json:"app_name"`
+			ActivateStatus *int   `json:"activate_status"`
 		} `json:"bot"`
 	}
 	err := c.call(ctx, "get bot info", func(opt larkcore.RequestOptionFunc) (*larkcore.ApiResp, int, string, error) {
@@ -107,11 +135,14 @@ func (c *Client) BotOpenID(ctx context.Context) (string, error) {
 		return resp, info.Code, info.Msg, nil
 	})
 	if err != nil {
-		return "", err
+		return BotInfo{}, err
 	}
 	if info.Bot.OpenID == "" {
-		return "", &Error{Op: "get bot info", Msg: "answer carries no open_id"}
+		return BotInfo{}, &Error{Op: "get bot info", Msg: "answer carries no open_id"}
 	}
-	c.botOpenID = info.Bot.OpenID
-	return c.botOpenID, nil
+	out := BotInfo{OpenID: info.Bot.OpenID, AppName: info.Bot.AppName, ActivateStatus: -1}
+	if info.Bot.ActivateStatus != nil {
+		out.ActivateStatus = *info.Bot.ActivateStatus
+	}
+	return out, nil
 }

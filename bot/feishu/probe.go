@@ -29,60 +29,6 @@ func (c *Client) CheckCredentials(ctx context.Context) error {
 	return err
 }
 
-// BotInfo is what Feishu says about the app's bot.
-type BotInfo struct {
-	OpenID  string
-	AppName string
-	// ActivateStatus is the app's state in the tenant: 2 is enabled; 0 awaits install,
-	// 1 is disabled, 3 and 4 await enabling, 5 and 6 are stopped by licence. -1 means
-	// the answer did not say.
-	ActivateStatus int
-}
-
-// Enabled reports whether the app is enabled in the tenant, as far as the answer says.
-func (b BotInfo) Enabled() bool { return b.ActivateStatus == -1 || b.ActivateStatus == 2 }
-
-// BotInfo returns the bot's identity and the app's state. It fails when the app has no
-// bot ability (or the version that adds it is not published).
-//
-// Feishu API: GET /open-apis/bot/v3/info
-func (c *Client) BotInfo(ctx context.Context) (BotInfo, error) {
-	var info struct {
-		Code int    `json:"code"`
-		Msg  string `json:"msg"`
-		Bot  struct {
-			OpenID         string `json:"open_id"`
-			AppName        string `json:"app_name"`
-			ActivateStatus *int   `json:"activate_status"`
-		} `json:"bot"`
-	}
-	err := c.call(ctx, "get bot info", func(opt larkcore.RequestOptionFunc) (*larkcore.ApiResp, int, string, error) {
-		resp, err := c.sdk.Do(ctx, &larkcore.ApiReq{
-			HttpMethod:                http.MethodGet,
-			ApiPath:                   "/open-apis/bot/v3/info",
-			SupportedAccessTokenTypes: []larkcore.AccessTokenType{larkcore.AccessTokenTypeTenant},
-		}, opt)
-		if err != nil {
-			return nil, 0, "", err
-		}
-		if err := json.Unmarshal(resp.RawBody, &info); err != nil {
-			return nil, 0, "", fmt.Errorf("decode bot info: %w", err)
-		}
-		return resp, info.Code, info.Msg, nil
-	})
-	if err != nil {
-		return BotInfo{}, err
-	}
-	if info.Bot.OpenID == "" {
-		return BotInfo{}, &Error{Op: "get bot info", Msg: "answer carries no open_id"}
-	}
-	out := BotInfo{OpenID: info.Bot.OpenID, AppName: info.Bot.AppName, ActivateStatus: -1}
-	if info.Bot.ActivateStatus != nil {
-		out.ActivateStatus = *info.Bot.ActivateStatus
-	}
-	return out, nil
-}
-
 // NotChatMember reports whether the bot is not a member of the chat the call was about:
 // the message APIs say so with 230002, the chat APIs with 232011.
 func (e *Error) NotChatMember() bool {
