@@ -211,17 +211,7 @@ func runTracked(b *testing.B, win time.Duration, n int, hints bool) trackedResul
 	slices.Sort(res.staleness)
 	res.maxInWin = h.gs.MaxInWindow(win)
 	res.throttled = h.gs.Throttled()
-	res.requests = map[string]int{}
-	for _, r := range h.gs.Requests() {
-		kind := r.Path
-		switch {
-		case strings.Contains(r.Path, "/reply/"):
-			kind = "reply/list"
-		case strings.HasSuffix(r.Path, "/get"):
-			kind = "issue/get"
-		}
-		res.requests[strings.TrimPrefix(kind, "/api/v1/")]++
-	}
+	res.requests = requestKinds(h.gs.Requests())
 	rep, err := h.bot.report(b.Context())
 	if err != nil {
 		b.Fatal(err)

@@ -121,17 +121,7 @@ func runScenario(tb testing.TB, s scenario) scenarioResult {
 			res.posts++
 		}
 	}
-	res.requests = map[string]int{}
-	for _, r := range h.gs.Requests() {
-		kind := r.Path
-		switch {
-		case strings.Contains(r.Path, "/reply/"):
-			kind = "reply/list"
-		case strings.HasSuffix(r.Path, "/get"):
-			kind = "issue/get"
-		}
-		res.requests[kind]++
-	}
+	res.requests = requestKinds(h.gs.Requests())
 	lastArrived := firstWritten
 	for text, d := range arrived {
 		if at := written[text].Add(d); at.After(lastArrived) {
@@ -154,6 +144,22 @@ func runScenario(tb testing.TB, s scenario) scenarioResult {
 		tb.Fatal(err)
 	}
 	return res
+}
+
+// requestKinds counts Guance requests by kind: reply/list, issue/get, or the path.
+func requestKinds(reqs []guancetest.Request) map[string]int {
+	out := map[string]int{}
+	for _, r := range reqs {
+		kind := strings.TrimPrefix(r.Path, "/api/v1/")
+		switch {
+		case strings.Contains(r.Path, "/reply/"):
+			kind = "reply/list"
+		case strings.HasSuffix(r.Path, "/get"):
+			kind = "issue/get"
+		}
+		out[kind]++
+	}
+	return out
 }
 
 // TestChangeDetectionWithinBudget: 150 carded open issues and 40 Guance replies over
