@@ -97,7 +97,7 @@ func memoryRun(b *testing.B, bin, kind string, tracked int, d time.Duration) (pe
 	created := time.Now().Add(-2 * time.Hour)
 	desc := strings.Repeat("磁盘使用率超过阈值 disk usage above threshold. ", 12)
 	for i := range tracked {
-		is := gs.AddIssue(guancetest.IssueSpec{Name: fmt.Sprintf("tracked issue %05d on host-%d", i, i%300),
+		is := gs.AddIssue(guancetest.IssueSpec{Name: fmt.Sprintf("tracked issue %05d on host-%d", i, i%300), Level: "system_level_2",
 			Description: desc, Text: desc, CreateAt: created})
 		// As the bot keeps it: extend.text, and no description beside it.
 		snap, _ := json.Marshal(map[string]any{"issue": guance.Issue{UUID: is.UUID, Name: is.Name,

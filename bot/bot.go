@@ -80,6 +80,8 @@ type records interface {
 	GetIssue(ctx context.Context, issueUUID string) (store.Issue, error)
 	UpdateIssue(ctx context.Context, issueUUID string, fn func(*store.Issue) error) (store.Issue, error)
 	ListIssues(ctx context.Context) ([]store.Issue, error)
+	ListSummaries(ctx context.Context) ([]store.Summary, error)
+	GetSummary(ctx context.Context, issueUUID string) (store.Summary, error)
 	IssueByMessage(ctx context.Context, messageOrThreadID string) (store.Issue, error)
 }
 

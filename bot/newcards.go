@@ -177,7 +177,13 @@ func (b *Bot) deliverCard(ctx context.Context, j *jobs.Job[cardJob]) error {
 			return errAbandoned
 		}
 	}
-	c := store.Card{ChatID: p.ChatID, MessageID: sent.MessageID, SentAt: b.now(), PatchedRevision: rev}
+	sentAt := b.now()
+	// Scheduled before the card is recorded, so that every recorded card has its note;
+	// on failure the retry gets the same message back and schedules it again.
+	if err := b.queueExpiry(wctx, is.UUID, p.ChatID, sentAt); err != nil {
+		return err
+	}
+	c := store.Card{ChatID: p.ChatID, MessageID: sent.MessageID, SentAt: sentAt, PatchedRevision: rev}
 	if p.Thread != "" {
 		if cur := rec.Card(p.ChatID); cur != nil {
 			c.Digest = cur.Digest // still listed in its digest, now as carded
@@ -211,10 +217,6 @@ func (b *Bot) deliverCard(ctx context.Context, j *jobs.Job[cardJob]) error {
 		if err := b.queueDigest(wctx, p.ChatID); err != nil {
 			b.logger.Warn("queue the digest's render", "chat_id", p.ChatID, "err", err)
 		}
-	}
-	if err := b.queueExpiry(wctx, is.UUID, p.ChatID, c.SentAt); err != nil {
-		// The leader schedules missing notes when it starts (requeuePatches).
-		b.logger.Warn("schedule the buttons' expiry note", "issue_uuid", is.UUID, "err", err)
 	}
 	b.metrics.cardsSent.Inc()
 	if !is.CreateAt.IsZero() {

@@ -175,12 +175,12 @@ func (b *Bot) pollOnce(ctx context.Context) error {
 // status, so such an issue was deleted (or moved out of the channel). The poll thus
 // does for young issues what the open-list sweep does for older ones.
 func (b *Bot) flagUnlisted(ctx context.Context, listed map[string]bool, from time.Time) error {
-	recs, err := b.state.ListIssues(ctx)
+	recs, err := b.state.ListSummaries(ctx)
 	if err != nil {
-		return fmt.Errorf("list issue records: %w", err)
+		return fmt.Errorf("list issue summaries: %w", err)
 	}
 	for _, r := range recs {
-		if listed[r.IssueUUID] || r.Gone || r.Refresh || len(r.Cards) == 0 || r.CreateAt == 0 || time.Unix(r.CreateAt, 0).Before(from) {
+		if listed[r.IssueUUID] || r.Gone || r.Refresh || r.Cards == 0 || r.CreateAt == 0 || time.Unix(r.CreateAt, 0).Before(from) {
 			continue
 		}
 		if _, _, err := b.updateIssue(ctx, r.IssueUUID, func(x *store.Issue) error {

@@ -104,29 +104,17 @@ func (b *Bot) queueExpiry(ctx context.Context, issueUUID, chatID string, sentAt 
 	return nil
 }
 
-// requeuePatches queues a patch for every card that shows an older revision than its
-// record (a patch cut short by a crash); the leader runs it when it starts.
+// requeuePatches queues a patch for every issue with a card that shows an older
+// revision than its record (a patch cut short by a crash); the leader runs it when it
+// starts. It reads the summaries only.
 func (b *Bot) requeuePatches(ctx context.Context) error {
-	recs, err := b.state.ListIssues(ctx)
+	sums, err := b.state.ListSummaries(ctx)
 	if err != nil {
-		return fmt.Errorf("list issues for pending patches: %w", err)
+		return fmt.Errorf("list issue summaries for pending patches: %w", err)
 	}
-	for _, r := range recs {
-		behind := false
-		for _, c := range r.Cards {
-			if c.MessageID == "" {
-				continue // only in a storm digest
-			}
-			behind = behind || c.PatchedRevision < r.CardRevision
-			if !r.Gone && b.now().Sub(c.SentAt) < patchMaxAge-expiryLead {
-				// Cards sent by a version that did not schedule the note (idempotent).
-				if err := b.queueExpiry(ctx, r.IssueUUID, c.ChatID, c.SentAt); err != nil {
-					return err
-				}
-			}
-		}
-		if behind {
-			if err := b.queuePatch(ctx, r.IssueUUID); err != nil {
+	for _, s := range sums {
+		if s.Behind {
+			if err := b.queuePatch(ctx, s.IssueUUID); err != nil {
 				return err
 			}
 		}
@@ -294,12 +282,17 @@ func (b *Bot) recard(ctx context.Context, rec store.Issue, c store.Card) error {
 	if err != nil {
 		return fmt.Errorf("post a fresh card for issue %s in chat %s: %w", rec.IssueUUID, c.ChatID, err)
 	}
+	sentAt := b.now()
+	// Scheduled before the card moves (see deliverCard).
+	if err := b.queueExpiry(ctx, rec.IssueUUID, c.ChatID, sentAt); err != nil {
+		return err
+	}
 	_, _, err = b.updateIssue(ctx, rec.IssueUUID, func(r *store.Issue) error {
 		cur := r.Card(c.ChatID)
 		if cur == nil || cur.MessageID != c.MessageID {
 			return errUnchanged // moved already
 		}
-		cur.MessageID, cur.SentAt = sent.MessageID, b.now()
+		cur.MessageID, cur.SentAt = sent.MessageID, sentAt
 		if cur.ThreadID == "" {
 			cur.ThreadID = sent.ThreadID
 		}
@@ -318,8 +311,5 @@ func (b *Bot) recard(ctx context.Context, rec store.Issue, c store.Card) error {
 	b.metrics.cardsSent.Inc()
 	b.logger.Info("card older than 14 days: posted a fresh one in its thread", "issue_uuid", rec.IssueUUID,
 		"chat_id", c.ChatID, "old_message_id", c.MessageID, "message_id", sent.MessageID)
-	if err := b.queueExpiry(ctx, rec.IssueUUID, c.ChatID, b.now()); err != nil {
-		b.logger.Warn("schedule the buttons' expiry note", "issue_uuid", rec.IssueUUID, "err", err)
-	}
 	return b.patched(ctx, rec.IssueUUID, sent.MessageID, rec.CardRevision)
 }

@@ -142,13 +142,23 @@ func (b *Bot) observe(ctx context.Context, is guance.Issue, asked time.Time) err
 	if is.Deleted() {
 		return b.markGone(ctx, is.UUID)
 	}
+	// Most listed issues did not change: their summary says so without reading (or
+	// locking) the record.
+	sum, err := b.state.GetSummary(ctx, is.UUID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil // not carded by this bot
+	case err == nil && listedUnchanged(sum, is):
+		return nil
+	}
 	var visible bool
+	up := is.UpdateAt.Unix()
 	rec, ok, err := b.updateIssue(ctx, is.UUID, func(r *store.Issue) error {
-		up := is.UpdateAt.Unix()
-		if up < r.UpdateAt || (up == r.UpdateAt && !r.Refresh && sameCardFields(*r, is)) {
+		s := r.Summary()
+		if listedUnchanged(s, is) {
 			return errUnchanged
 		}
-		visible = !sameCardFields(*r, is)
+		visible = !sameCardFields(s, is)
 		if visible && up == r.UpdateAt && asked.Before(r.StatusSetAt.Add(ownWriteMargin)) {
 			if r.Refresh {
 				return errUnchanged
@@ -187,9 +197,17 @@ func (b *Bot) observe(ctx context.Context, is guance.Issue, asked time.Time) err
 	return nil
 }
 
-// sameCardFields reports whether a record already shows what the card shows of is.
-func sameCardFields(r store.Issue, is guance.Issue) bool {
-	return r.StatusType == int(is.StatusType) && r.Level == string(is.Level) && r.Name == is.Name
+// listedUnchanged reports whether the record summarized by s already has what is
+// shows: an older updateAt, or the same one and the same card fields.
+func listedUnchanged(s store.Summary, is guance.Issue) bool {
+	up := is.UpdateAt.Unix()
+	return up < s.UpdateAt || (up == s.UpdateAt && !s.Refresh && sameCardFields(s, is))
+}
+
+// sameCardFields reports whether the record summarized by s already shows what the
+// card shows of is.
+func sameCardFields(s store.Summary, is guance.Issue) bool {
+	return s.StatusType == int(is.StatusType) && s.Level == string(is.Level) && s.NameHash == store.NameHash(is.Name)
 }
 
 // guanceActor names who last changed an issue in Guance, for the card's footer.
@@ -276,26 +294,6 @@ func (b *Bot) markGone(ctx context.Context, issueUUID string) error {
 	}
 	b.logger.Info("issue deleted in Guance; card marked", "issue_uuid", issueUUID)
 	return b.queuePatch(ctx, rec.IssueUUID)
-}
-
-// firstSent is when the issue's first card still in place was sent; lastSent when its
-// newest was.
-func firstSent(r store.Issue) time.Time {
-	var t time.Time
-	for _, c := range r.Cards {
-		if t.IsZero() || (!c.SentAt.IsZero() && c.SentAt.Before(t)) {
-			t = c.SentAt
-		}
-	}
-	return t
-}
-
-func lastSent(r store.Issue) time.Time {
-	var t time.Time
-	for _, c := range r.Cards {
-		t = latest(t, c.SentAt)
-	}
-	return t
 }
 
 // latest returns the latest of the times given (the zero time for none).

@@ -44,9 +44,9 @@ func (b *Bot) report(ctx context.Context) (Report, error) {
 	if t, err := b.state.Cursor(ctx, cursorLastPoll); err == nil && t > 0 {
 		r.LastPoll = time.Unix(t, 0)
 	}
-	recs, err := b.state.ListIssues(ctx)
+	recs, err := b.state.ListSummaries(ctx)
 	if err != nil {
-		return r, fmt.Errorf("list issue records: %w", err)
+		return r, fmt.Errorf("list issue summaries: %w", err)
 	}
 	now := b.now()
 	r.Tracked = len(recs)
@@ -62,7 +62,7 @@ func (b *Bot) report(ctx context.Context) (Report, error) {
 		open++
 		since := rec.RepliesScannedAt
 		if since.IsZero() {
-			since = firstSent(rec)
+			since = rec.FirstSent
 		}
 		r.OldestScan = max(r.OldestScan, now.Sub(since))
 	}

@@ -80,7 +80,7 @@ func (b *Bot) scanReplies(ctx context.Context, rec store.Issue) error {
 	if first {
 		floor = rec.CreateAt
 		if floor == 0 { // a record of an older version
-			floor = firstSent(rec).Add(-firstScanReach).Unix()
+			floor = rec.FirstSent().Add(-firstScanReach).Unix()
 		}
 	}
 	bottom := floor - int64(scanSlack/time.Second)

@@ -321,7 +321,7 @@ func TestUnfinishedScanOfAGoneIssue(t *testing.T) {
 	}
 	rec := h.record(issue)
 	rec.StatusType = int(guance.StatusResolved)
-	if rec.ScanResume == 0 || !b.watchedIssue(rec, time.Now().Add(365*24*time.Hour)) {
+	if rec.ScanResume == 0 || !b.watchedIssue(rec.Summary(), time.Now().Add(365*24*time.Hour)) {
 		t.Errorf("resume page %d: a resolved, quiet issue with a scan to finish is not watched", rec.ScanResume)
 	}
 	// Deleted in Guance (a re-read answered 404).

@@ -141,14 +141,14 @@ func (b *Bot) sweepEvery() time.Duration {
 }
 
 // watchedIssue reports whether the watcher still looks at a record.
-func (b *Bot) watchedIssue(r store.Issue, now time.Time) bool {
-	if r.Gone || len(r.Cards) == 0 {
+func (b *Bot) watchedIssue(r store.Summary, now time.Time) bool {
+	if r.Gone || r.Cards == 0 {
 		return false
 	}
 	if !statusDone(r.StatusType) || r.ScanResume > 0 || !r.HintedAt.IsZero() {
 		return true // open, or a reply scan to finish
 	}
-	last := latest(time.Unix(r.UpdateAt, 0), time.Unix(r.LastReplyAt, 0), r.LastActivity, r.ChangedAt, lastSent(r))
+	last := latest(time.Unix(r.UpdateAt, 0), time.Unix(r.LastReplyAt, 0), r.LastActivity, r.ChangedAt, r.LastSent)
 	return now.Sub(last) < b.cfg.QuietAfter
 }
 
@@ -159,9 +159,9 @@ func statusDone(s int) bool {
 // syncStep makes at most one Guance request of the watcher and reports whether it made
 // one (false: no issue needs a look now).
 func (b *Bot) syncStep(ctx context.Context) (bool, error) {
-	recs, err := b.state.ListIssues(ctx)
+	recs, err := b.state.ListSummaries(ctx)
 	if err != nil {
-		return false, fmt.Errorf("list issue records: %w", err)
+		return false, fmt.Errorf("list issue summaries: %w", err)
 	}
 	now := b.now()
 	w := &b.watch
@@ -171,9 +171,9 @@ func (b *Bot) syncStep(ctx context.Context) (bool, error) {
 	w.mu.Unlock()
 
 	var (
-		watched                []store.Issue
-		refresh, hinted, dirty *store.Issue
-		bestRR                 *store.Issue
+		watched                []*store.Summary
+		refresh, hinted, dirty *store.Summary
+		bestRR                 *store.Summary
 		bestScore              float64
 		oldest                 time.Duration
 		openFrom               time.Time
@@ -185,20 +185,20 @@ func (b *Bot) syncStep(ctx context.Context) (bool, error) {
 		// within the reopen horizon (a reopen in Guance wakes a quiet one).
 		created := time.Unix(r.CreateAt, 0)
 		if r.CreateAt == 0 {
-			created = firstSent(*r)
+			created = r.FirstSent
 		}
 		open := b.watchedIssue(*r, now) && !statusDone(r.StatusType)
-		reopenable := !r.Gone && len(r.Cards) > 0 && statusDone(r.StatusType) && now.Sub(lastSent(*r)) < reopenHorizon
+		reopenable := !r.Gone && r.Cards > 0 && statusDone(r.StatusType) && now.Sub(r.LastSent) < reopenHorizon
 		if (open || reopenable) && (openFrom.IsZero() || created.Before(openFrom)) {
 			openFrom = created
 		}
 		if !b.watchedIssue(*r, now) {
 			continue
 		}
-		watched = append(watched, *r)
+		watched = append(watched, r)
 		since := r.RepliesScannedAt
 		if since.IsZero() {
-			since = firstSent(*r)
+			since = r.FirstSent
 		}
 		wait := now.Sub(since)
 		if !statusDone(r.StatusType) {
@@ -249,21 +249,34 @@ func (b *Bot) syncStep(ctx context.Context) (bool, error) {
 
 	switch {
 	case refresh != nil:
-		return true, b.refreshIssue(ctx, *refresh)
+		return b.stepOn(ctx, refresh.IssueUUID, b.refreshIssue)
 	case hinted != nil && step%8 != 0:
 		// Hinted issues go first, but every eighth turn goes to the rest, so that a
 		// steady stream of hooks cannot starve the sweep and the round robin.
-		return true, b.scanReplies(ctx, *hinted)
+		return b.stepOn(ctx, hinted.IssueUUID, b.scanReplies)
 	case dirty != nil:
-		return true, b.scanReplies(ctx, *dirty)
+		return b.stepOn(ctx, dirty.IssueUUID, b.scanReplies)
 	case sweepDue && !openFrom.IsZero() && (step%3 == 0 || bestRR == nil):
 		return true, b.sweepPage(ctx, openFrom, watched)
 	case bestRR != nil:
-		return true, b.scanReplies(ctx, *bestRR)
+		return b.stepOn(ctx, bestRR.IssueUUID, b.scanReplies)
 	case hinted != nil:
-		return true, b.scanReplies(ctx, *hinted)
+		return b.stepOn(ctx, hinted.IssueUUID, b.scanReplies)
 	}
 	return false, nil
+}
+
+// stepOn reads the record of the issue a step picked from the summaries and runs the
+// step on it; a record deleted meanwhile makes no step.
+func (b *Bot) stepOn(ctx context.Context, issueUUID string, step func(context.Context, store.Issue) error) (bool, error) {
+	rec, err := b.state.GetIssue(ctx, issueUUID)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read the record of issue %s: %w", issueUUID, err)
+	}
+	return true, step(ctx, rec)
 }
 
 // pollCovers reports whether the issues created since from are all listed by the new-
@@ -276,12 +289,12 @@ func (b *Bot) pollCovers(from, now time.Time) bool {
 }
 
 // scanWeight is how much faster than others an issue's wait counts.
-func (b *Bot) scanWeight(r store.Issue, now time.Time) float64 {
+func (b *Bot) scanWeight(r store.Summary, now time.Time) float64 {
 	hot := 30 * b.cfg.BudgetWindow // half an hour at Guance's real budget
 	switch {
 	case statusDone(r.StatusType):
 		return 0.5
-	case now.Sub(r.LastActivity) < hot, now.Sub(lastSent(r)) < hot, now.Sub(time.Unix(r.LastReplyAt, 0)) < hot:
+	case now.Sub(r.LastActivity) < hot, now.Sub(r.LastSent) < hot, now.Sub(time.Unix(r.LastReplyAt, 0)) < hot:
 		return 4
 	}
 	return 1
@@ -341,7 +354,7 @@ func (b *Bot) noteSuccess(issueUUID string) {
 // sweepPage reads the next page of the open-issue list and applies what it shows.
 // When a sweep is complete, watched open issues it did not list are flagged to be read
 // again: they were resolved, closed or deleted (or the list filters differently).
-func (b *Bot) sweepPage(ctx context.Context, openFrom time.Time, watched []store.Issue) error {
+func (b *Bot) sweepPage(ctx context.Context, openFrom time.Time, watched []*store.Summary) error {
 	w := &b.watch
 	w.mu.Lock()
 	if w.sweepPage == 0 {

@@ -1162,7 +1162,7 @@ func TestRereadIssueStaysInTheSweep(t *testing.T) {
 	}
 	h.gs.SetStatus(issue, int(guance.StatusResolved))
 	rec = h.record(issue)
-	if err := b.sweepPage(t.Context(), time.Unix(rec.CreateAt, 0), []store.Issue{rec}); err != nil {
+	if err := b.sweepPage(t.Context(), time.Unix(rec.CreateAt, 0), []*store.Summary{new(rec.Summary())}); err != nil {
 		t.Fatal(err)
 	}
 	if !h.record(issue).Refresh {

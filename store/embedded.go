@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -20,6 +21,7 @@ import (
 var (
 	bucketIssues  = []byte("issues")    // issue uuid → JSON Issue without its snapshot
 	bucketSnaps   = []byte("snapshots") // issue uuid → the record's Snapshot
+	bucketSums    = []byte("summaries") // issue uuid → the record's Summary (encodeSummary)
 	bucketIndex   = []byte("index")     // card message id or thread id → issue uuid
 	bucketSeen    = []byte("seen")      // issue uuid → time marked
 	bucketReplies = []byte("replies")   // issue uuid NUL reply uuid → expiry
@@ -35,7 +37,7 @@ var (
 	bucketDue     = []byte("jobs_due")  // queue NUL NotBefore (sortable µs) job id → empty
 	bucketMeta    = []byte("meta")      // name → value
 
-	allBuckets = [][]byte{bucketIssues, bucketSnaps, bucketIndex, bucketSeen, bucketReplies, bucketOwn, bucketClaims,
+	allBuckets = [][]byte{bucketIssues, bucketSnaps, bucketSums, bucketIndex, bucketSeen, bucketReplies, bucketOwn, bucketClaims,
 		bucketRoutes, bucketCursors, bucketLeases, bucketTerms, bucketWork, bucketRates, bucketJobs, bucketDue, bucketMeta}
 )
 
@@ -54,6 +56,18 @@ type Embedded struct {
 	lastSweep time.Time
 	// session numbers the Opens of the file: leases of an earlier one are void.
 	session int64
+
+	// sums holds every record's encoded summary in memory (this process is the file's
+	// only writer), so that the scans that read them every few seconds touch no page of
+	// the file. wmu serializes the write transactions and their updates of sums; pending
+	// collects the summaries the running one writes (nil: deleted).
+	wmu     sync.Mutex
+	pending map[string][]byte
+	smu     sync.RWMutex
+	sums    map[string][]byte
+	// stop ends the loop that releases the file's mapped pages (see releaseMapped).
+	stop chan struct{}
+	done chan struct{}
 }
 
 // OpenEmbedded opens (creating if needed) the embedded store file at path. If another process holds the file,
@@ -70,6 +84,7 @@ func OpenEmbedded(path string, opts ...Option) (*Embedded, error) {
 	}
 	var session int64
 	err = db.Update(func(tx *bolt.Tx) error {
+		summarize := tx.Bucket(bucketSums) == nil && tx.Bucket(bucketIssues) != nil
 		for _, b := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("create bucket %s: %w", b, err)
@@ -80,13 +95,64 @@ func OpenEmbedded(path string, opts ...Option) (*Embedded, error) {
 			session = decodeInt(v)
 		}
 		session++
+		if summarize { // a file written before summaries were kept
+			if err := summarizeAll(tx); err != nil {
+				return fmt.Errorf("summarize the records: %w", err)
+			}
+		}
 		return terms.Put(sessionKey, encodeInt(session))
 	})
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open embedded store %s: %w", path, err)
 	}
-	return &Embedded{db: db, now: o.now, session: session}, nil
+	e := &Embedded{db: db, now: o.now, session: session, sums: map[string][]byte{},
+		stop: make(chan struct{}), done: make(chan struct{})}
+	err = db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSums).ForEach(func(k, v []byte) error {
+			e.sums[string(k)] = slices.Clone(v)
+			return nil
+		})
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open embedded store %s: load summaries: %w", path, err)
+	}
+	e.releaseMapped()
+	go e.releaseLoop()
+	return e, nil
+}
+
+// releaseEvery is how often the store drops the file's pages from the process's mappings.
+const releaseEvery = 10 * time.Second
+
+// releaseLoop releases the mapped pages every releaseEvery until Close.
+func (e *Embedded) releaseLoop() {
+	defer close(e.done)
+	t := time.NewTicker(releaseEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+			e.releaseMapped()
+		}
+	}
+}
+
+// releaseMapped drops the file's pages from this process's memory map. bbolt reads the
+// file through a shared read-only mapping, and the kernel maps the neighbours of every
+// page read (fault-around), so without this the resident set would grow towards the size
+// of the file however little of it the bot uses. The pages stay in the kernel's page
+// cache (shared and reclaimable): a later read maps them again without I/O. bbolt writes
+// with pwrite, never through the mapping, so nothing is lost. The read transaction keeps
+// bbolt from remapping meanwhile.
+func (e *Embedded) releaseMapped() {
+	_ = e.db.View(func(tx *bolt.Tx) error {
+		dropMapped(e.db.Info().Data, tx.Size())
+		return nil
+	})
 }
 
 // Kind returns "embedded".
@@ -105,6 +171,12 @@ func (e *Embedded) Ping(ctx context.Context) error {
 
 // Close closes the file.
 func (e *Embedded) Close() error {
+	select {
+	case <-e.stop:
+	default:
+		close(e.stop)
+		<-e.done
+	}
 	if err := e.db.Close(); err != nil {
 		return fmt.Errorf("close embedded store: %w", err)
 	}
@@ -124,7 +196,11 @@ func (e *Embedded) update(ctx context.Context, fn func(tx *bolt.Tx, now time.Tim
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return e.db.Update(func(tx *bolt.Tx) error {
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	e.pending = map[string][]byte{}
+	defer func() { e.pending = nil }()
+	err := e.db.Update(func(tx *bolt.Tx) error {
 		now := e.now()
 		if err := fn(tx, now); err != nil {
 			return err
@@ -138,6 +214,19 @@ func (e *Embedded) update(ctx context.Context, fn func(tx *bolt.Tx, now time.Tim
 		e.lastSweep = now
 		return nil
 	})
+	if err != nil || len(e.pending) == 0 {
+		return err
+	}
+	e.smu.Lock()
+	defer e.smu.Unlock()
+	for uuid, sum := range e.pending {
+		if sum == nil {
+			delete(e.sums, uuid)
+		} else {
+			e.sums[uuid] = sum
+		}
+	}
+	return nil
 }
 
 // sweep deletes expired claims, leases and replies, and seen marks older than Retention.
@@ -240,7 +329,7 @@ func (e *Embedded) PutIssue(ctx context.Context, is Issue) error {
 		return fmt.Errorf("put issue: %w", err)
 	}
 	err := e.update(ctx, func(tx *bolt.Tx, now time.Time) error {
-		return putIssue(tx, now, is)
+		return e.putIssue(tx, now, is)
 	})
 	if err != nil {
 		return fmt.Errorf("put issue %s: %w", is.IssueUUID, err)
@@ -248,8 +337,9 @@ func (e *Embedded) PutIssue(ctx context.Context, is Issue) error {
 	return nil
 }
 
-// putIssue writes the record of is (its snapshot apart), its message and thread mappings and its seen mark.
-func putIssue(tx *bolt.Tx, now time.Time, is Issue) error {
+// putIssue writes the record of is (its snapshot and summary apart), its message and thread mappings and its
+// seen mark. e.wmu is held.
+func (e *Embedded) putIssue(tx *bolt.Tx, now time.Time, is Issue) error {
 	data, snap, err := encodeRecord(is)
 	if err != nil {
 		return err
@@ -272,6 +362,11 @@ func putIssue(tx *bolt.Tx, now time.Time, is Issue) error {
 	if err := issues.Put([]byte(is.IssueUUID), data); err != nil {
 		return err
 	}
+	sum := encodeSummary(is.Summary())
+	if err := tx.Bucket(bucketSums).Put([]byte(is.IssueUUID), sum); err != nil {
+		return err
+	}
+	e.pending[is.IssueUUID] = sum
 	index := tx.Bucket(bucketIndex)
 	for _, c := range is.Cards {
 		for _, id := range []string{c.MessageID, c.ThreadID} {
@@ -349,7 +444,7 @@ func (e *Embedded) AddCard(ctx context.Context, base Issue, c Card) (Issue, erro
 			return err
 		}
 		setCard(&is, c)
-		if err := putIssue(tx, now, is); err != nil {
+		if err := e.putIssue(tx, now, is); err != nil {
 			return err
 		}
 		out = is
@@ -375,7 +470,7 @@ func (e *Embedded) UpdateIssue(ctx context.Context, issueUUID string, fn func(*I
 		if err := applyUpdate(&is, fn); err != nil {
 			return err
 		}
-		if err := putIssue(tx, now, is); err != nil {
+		if err := e.putIssue(tx, now, is); err != nil {
 			return err
 		}
 		out = is
@@ -407,6 +502,56 @@ func (e *Embedded) ListIssues(ctx context.Context) ([]Issue, error) {
 	return out, nil
 }
 
+// ListSummaries returns the summary of every record, sorted by IssueUUID, from memory.
+func (e *Embedded) ListSummaries(ctx context.Context) ([]Summary, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("list summaries: %w", err)
+	}
+	e.smu.RLock()
+	var out []Summary
+	if len(e.sums) > 0 {
+		out = make([]Summary, 0, len(e.sums))
+	}
+	for uuid, v := range e.sums {
+		s, err := decodeSummary(uuid, v)
+		if err != nil {
+			e.smu.RUnlock()
+			return nil, fmt.Errorf("list summaries: %w", err)
+		}
+		out = append(out, s)
+	}
+	e.smu.RUnlock()
+	slices.SortFunc(out, func(a, b Summary) int { return strings.Compare(a.IssueUUID, b.IssueUUID) })
+	return out, nil
+}
+
+// GetSummary returns the summary of one record, or ErrNotFound, from memory.
+func (e *Embedded) GetSummary(ctx context.Context, issueUUID string) (Summary, error) {
+	if err := ctx.Err(); err != nil {
+		return Summary{}, fmt.Errorf("get the summary of issue %s: %w", issueUUID, err)
+	}
+	e.smu.RLock()
+	v, ok := e.sums[issueUUID]
+	e.smu.RUnlock()
+	if !ok {
+		return Summary{}, fmt.Errorf("get the summary of issue %s: %w", issueUUID, ErrNotFound)
+	}
+	return decodeSummary(issueUUID, v)
+}
+
+// summarizeAll writes the summary of every record.
+func summarizeAll(tx *bolt.Tx) error {
+	sums := tx.Bucket(bucketSums)
+	return tx.Bucket(bucketIssues).ForEach(func(k, v []byte) error {
+		is, err := decodeIssue(v)
+		if err != nil {
+			return fmt.Errorf("issue %s: %w", k, err)
+		}
+		is.IssueUUID = string(k)
+		return sums.Put(k, encodeSummary(is.Summary()))
+	})
+}
+
 // DeleteIssue deletes the record and lets the issue's seen replies expire after Retention.
 func (e *Embedded) DeleteIssue(ctx context.Context, issueUUID string) error {
 	err := e.update(ctx, func(tx *bolt.Tx, now time.Time) error {
@@ -420,6 +565,10 @@ func (e *Embedded) DeleteIssue(ctx context.Context, issueUUID string) error {
 		if err := tx.Bucket(bucketSnaps).Delete([]byte(issueUUID)); err != nil {
 			return err
 		}
+		if err := tx.Bucket(bucketSums).Delete([]byte(issueUUID)); err != nil {
+			return err
+		}
+		e.pending[issueUUID] = nil
 		return setReplyExpiry(tx, issueUUID, expiryAt(now, Retention))
 	})
 	if err != nil {

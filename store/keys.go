@@ -11,6 +11,10 @@ func (k keys) issue(issueUUID string) string { return k.prefix + "issue:" + issu
 // issues is the set of issue uuids that have a record.
 func (k keys) issues() string { return k.prefix + "issues" }
 
+// summaries is the hash of the records' summaries by issue uuid, and summariesBuilt its marker.
+func (k keys) summaries() string      { return k.prefix + "summaries" }
+func (k keys) summariesBuilt() string { return k.prefix + "summaries:built" }
+
 // snapshot is the key of an issue record's Snapshot, kept apart from the record.
 func (k keys) snapshot(issueUUID string) string { return k.prefix + "snap:" + issueUUID }
 

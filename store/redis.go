@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -20,6 +21,8 @@ type Redis struct {
 	client redis.UniversalClient
 	keys   keys
 	now    func() time.Time
+	// summarized is set once the summaries:built marker was seen or set.
+	summarized atomic.Bool
 }
 
 // NewRedis returns a store over an already configured client. Close closes the client.
@@ -131,6 +134,7 @@ func (r *Redis) queuePutIssue(ctx context.Context, p redis.Pipeliner, is Issue, 
 		p.Del(ctx, r.keys.snapshot(is.IssueUUID))
 	}
 	p.SAdd(ctx, r.keys.issues(), is.IssueUUID)
+	p.HSet(ctx, r.keys.summaries(), is.IssueUUID, encodeSummary(is.Summary()))
 	for _, c := range is.Cards {
 		for _, id := range []string{c.MessageID, c.ThreadID} {
 			if id != "" {
@@ -350,6 +354,7 @@ func (r *Redis) DeleteIssue(ctx context.Context, issueUUID string) error {
 	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, r.keys.issue(issueUUID), r.keys.snapshot(issueUUID))
 		p.SRem(ctx, r.keys.issues(), issueUUID)
+		p.HDel(ctx, r.keys.summaries(), issueUUID)
 		p.Expire(ctx, r.keys.replies(issueUUID), Retention)
 		return nil
 	})
@@ -358,6 +363,87 @@ func (r *Redis) DeleteIssue(ctx context.Context, issueUUID string) error {
 	}
 	return nil
 }
+
+// ListSummaries returns the summary of every record, sorted by IssueUUID (one HGETALL). The first call on a
+// keyspace written before summaries were kept writes the missing ones from the records.
+func (r *Redis) ListSummaries(ctx context.Context) ([]Summary, error) {
+	if err := r.summarizeAll(ctx); err != nil {
+		return nil, fmt.Errorf("list summaries: %w", err)
+	}
+	all, err := r.client.HGetAll(ctx, r.keys.summaries()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list summaries: %w", err)
+	}
+	var out []Summary
+	for uuid, v := range all {
+		s, err := decodeSummary(uuid, []byte(v))
+		if err != nil {
+			return nil, fmt.Errorf("list summaries: %w", err)
+		}
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b Summary) int { return strings.Compare(a.IssueUUID, b.IssueUUID) })
+	return out, nil
+}
+
+// GetSummary returns the summary of one record, or ErrNotFound.
+func (r *Redis) GetSummary(ctx context.Context, issueUUID string) (Summary, error) {
+	if err := r.summarizeAll(ctx); err != nil {
+		return Summary{}, fmt.Errorf("get the summary of issue %s: %w", issueUUID, err)
+	}
+	v, err := r.client.HGet(ctx, r.keys.summaries(), issueUUID).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return Summary{}, fmt.Errorf("get the summary of issue %s: %w", issueUUID, ErrNotFound)
+	}
+	if err != nil {
+		return Summary{}, fmt.Errorf("get the summary of issue %s: %w", issueUUID, err)
+	}
+	return decodeSummary(issueUUID, v)
+}
+
+// summarizeAll writes the summary of every record that has none, unless the marker says it was done.
+func (r *Redis) summarizeAll(ctx context.Context) error {
+	if r.summarized.Load() {
+		return nil
+	}
+	n, err := r.client.Exists(ctx, r.keys.summariesBuilt()).Result()
+	if err != nil {
+		return err
+	}
+	if n == 1 {
+		r.summarized.Store(true)
+		return nil
+	}
+	recs, err := r.ListIssues(ctx)
+	if err != nil {
+		return err
+	}
+	for chunk := range slices.Chunk(recs, listChunk) {
+		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, is := range chunk {
+				summarizeScript.Eval(ctx, p, []string{r.keys.issue(is.IssueUUID), r.keys.summaries()},
+					is.IssueUUID, encodeSummary(is.Summary()))
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("summarize the records: %w", err)
+		}
+	}
+	if err := r.client.Set(ctx, r.keys.summariesBuilt(), "1", 0).Err(); err != nil {
+		return err
+	}
+	r.summarized.Store(true)
+	return nil
+}
+
+// summarizeScript writes a record's summary if the record still exists and its summary is missing (a
+// record written meanwhile wrote its own).
+var summarizeScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
+end
+return 0`)
 
 func zMembers(score float64, members []string) []redis.Z {
 	zs := make([]redis.Z, len(members))

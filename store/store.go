@@ -14,6 +14,9 @@
 //	issue:<issueUUID>        string  none       JSON record of one carded issue ([Issue]) without its Snapshot
 //	snap:<issueUUID>         string  none       the record's Snapshot (kept apart: ListIssues does not read it)
 //	issues                   set     none       issue uuids that have a record (for ListIssues)
+//	summaries                hash    none       field issue uuid → the record's [Summary], written with the record
+//	summaries:built          string  none       "1" once every record had its summary written (ListSummaries
+//	                                            writes those of records older than summaries first)
 //	msg:<id>                 string  none       issue uuid, for a card message id (om_…) or a thread id (omt_…)
 //	seen:issues              zset    members    issue uuids known to the poller, score = unix ms when marked;
 //	                                 pruned     members older than 30 days are pruned on every write
@@ -250,6 +253,11 @@ type Store interface {
 	// apart, so that a scan of every record stays cheap; GetIssue, IssueByMessage, UpdateIssue and AddCard
 	// return it).
 	ListIssues(ctx context.Context) ([]Issue, error)
+	// ListSummaries returns the summary of every record, sorted by IssueUUID, reading none of the records:
+	// what a scan that runs every few seconds should use.
+	ListSummaries(ctx context.Context) ([]Summary, error)
+	// GetSummary returns the summary of one record, or ErrNotFound, without reading the record.
+	GetSummary(ctx context.Context, issueUUID string) (Summary, error)
 	// UpdateIssue atomically reads, modifies and writes the record of an issue. It calls fn on a copy of the
 	// record and, if fn returns nil, writes the result with the side effects of PutIssue (the cards' possibly
 	// new message and thread ids are mapped to the issue, older mappings kept) and returns it. If the issue

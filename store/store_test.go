@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
+	bolt "go.etcd.io/bbolt"
 
 	"issuebot/store"
 	"issuebot/store/storetest"
@@ -352,4 +354,82 @@ func TestIssueOfOneCardDecodes(t *testing.T) {
 	if strings.Contains(string(data), "card_message_id") {
 		t.Errorf("re-encoded record keeps the old fields: %s", data)
 	}
+}
+
+// TestEmbeddedSummarizesOlderFiles checks that a file written before summaries were kept gets them at
+// open.
+func TestEmbeddedSummarizesOlderFiles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	ctx := t.Context()
+	s, err := store.OpenEmbedded(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := putSummarized(t, s, "i1", "i2", "i3")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket([]byte("summaries")) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = store.OpenEmbedded(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	got, err := s.ListSummaries(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("summaries after reopening an older file (-want +got):\n%s", diff)
+	}
+}
+
+// TestRedisSummarizesOlderKeyspaces checks that a keyspace written before summaries were kept gets them
+// on the first ListSummaries, and that a record deleted meanwhile gets none.
+func TestRedisSummarizesOlderKeyspaces(t *testing.T) {
+	s := storetest.Redis(t)
+	ctx := t.Context()
+	want := putSummarized(t, s, "i1", "i2", "i3")
+	raw := redis.NewClient(&redis.Options{Addr: storetest.RedisAddr(t)})
+	t.Cleanup(func() { _ = raw.Close() })
+	if err := raw.Del(ctx, s.Prefix()+"summaries", s.Prefix()+"summaries:built").Err(); err != nil {
+		t.Fatal(err)
+	}
+	fresh := store.NewRedis(redis.NewClient(&redis.Options{Addr: storetest.RedisAddr(t)}), store.WithPrefix(s.Prefix()))
+	t.Cleanup(func() { _ = fresh.Close() })
+	got, err := fresh.ListSummaries(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("summaries of an older keyspace (-want +got):\n%s", diff)
+	}
+	if n, err := raw.Exists(ctx, s.Prefix()+"summaries:built").Result(); err != nil || n != 1 {
+		t.Errorf("summaries:built exists = %d, %v; want 1", n, err)
+	}
+}
+
+// putSummarized writes a record per uuid and returns their summaries.
+func putSummarized(t *testing.T, s store.Store, uuids ...string) []store.Summary {
+	t.Helper()
+	var out []store.Summary
+	for i, u := range uuids {
+		is := store.Issue{IssueUUID: u, StatusType: 10, UpdateAt: int64(1000 + i), CardRevision: 2,
+			Cards: []store.Card{{ChatID: "oc_1", MessageID: "om_" + u, PatchedRevision: 1,
+				SentAt: time.Date(2026, 1, 1, 0, i, 0, 0, time.UTC)}}}
+		if err := s.PutIssue(t.Context(), is); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, is.Summary())
+	}
+	return out
 }

@@ -38,6 +38,7 @@ func Contract(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AddCard", testAddCard},
 		{"CardMoveKeepsOldIndex", testCardMove},
 		{"ListAndDeleteIssues", testListAndDelete},
+		{"Summaries", testSummaries},
 		{"SeenIssues", testSeenIssues},
 		{"Replies", testReplies},
 		{"Claim", testClaim},
@@ -364,6 +365,71 @@ func testListAndDelete(t *testing.T, s store.Store) {
 	if diff := cmp.Diff(listed(want[0], want[2]), got); diff != "" {
 		t.Errorf("ListIssues after delete mismatch (-want +got):\n%s", diff)
 	}
+}
+
+// testSummaries checks that ListSummaries follows every write of a record: put, update, a new card and
+// delete.
+func testSummaries(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	check := func(what string, recs ...store.Issue) {
+		t.Helper()
+		got, err := s.ListSummaries(ctx)
+		must(t, what+": ListSummaries", err)
+		var want []store.Summary
+		for _, r := range recs {
+			want = append(want, r.Summary())
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%s: ListSummaries mismatch (-want +got):\n%s", what, diff)
+		}
+		for _, w := range want {
+			one, err := s.GetSummary(ctx, w.IssueUUID)
+			must(t, what+": GetSummary "+w.IssueUUID, err)
+			if diff := cmp.Diff(w, one); diff != "" {
+				t.Errorf("%s: GetSummary %s mismatch (-want +got):\n%s", what, w.IssueUUID, diff)
+			}
+		}
+	}
+	check("empty")
+	a, b := sampleIssue("a"), sampleIssue("b")
+	b.Refresh, b.Gone, b.HintedAt = false, false, time.Time{}
+	b.Cards[0].PatchedRevision, b.Cards[1].PatchedRevision = b.CardRevision, b.CardRevision
+	must(t, "PutIssue b", s.PutIssue(ctx, b))
+	must(t, "PutIssue a", s.PutIssue(ctx, a))
+	if !a.Summary().Behind || b.Summary().Behind {
+		t.Fatalf("Behind: a %v, b %v; want true, false", a.Summary().Behind, b.Summary().Behind)
+	}
+	check("after puts", a, b)
+
+	b, err := s.UpdateIssue(ctx, "b", func(x *store.Issue) error {
+		x.StatusType, x.UpdateAt, x.HintedAt, x.Refresh = 30, x.UpdateAt+60, time.Date(2026, 3, 1, 0, 0, 0, 1, time.UTC), true
+		x.CardRevision++
+		return nil
+	})
+	must(t, "UpdateIssue b", err)
+	check("after update", a, b)
+	if _, err := s.UpdateIssue(ctx, "b", func(x *store.Issue) error {
+		x.StatusType = 99
+		return errors.New("changed my mind")
+	}); err == nil {
+		t.Fatal("UpdateIssue whose func failed: nil error")
+	}
+	check("after an aborted update", a, b)
+
+	c := sampleIssue("c")
+	c.Cards = nil
+	c, err = s.AddCard(ctx, c, store.Card{ChatID: "oc_x", MessageID: "om_x",
+		SentAt: time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)})
+	must(t, "AddCard c", err)
+	if c.Summary().Cards != 1 || !c.Summary().FirstSent.Equal(time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("summary of c = %+v, want one card sent 2026-02-01", c.Summary())
+	}
+	check("after AddCard", a, b, c)
+
+	must(t, "DeleteIssue a", s.DeleteIssue(ctx, "a"))
+	check("after delete", b, c)
+	_, err = s.GetSummary(ctx, "a")
+	mustNotFound(t, "GetSummary after DeleteIssue", err)
 }
 
 func testSeenIssues(t *testing.T, s store.Store) {
