@@ -2,6 +2,7 @@ package bot
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -130,6 +131,72 @@ func TestStormBecomesOneDigest(t *testing.T) {
 			list := h.answer(testChat, h.say(testChat, "ou_alice", "list"))
 			if !strings.Contains(list, "Open issues (121)") {
 				t.Errorf("list after the storm does not count every open issue (121): %s", list)
+			}
+		})
+	}
+}
+
+// TestStormEndSurvivesRestarts: a chat's storm state and the check that ends it are kept
+// in the store. A bot restarted right after the digest was posted and again during the
+// calm goes on with the same digest: it says the storm is over five calm windows after
+// the last hot one, counting every issue, and single cards resume. The time scale is a
+// 1 s budget window.
+func TestStormEndSurvivesRestarts(t *testing.T) {
+	for _, kind := range []string{"embedded", "redis"} {
+		t.Run(kind, func(t *testing.T) {
+			h := newHarness(t, kind, 18, time.Second)
+			h.cfg.StormThreshold = 10
+			h.start()
+			h.bootstrapped()
+			for i := range 30 {
+				h.gs.AddIssue(guancetest.IssueSpec{Name: fmt.Sprintf("node-%02d down", i)})
+			}
+			waitFor(t, 30*time.Second, "the digest", func() bool {
+				_, ok := h.digestMessage(testChat)
+				return ok
+			})
+			h.terminate()
+			h.start()
+			waitFor(t, 10*time.Second, "a poll after the restart", func() bool { return h.bot.lastPoll.Load() != 0 })
+			h.kill()
+			var s stormState
+			raw, err := h.st.Meta(t.Context(), metaStorm+testChat)
+			if err == nil {
+				err = json.Unmarshal([]byte(raw), &s)
+			}
+			if err != nil {
+				t.Fatalf("read the storm state: %v", err)
+			}
+			if s.current() == nil {
+				t.Fatal("the storm ended before the second restart")
+			}
+			h.start()
+			waitFor(t, 30*time.Second, "the digest saying the storm is over", func() bool {
+				m, _ := h.digestMessage(testChat)
+				return strings.Contains(m.Content, "storm is over")
+			})
+			after := h.gs.AddIssue(guancetest.IssueSpec{Name: "after the storm"})
+			h.cardIn(testChat, after.UUID)
+			digests := 0
+			for _, m := range h.fs.Messages(testChat) {
+				if m.MsgType == "interactive" && m.RootID == "" && strings.Contains(m.Content, "告警风暴") {
+					digests++
+				}
+			}
+			if digests != 1 {
+				t.Errorf("%d digests in the chat, want 1", digests)
+			}
+			if m, _ := h.digestMessage(testChat); !strings.Contains(m.Content, "The storm is over: 30 issues") {
+				t.Errorf("the ended digest does not count all 30: %s", m.Content)
+			}
+			cards := h.cardsIn(testChat)
+			if n := len(cards); n != 11 {
+				t.Errorf("%d single cards, want the threshold (10) and the one after the storm", n)
+			}
+			for id, cs := range cards {
+				if len(cs) != 1 {
+					t.Errorf("issue %s has %d cards, want 1", id, len(cs))
+				}
 			}
 		})
 	}
