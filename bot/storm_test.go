@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"issuebot/bot/feishu/feishutest"
+	"issuebot/guance"
 	"issuebot/guance/guancetest"
 )
 
@@ -199,5 +200,87 @@ func TestStormEndSurvivesRestarts(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStormGateAgainKeepsThePostedCard: an issue whose poll was cut short after its card
+// job was stored (a crash, or a store error, before it was marked seen) is gated again
+// by the next poll, perhaps after a storm began. It keeps the card it was given: one
+// posted already stays in its record (else it would no longer be patched nor get Guance
+// replies), and one still queued is posted. A digested issue carded from the digest and
+// gated again keeps its card too.
+func TestStormGateAgainKeepsThePostedCard(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Minute)
+	h.cfg.StormThreshold = 3
+	h.cfg.ChatSendInterval = 250 * time.Millisecond // Feishu's 5 a second per chat
+	b := New(h.cfg, h.fc, h.gc, h.st, nil, h.logger())
+	b.term.Store(1) // stepped by hand as the leader of term 1
+	ctx := t.Context()
+	for i := range 5 {
+		h.gs.AddIssue(guancetest.IssueSpec{Name: fmt.Sprintf("node-%02d down", i)})
+	}
+	issues, err := h.gc.ListAllIssues(ctx, guanceQueryAll())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := func(is guance.Issue) {
+		t.Helper()
+		if err := b.queueCard(ctx, is); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pass := func(q interface{ Pass(context.Context) error }) {
+		t.Helper()
+		if err := q.Pass(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	posted, queued, rest := issues[0], issues[1], issues[2:]
+	gate(posted)
+	pass(b.cards)
+	card := chatCard(h.record(posted.UUID)).MessageID
+	if card == "" {
+		t.Fatal("the first issue's card was not recorded")
+	}
+	gate(queued)
+	for _, is := range rest {
+		gate(is)
+	}
+	if s, err := b.loadStorm(ctx, testChat); err != nil || s.current() == nil {
+		t.Fatalf("no storm after 5 issues in a minute (%v)", err)
+	}
+	gate(posted) // the next polls see them again
+	gate(queued)
+	for range 3 { // one card of the chat per pass
+		pass(b.cards)
+	}
+	if c := chatCard(h.record(posted.UUID)); c.MessageID != card {
+		t.Errorf("the posted issue's card entry after a repeated gate = %+v, want its card %s kept", c, card)
+	}
+	if c := chatCard(h.record(queued.UUID)); c.MessageID == "" || h.cardsFor(queued.UUID) != 1 {
+		t.Errorf("the queued issue, gated again: entry %+v, %d cards; want its one card", c, h.cardsFor(queued.UUID))
+	}
+
+	digested := rest[len(rest)-1]
+	if c := chatCard(h.record(digested.UUID)); c.Digest == "" || c.MessageID != "" {
+		t.Fatalf("the last issue is not digest-only: %+v", c)
+	}
+	pass(b.patches)
+	digest, ok := h.digestMessage(testChat)
+	if !ok {
+		t.Fatal("no digest posted")
+	}
+	job := cardJob{Issue: digested, ChatID: testChat, Thread: digest.ID} // as its Card button asks
+	if err := b.cards.Enqueue(ctx, cardJobID(digested.UUID, testChat), job, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	pass(b.cards)
+	card = chatCard(h.record(digested.UUID)).MessageID
+	if card == "" {
+		t.Fatal("the card asked for from the digest was not recorded")
+	}
+	gate(digested)
+	if c := chatCard(h.record(digested.UUID)); c.MessageID != card {
+		t.Errorf("the issue carded from the digest, gated again: %+v, want its card %s kept", c, card)
 	}
 }
