@@ -255,7 +255,7 @@ func (b *Bot) renderDigests(ctx context.Context, chatID string) error {
 		return fmt.Errorf("list issue records: %w", err)
 	}
 	b.patchClock.mark("digest:"+chatID, b.now())
-	waiting := false
+	waiting, posted := false, false
 	for _, d := range s.Storms {
 		if d.Final {
 			continue
@@ -266,15 +266,21 @@ func (b *Bot) renderDigests(ctx context.Context, chatID string) error {
 		}
 		// An ended digest is final once it counts the cards of the window that started
 		// the storm (they go out at Feishu's pace, perhaps after the storm) — or, should
-		// one never be recorded, ten windows after the end.
+		// one never be recorded, ten windows after the end. A digest just posted is not:
+		// if an earlier post's answer was lost (or the bot died before reading it), the
+		// post got that message back, showing what the digest counted then.
 		complete := digestComplete(chatID, d, recs) || (!d.Ended.IsZero() && b.now().Sub(d.Ended) > 10*b.cfg.BudgetWindow)
-		if err := b.noteDigest(ctx, chatID, d.ID, msg, !d.Ended.IsZero() && complete); err != nil {
+		if err := b.noteDigest(ctx, chatID, d.ID, msg, !d.Ended.IsZero() && complete && d.MessageID != ""); err != nil {
 			return err
 		}
 		waiting = waiting || !complete
+		posted = posted || d.MessageID == ""
 	}
-	if waiting {
+	switch {
+	case waiting:
 		return jobs.Later(max(b.cfg.BudgetWindow/30, patchEvery), errors.New("waiting for the storm's first cards to be recorded"))
+	case posted:
+		return jobs.Later(patchEvery, errors.New("a digest just posted is rendered once more"))
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -282,5 +283,52 @@ func TestStormGateAgainKeepsThePostedCard(t *testing.T) {
 	gate(digested)
 	if c := chatCard(h.record(digested.UUID)); c.MessageID != card {
 		t.Errorf("the issue carded from the digest, gated again: %+v, want its card %s kept", c, card)
+	}
+}
+
+// TestDigestSentAgainShowsWhatItCounts: when the answer to a digest's post is lost (or
+// the bot dies before reading it), the repeated post gets the message first sent, which
+// shows what the digest counted then; the digest is rendered once more, so it shows what
+// it counts now without waiting for the storm's next change.
+func TestDigestSentAgainShowsWhatItCounts(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Minute)
+	h.cfg.StormThreshold = 3
+	h.cfg.ChatSendInterval = 250 * time.Millisecond // Feishu's 5 a second per chat
+	b := New(h.cfg, h.fc, h.gc, h.st, nil, h.logger())
+	b.term.Store(1) // stepped by hand as the leader of term 1
+	var offset atomic.Int64
+	b.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	ctx := t.Context()
+	for i := range 5 {
+		h.gs.AddIssue(guancetest.IssueSpec{Name: fmt.Sprintf("node-%02d down", i)})
+	}
+	issues, err := h.gc.ListAllIssues(ctx, guanceQueryAll())
+	if err != nil {
+		t.Fatal(err)
+	}
+	step := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, is := range issues[:4] { // three cards, then the storm
+		step(b.queueCard(ctx, is))
+	}
+	for range 3 {
+		step(b.cards.Pass(ctx))
+	}
+	h.fs.LoseResponses(1)
+	step(b.patches.Pass(ctx)) // the digest is posted; its answer is lost
+	if _, ok := h.digestMessage(testChat); !ok {
+		t.Fatal("no digest posted")
+	}
+	step(b.queueCard(ctx, issues[4])) // the storm goes on meanwhile
+	for range 3 {
+		offset.Add(int64(2 * patchEvery))
+		step(b.patches.Pass(ctx))
+	}
+	if m, _ := h.digestMessage(testChat); !strings.Contains(m.Content, "Issue storm: 5 issues") {
+		t.Errorf("the digest posted again does not count all 5: %s", m.Content)
 	}
 }
