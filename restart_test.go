@@ -88,9 +88,9 @@ type rig struct {
 	order    []string
 	procs    []*proc
 	sent     []sentReply
-	// onCard, when set, is called (by the Feishu fake) after each card was created and
+	// onSend, when set, is called (by the Feishu fake) with each message it created,
 	// before its answer is written.
-	onCard func()
+	onSend func(m feishutest.Message)
 }
 
 // sentReply is a thread reply a test sent.
@@ -105,10 +105,10 @@ func newRig(t *testing.T, kind string, redisDB int) *rig {
 	r.fs.AddUser("ou_alice", "张三")
 	r.fs.AfterSend = func(m feishutest.Message) {
 		r.mu.Lock()
-		f := r.onCard
+		f := r.onSend
 		r.mu.Unlock()
-		if f != nil && m.MsgType == "interactive" && m.RootID == "" {
-			f()
+		if f != nil {
+			f(m)
 		}
 	}
 	r.gs = guancetest.NewServer(t)
@@ -298,19 +298,28 @@ func (r *rig) latestCard() (issue, card string, ok bool) {
 // next card, before p reads the answer; it returns a channel closed once p is dead. If no
 // card is sent within d, p is killed anyway.
 func (r *rig) killAfterNextCard(p *proc, d time.Duration) <-chan struct{} {
+	return r.killAfterSend(p, d, func(m feishutest.Message) bool { return m.MsgType == "interactive" && m.RootID == "" })
+}
+
+// killAfterSend is killAfterNextCard for the next message that match accepts.
+func (r *rig) killAfterSend(p *proc, d time.Duration, match func(feishutest.Message) bool) <-chan struct{} {
 	dead := make(chan struct{})
 	var once sync.Once
 	kill := func() {
 		once.Do(func() {
 			p.kill()
 			r.mu.Lock()
-			r.onCard = nil
+			r.onSend = nil
 			r.mu.Unlock()
 			close(dead)
 		})
 	}
 	r.mu.Lock()
-	r.onCard = kill
+	r.onSend = func(m feishutest.Message) {
+		if match(m) {
+			kill()
+		}
+	}
 	r.mu.Unlock()
 	go func() {
 		select {
@@ -322,9 +331,8 @@ func (r *rig) killAfterNextCard(p *proc, d time.Duration) <-chan struct{} {
 	return dead
 }
 
-// check asserts what every run must keep: each issue carded exactly once, Guance never
-// above its 20 requests in any 60 s and never throttling, and no secret or panic in any
-// output. It returns the latencies from an issue's appearance to its card.
+// check asserts what every run must keep: each issue carded exactly once, and what
+// checkProcesses asserts. It returns the latencies from an issue's appearance to its card.
 func (r *rig) check() []time.Duration {
 	r.t.Helper()
 	cards := r.cards()
@@ -347,6 +355,15 @@ func (r *rig) check() []time.Duration {
 			}
 		}
 	}
+	r.checkProcesses()
+	slices.Sort(lat)
+	return lat
+}
+
+// checkProcesses asserts what every run must keep whatever it posted: Guance never above
+// its 20 requests in any 60 s and never throttling, and no secret or panic in any output.
+func (r *rig) checkProcesses() {
+	r.t.Helper()
 	if n := r.gs.MaxInWindow(time.Minute); n > 20 {
 		r.t.Errorf("Guance saw %d requests in one 60 s window, want at most 20", n)
 	}
@@ -362,8 +379,6 @@ func (r *rig) check() []time.Duration {
 	if strings.Contains(out, "panic:") || strings.Contains(out, "DATA RACE") {
 		r.t.Errorf("a process panicked or raced:\n%s", out)
 	}
-	slices.Sort(lat)
-	return lat
 }
 
 // logGuanceOnFailure logs every Guance request, timed from begin, when the test failed:

@@ -184,7 +184,12 @@ func (b *Bot) dropRoutes(ctx context.Context, chatID string) (int, error) {
 // forgetChat takes a chat the bot left out of every issue record (its cards are no
 // longer patched, posted to or watched for) and ends its storm digest.
 func (b *Bot) forgetChat(ctx context.Context, chatID string) error {
-	if err := b.state.SetMeta(ctx, metaStorm+chatID, ""); err != nil {
+	// Under the storm lock: a digest's render finishing meanwhile must not write the
+	// state back.
+	b.storm.mu.Lock()
+	err := b.state.SetMeta(ctx, metaStorm+chatID, "")
+	b.storm.mu.Unlock()
+	if err != nil {
 		return fmt.Errorf("forget the storm state of chat %s: %w", chatID, err)
 	}
 	recs, err := b.state.ListIssues(ctx)

@@ -49,6 +49,8 @@ type stormState struct {
 type arrival struct {
 	At    time.Time `json:"at"`
 	Issue string    `json:"issue"`
+	// Storm is the storm the issue went into, "" for a card of its own.
+	Storm string `json:"storm,omitempty"`
 }
 
 // stormDigest is one storm's digest card.
@@ -62,6 +64,11 @@ type stormDigest struct {
 	MessageID string    `json:"message_id,omitempty"`
 	// Final is set once the ended digest was rendered as ended.
 	Final bool `json:"final,omitempty"`
+}
+
+// rendering reports whether storm id's digest is still rendered (not final).
+func (s *stormState) rendering(id string) bool {
+	return slices.ContainsFunc(s.Storms, func(d stormDigest) bool { return d.ID == id && !d.Final })
 }
 
 // current returns the storm going on, or nil.
@@ -103,7 +110,9 @@ func (b *Bot) saveStorm(ctx context.Context, chatID string, s stormState) error 
 }
 
 // stormGate counts a new issue for a chat and decides whether it goes into the chat's
-// storm digest: it returns the storm's id, or "" for a card of its own.
+// storm digest: it returns the storm's id, or "" for a card of its own. An issue gated
+// again (its poll was cut short before it was marked seen) goes where it went the first
+// time: a storm that began in between must not take an issue whose card may be out.
 func (b *Bot) stormGate(ctx context.Context, chatID, issueUUID string) (string, error) {
 	if b.cfg.StormThreshold <= 0 {
 		return "", nil
@@ -115,8 +124,15 @@ func (b *Bot) stormGate(ctx context.Context, chatID, issueUUID string) (string, 
 		return "", err
 	}
 	now, win := b.now(), b.cfg.BudgetWindow
-	s.Arrivals = slices.DeleteFunc(append(s.Arrivals, arrival{At: now, Issue: issueUUID}),
-		func(a arrival) bool { return now.Sub(a.At) > stormCalmWindows*win })
+	s.Arrivals = slices.DeleteFunc(s.Arrivals, func(a arrival) bool { return now.Sub(a.At) > stormCalmWindows*win })
+	me := slices.IndexFunc(s.Arrivals, func(a arrival) bool { return a.Issue == issueUUID })
+	if me >= 0 && (s.Arrivals[me].Storm == "" || s.rendering(s.Arrivals[me].Storm)) {
+		return s.Arrivals[me].Storm, nil
+	}
+	if me < 0 {
+		s.Arrivals = append(s.Arrivals, arrival{At: now, Issue: issueUUID})
+		me = len(s.Arrivals) - 1
+	}
 	var window []string
 	for _, a := range s.Arrivals {
 		if now.Sub(a.At) <= win && a.Issue != issueUUID && !slices.Contains(window, a.Issue) {
@@ -147,6 +163,7 @@ func (b *Bot) stormGate(ctx context.Context, chatID, issueUUID string) (string, 
 			return "", fmt.Errorf("schedule the storm's end check: %w", err)
 		}
 	}
+	s.Arrivals[me].Storm = id
 	if err := b.saveStorm(ctx, chatID, s); err != nil {
 		return "", err
 	}
@@ -154,8 +171,16 @@ func (b *Bot) stormGate(ctx context.Context, chatID, issueUUID string) (string, 
 }
 
 // digestIssue records an issue as part of a chat's storm digest and queues the
-// digest's render.
+// digest's render. An issue recorded in the chat already (by an earlier try, perhaps
+// carded from the digest since) keeps its entry: a posted card is never forgotten.
 func (b *Bot) digestIssue(ctx context.Context, p cardJob, stormID string) error {
+	rec, err := b.state.GetIssue(ctx, p.Issue.UUID)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("read the record of issue %s: %w", p.Issue.UUID, err)
+	}
+	if err == nil && rec.Card(p.ChatID) != nil {
+		return b.queueDigest(ctx, p.ChatID)
+	}
 	base := storeIssue(p.Issue)
 	base.Snapshot = b.snapshot(p.Issue)
 	if _, err := b.state.AddCard(ctx, base, store.Card{ChatID: p.ChatID, Digest: stormID, SentAt: b.now()}); err != nil {
@@ -230,7 +255,7 @@ func (b *Bot) renderDigests(ctx context.Context, chatID string) error {
 		return fmt.Errorf("list issue records: %w", err)
 	}
 	b.patchClock.mark("digest:"+chatID, b.now())
-	waiting := false
+	waiting, posted := false, false
 	for _, d := range s.Storms {
 		if d.Final {
 			continue
@@ -241,15 +266,21 @@ func (b *Bot) renderDigests(ctx context.Context, chatID string) error {
 		}
 		// An ended digest is final once it counts the cards of the window that started
 		// the storm (they go out at Feishu's pace, perhaps after the storm) — or, should
-		// one never be recorded, ten windows after the end.
+		// one never be recorded, ten windows after the end. A digest just posted is not:
+		// if an earlier post's answer was lost (or the bot died before reading it), the
+		// post got that message back, showing what the digest counted then.
 		complete := digestComplete(chatID, d, recs) || (!d.Ended.IsZero() && b.now().Sub(d.Ended) > 10*b.cfg.BudgetWindow)
-		if err := b.noteDigest(ctx, chatID, d.ID, msg, !d.Ended.IsZero() && complete); err != nil {
+		if err := b.noteDigest(ctx, chatID, d.ID, msg, !d.Ended.IsZero() && complete && d.MessageID != ""); err != nil {
 			return err
 		}
 		waiting = waiting || !complete
+		posted = posted || d.MessageID == ""
 	}
-	if waiting {
+	switch {
+	case waiting:
 		return jobs.Later(max(b.cfg.BudgetWindow/30, patchEvery), errors.New("waiting for the storm's first cards to be recorded"))
+	case posted:
+		return jobs.Later(patchEvery, errors.New("a digest just posted is rendered once more"))
 	}
 	return nil
 }

@@ -2,12 +2,15 @@ package bot
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"issuebot/bot/feishu/feishutest"
+	"issuebot/guance"
 	"issuebot/guance/guancetest"
 )
 
@@ -132,5 +135,200 @@ func TestStormBecomesOneDigest(t *testing.T) {
 				t.Errorf("list after the storm does not count every open issue (121): %s", list)
 			}
 		})
+	}
+}
+
+// TestStormEndSurvivesRestarts: a chat's storm state and the check that ends it are kept
+// in the store. A bot restarted right after the digest was posted and again during the
+// calm goes on with the same digest: it says the storm is over five calm windows after
+// the last hot one, counting every issue, and single cards resume. The time scale is a
+// 1 s budget window.
+func TestStormEndSurvivesRestarts(t *testing.T) {
+	for _, kind := range []string{"embedded", "redis"} {
+		t.Run(kind, func(t *testing.T) {
+			h := newHarness(t, kind, 18, time.Second)
+			h.cfg.StormThreshold = 10
+			h.start()
+			h.bootstrapped()
+			for i := range 30 {
+				h.gs.AddIssue(guancetest.IssueSpec{Name: fmt.Sprintf("node-%02d down", i)})
+			}
+			waitFor(t, 30*time.Second, "the digest", func() bool {
+				_, ok := h.digestMessage(testChat)
+				return ok
+			})
+			h.terminate()
+			h.start()
+			waitFor(t, 10*time.Second, "a poll after the restart", func() bool { return h.bot.lastPoll.Load() != 0 })
+			h.kill()
+			var s stormState
+			raw, err := h.st.Meta(t.Context(), metaStorm+testChat)
+			if err == nil {
+				err = json.Unmarshal([]byte(raw), &s)
+			}
+			if err != nil {
+				t.Fatalf("read the storm state: %v", err)
+			}
+			if s.current() == nil {
+				t.Fatal("the storm ended before the second restart")
+			}
+			h.start()
+			waitFor(t, 30*time.Second, "the digest saying the storm is over", func() bool {
+				m, _ := h.digestMessage(testChat)
+				return strings.Contains(m.Content, "storm is over")
+			})
+			after := h.gs.AddIssue(guancetest.IssueSpec{Name: "after the storm"})
+			h.cardIn(testChat, after.UUID)
+			digests := 0
+			for _, m := range h.fs.Messages(testChat) {
+				if m.MsgType == "interactive" && m.RootID == "" && strings.Contains(m.Content, "告警风暴") {
+					digests++
+				}
+			}
+			if digests != 1 {
+				t.Errorf("%d digests in the chat, want 1", digests)
+			}
+			if m, _ := h.digestMessage(testChat); !strings.Contains(m.Content, "The storm is over: 30 issues") {
+				t.Errorf("the ended digest does not count all 30: %s", m.Content)
+			}
+			cards := h.cardsIn(testChat)
+			if n := len(cards); n != 11 {
+				t.Errorf("%d single cards, want the threshold (10) and the one after the storm", n)
+			}
+			for id, cs := range cards {
+				if len(cs) != 1 {
+					t.Errorf("issue %s has %d cards, want 1", id, len(cs))
+				}
+			}
+		})
+	}
+}
+
+// TestStormGateAgainKeepsThePostedCard: an issue whose poll was cut short after its card
+// job was stored (a crash, or a store error, before it was marked seen) is gated again
+// by the next poll, perhaps after a storm began. It keeps the card it was given: one
+// posted already stays in its record (else it would no longer be patched nor get Guance
+// replies), and one still queued is posted. A digested issue carded from the digest and
+// gated again keeps its card too.
+func TestStormGateAgainKeepsThePostedCard(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Minute)
+	h.cfg.StormThreshold = 3
+	h.cfg.ChatSendInterval = 250 * time.Millisecond // Feishu's 5 a second per chat
+	b := New(h.cfg, h.fc, h.gc, h.st, nil, h.logger())
+	b.term.Store(1) // stepped by hand as the leader of term 1
+	ctx := t.Context()
+	for i := range 5 {
+		h.gs.AddIssue(guancetest.IssueSpec{Name: fmt.Sprintf("node-%02d down", i)})
+	}
+	issues, err := h.gc.ListAllIssues(ctx, guanceQueryAll())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := func(is guance.Issue) {
+		t.Helper()
+		if err := b.queueCard(ctx, is); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pass := func(q interface{ Pass(context.Context) error }) {
+		t.Helper()
+		if err := q.Pass(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	posted, queued, rest := issues[0], issues[1], issues[2:]
+	gate(posted)
+	pass(b.cards)
+	card := chatCard(h.record(posted.UUID)).MessageID
+	if card == "" {
+		t.Fatal("the first issue's card was not recorded")
+	}
+	gate(queued)
+	for _, is := range rest {
+		gate(is)
+	}
+	if s, err := b.loadStorm(ctx, testChat); err != nil || s.current() == nil {
+		t.Fatalf("no storm after 5 issues in a minute (%v)", err)
+	}
+	gate(posted) // the next polls see them again
+	gate(queued)
+	for range 3 { // one card of the chat per pass
+		pass(b.cards)
+	}
+	if c := chatCard(h.record(posted.UUID)); c.MessageID != card {
+		t.Errorf("the posted issue's card entry after a repeated gate = %+v, want its card %s kept", c, card)
+	}
+	if c := chatCard(h.record(queued.UUID)); c.MessageID == "" || h.cardsFor(queued.UUID) != 1 {
+		t.Errorf("the queued issue, gated again: entry %+v, %d cards; want its one card", c, h.cardsFor(queued.UUID))
+	}
+
+	digested := rest[len(rest)-1]
+	if c := chatCard(h.record(digested.UUID)); c.Digest == "" || c.MessageID != "" {
+		t.Fatalf("the last issue is not digest-only: %+v", c)
+	}
+	pass(b.patches)
+	digest, ok := h.digestMessage(testChat)
+	if !ok {
+		t.Fatal("no digest posted")
+	}
+	job := cardJob{Issue: digested, ChatID: testChat, Thread: digest.ID} // as its Card button asks
+	if err := b.cards.Enqueue(ctx, cardJobID(digested.UUID, testChat), job, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	pass(b.cards)
+	card = chatCard(h.record(digested.UUID)).MessageID
+	if card == "" {
+		t.Fatal("the card asked for from the digest was not recorded")
+	}
+	gate(digested)
+	if c := chatCard(h.record(digested.UUID)); c.MessageID != card {
+		t.Errorf("the issue carded from the digest, gated again: %+v, want its card %s kept", c, card)
+	}
+}
+
+// TestDigestSentAgainShowsWhatItCounts: when the answer to a digest's post is lost (or
+// the bot dies before reading it), the repeated post gets the message first sent, which
+// shows what the digest counted then; the digest is rendered once more, so it shows what
+// it counts now without waiting for the storm's next change.
+func TestDigestSentAgainShowsWhatItCounts(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Minute)
+	h.cfg.StormThreshold = 3
+	h.cfg.ChatSendInterval = 250 * time.Millisecond // Feishu's 5 a second per chat
+	b := New(h.cfg, h.fc, h.gc, h.st, nil, h.logger())
+	b.term.Store(1) // stepped by hand as the leader of term 1
+	var offset atomic.Int64
+	b.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	ctx := t.Context()
+	for i := range 5 {
+		h.gs.AddIssue(guancetest.IssueSpec{Name: fmt.Sprintf("node-%02d down", i)})
+	}
+	issues, err := h.gc.ListAllIssues(ctx, guanceQueryAll())
+	if err != nil {
+		t.Fatal(err)
+	}
+	step := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, is := range issues[:4] { // three cards, then the storm
+		step(b.queueCard(ctx, is))
+	}
+	for range 3 {
+		step(b.cards.Pass(ctx))
+	}
+	h.fs.LoseResponses(1)
+	step(b.patches.Pass(ctx)) // the digest is posted; its answer is lost
+	if _, ok := h.digestMessage(testChat); !ok {
+		t.Fatal("no digest posted")
+	}
+	step(b.queueCard(ctx, issues[4])) // the storm goes on meanwhile
+	for range 3 {
+		offset.Add(int64(2 * patchEvery))
+		step(b.patches.Pass(ctx))
+	}
+	if m, _ := h.digestMessage(testChat); !strings.Contains(m.Content, "Issue storm: 5 issues") {
+		t.Errorf("the digest posted again does not count all 5: %s", m.Content)
 	}
 }

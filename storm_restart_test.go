@@ -1,0 +1,266 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"issuebot/bot/feishu/feishutest"
+	"issuebot/store"
+)
+
+// stormIssues is how many issues the storm of TestStormSurvivesRestarts brings.
+const stormIssues = 64
+
+// isDigest reports whether m is a storm digest card.
+func isDigest(m feishutest.Message) bool {
+	return m.MsgType == "interactive" && m.RootID == "" && strings.Contains(m.Content, "告警风暴")
+}
+
+// stormChat is what the chat holds: its storm digests, each issue's own cards, and how
+// many top-level messages the bot posted.
+type stormChat struct {
+	digests  []feishutest.Message
+	cards    map[string][]feishutest.Message
+	topLevel int
+}
+
+// counting returns the digest whose current render has text (its total), or nil.
+func (c stormChat) counting(text string) *feishutest.Message {
+	for i, m := range c.digests {
+		if strings.Contains(m.Content, text) {
+			return &c.digests[i]
+		}
+	}
+	return nil
+}
+
+func (r *rig) stormChat() stormChat {
+	r.mu.Lock()
+	ids := slices.Clone(r.order)
+	r.mu.Unlock()
+	c := stormChat{cards: map[string][]feishutest.Message{}}
+	for _, m := range r.fs.Messages(restartChat) {
+		if m.RootID != "" || m.SenderType != "app" {
+			continue
+		}
+		c.topLevel++
+		if isDigest(m) {
+			c.digests = append(c.digests, m)
+			continue
+		}
+		for _, id := range ids {
+			if m.MsgType == "interactive" && strings.Contains(m.Content, `"`+id+`"`) {
+				c.cards[id] = append(c.cards[id], m)
+				break
+			}
+		}
+	}
+	return c
+}
+
+// listedSince reports whether Guance answered an issue list that arrived after since.
+func (r *rig) listedSince(since time.Time) bool {
+	for _, q := range r.gs.Requests() {
+		if strings.HasSuffix(q.Path, "/issue/list") && q.Status == 200 && q.Time.After(since) {
+			return true
+		}
+	}
+	return false
+}
+
+// addIssuesPaced adds issues from..to-1, one every gap from now on.
+func (r *rig) addIssuesPaced(ctx context.Context, from, to int, gap time.Duration) {
+	start := time.Now()
+	for i := from; i < to; i++ {
+		if !sleepUntil(ctx, start.Add(time.Duration(i-from)*gap)) {
+			return
+		}
+		r.addIssue(i, 0)
+	}
+}
+
+// TestStormSurvivesRestarts: a storm of 64 issues within a minute into one chat at the
+// default STORM_THRESHOLD (10), while the bot is SIGKILLed right after Feishu created
+// the storm's digest (before the bot read the answer), SIGKILLed again right after the
+// poll that put ten more issues into the digest (their render queued), SIGTERMed once
+// while issues keep coming, and SIGKILLed right after Feishu created the card a click on
+// the digest asked for. At the end the chat holds one digest that counts all 64, ten
+// single cards (the threshold) and the clicked one, with one pointer to it in the
+// digest's thread, and nothing else; no issue is carded twice, and every issue's record
+// says where it is: its card's message, or the storm.
+// (The storm's end, five calm minutes later, is tested across a restart in package bot
+// on a compressed clock: TestStormEndSurvivesRestarts.)
+func TestStormSurvivesRestarts(t *testing.T) {
+	for _, tc := range []struct {
+		kind string
+		db   int
+	}{{"embedded", 0}, {"redis", 7}} {
+		t.Run(tc.kind, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t, tc.kind, tc.db)
+			r.env = slices.DeleteFunc(r.env, func(s string) bool { return strings.HasPrefix(s, "STORM_THRESHOLD=") })
+			p := r.start("first", "INSTANCE_ID=replica-1")
+			r.waitPolled(2)
+			begin := time.Now()
+			t.Cleanup(func() { r.logGuanceOnFailure(begin) })
+
+			// 14 issues at once: ten cards, then the storm. The bot dies right after
+			// Feishu created the digest.
+			dead := r.killAfterSend(p, 30*time.Second, isDigest)
+			r.addIssuesPaced(t.Context(), 0, 14, 0)
+			<-dead
+			if len(r.stormChat().digests) == 0 {
+				t.Fatalf("no digest within 30 s\n%s", r.output())
+			}
+			t.Logf("%5.1fs: killed right after Feishu created the digest", time.Since(begin).Seconds())
+			p = r.start("after-digest-kill", "INSTANCE_ID=replica-1")
+
+			// Ten more at once: the bot dies right after the poll that lists them, while
+			// they go into the digest and its render is queued.
+			added := time.Now()
+			r.addIssuesPaced(t.Context(), 14, 24, 0)
+			deadline := time.Now().Add(30 * time.Second)
+			for !r.listedSince(added) {
+				if time.Now().After(deadline) {
+					t.Fatalf("no issue list within 30 s\n%s", r.output())
+				}
+				sleepUntil(t.Context(), time.Now().Add(5*time.Millisecond))
+			}
+			p.kill()
+			patches := len(r.stormChat().digests[0].Patches)
+			t.Logf("%5.1fs: killed right after a poll (the digest patched %d times so far)", time.Since(begin).Seconds(), patches)
+			p = r.start("after-poll-kill", "INSTANCE_ID=replica-1")
+
+			// 40 more over 16 s, with a SIGTERM restart halfway.
+			r.addIssuesPaced(t.Context(), 24, 44, 400*time.Millisecond)
+			p.stop(t)
+			t.Logf("%5.1fs: SIGTERM", time.Since(begin).Seconds())
+			p = r.start("after-sigterm", "INSTANCE_ID=replica-1")
+			r.addIssuesPaced(t.Context(), 44, stormIssues, 400*time.Millisecond)
+			last := time.Now()
+
+			total := fmt.Sprintf("Issue storm: %d issues", stormIssues)
+			r.waitUntil(60*time.Second, "a digest that counts every issue, and the ten single cards", func() bool {
+				c := r.stormChat()
+				return c.counting(total) != nil && len(c.cards) == 10
+			})
+			t.Logf("%5.1fs: the digest counts all %d, %v after the last issue appeared",
+				time.Since(begin).Seconds(), stormIssues, time.Since(last).Round(10*time.Millisecond))
+
+			// The digest's Card button; the bot dies right after Feishu created that card.
+			digest := *r.stormChat().counting(total)
+			val := buttonValues(digest.Content)["card"]
+			picked, _ := val["issue"].(string)
+			if picked == "" {
+				t.Fatalf("the digest has no Card button: %s", digest.Content)
+			}
+			dead = r.killAfterSend(p, 30*time.Second, func(m feishutest.Message) bool {
+				return m.MsgType == "interactive" && m.RootID == "" && !isDigest(m) && strings.Contains(m.Content, picked)
+			})
+			clicked := make(chan error, 1)
+			go func() {
+				e := r.fs.CardActionEvent(feishutest.CardActionSpec{MessageID: digest.ID, OperatorOpenID: "ou_alice", Value: val})
+				_, _, err := deliver(t.Context(), r.fs, e, 40*time.Second)
+				clicked <- err
+			}()
+			<-dead
+			t.Logf("%5.1fs: killed right after Feishu created the card asked for from the digest", time.Since(begin).Seconds())
+			p = r.start("after-click-kill", "INSTANCE_ID=replica-1")
+			if err := <-clicked; err != nil {
+				t.Fatalf("the click was not delivered: %v", err)
+			}
+			pointers := func() int {
+				n := 0
+				for _, m := range r.fs.Messages(restartChat) {
+					if m.RootID == digest.ID && m.SenderType == "app" && strings.Contains(m.Content, "Its own card is posted") {
+						n++
+					}
+				}
+				return n
+			}
+			r.waitUntil(30*time.Second, "the pointer in the digest's thread, and the digest showing the issue carded", func() bool {
+				m, _ := r.fs.Message(digest.ID)
+				return pointers() > 0 && !strings.Contains(m.Content, `"`+picked+`"`)
+			})
+			p.stop(t)
+
+			c := r.stormChat()
+			if len(c.digests) != 1 {
+				t.Errorf("%d digests in the chat, want 1", len(c.digests))
+			}
+			if d, _ := r.fs.Message(digest.ID); !strings.Contains(d.Content, total) {
+				t.Errorf("the digest's final render does not count all %d issues: %s", stormIssues, d.Content)
+			} else {
+				t.Logf("the digest was patched %d times", len(d.Patches))
+			}
+			if c.topLevel > 20 {
+				t.Errorf("%d top-level messages in the chat, want at most 20", c.topLevel)
+			}
+			if len(c.cards) != 11 {
+				t.Errorf("%d issues have cards of their own, want the threshold (10) and the one clicked", len(c.cards))
+			}
+			if len(c.cards[picked]) == 0 {
+				t.Errorf("the issue clicked in the digest, %s, has no card", picked)
+			}
+			if n := pointers(); n != 1 {
+				t.Errorf("%d pointers in the digest's thread, want 1", n)
+			}
+			for id, cs := range c.cards {
+				if len(cs) != 1 {
+					t.Errorf("issue %s has %d cards, want at most 1", id, len(cs))
+				}
+			}
+			r.checkStormRecords(c)
+			r.checkProcesses()
+		})
+	}
+}
+
+// checkStormRecords asserts, with every process stopped, that each issue's record has
+// exactly its one place in the chat: the card posted for it, or the one storm's digest.
+func (r *rig) checkStormRecords(c stormChat) {
+	r.t.Helper()
+	var redisURL, dataDir string
+	for _, kv := range r.env {
+		if v, ok := strings.CutPrefix(kv, "REDIS_URL="); ok {
+			redisURL = v
+		}
+		if v, ok := strings.CutPrefix(kv, "DATA_DIR="); ok {
+			dataDir = v
+		}
+	}
+	st, err := store.Open(r.t.Context(), redisURL, dataDir)
+	if err != nil {
+		r.t.Fatalf("open the store: %v", err)
+	}
+	defer func() { _ = st.Close() }()
+	r.mu.Lock()
+	ids := slices.Clone(r.order)
+	r.mu.Unlock()
+	storms := map[string]bool{}
+	for _, id := range ids {
+		rec, err := st.GetIssue(r.t.Context(), id)
+		if err != nil {
+			r.t.Errorf("issue %s: %v", id, err)
+			continue
+		}
+		card := rec.Card(restartChat)
+		switch cs := c.cards[id]; {
+		case card == nil:
+			r.t.Errorf("issue %s has no card entry for the chat", id)
+		case len(cs) > 0 && card.MessageID != cs[0].ID:
+			r.t.Errorf("issue %s has card %s in the chat, but its record says %+v", id, cs[0].ID, *card)
+		case len(cs) == 0 && (card.MessageID != "" || card.Digest == ""):
+			r.t.Errorf("issue %s has no card in the chat, but its record says %+v", id, *card)
+		case card.Digest != "":
+			storms[card.Digest] = true
+		}
+	}
+	if len(storms) != 1 {
+		r.t.Errorf("the digested issues are in %d storms, want 1", len(storms))
+	}
+}
