@@ -117,6 +117,7 @@ type cursors interface {
 	AdvanceCursor(ctx context.Context, name string, v int64) (int64, error)
 	Meta(ctx context.Context, name string) (string, error)
 	SetMeta(ctx context.Context, name, value string) error
+	SetMetaFenced(ctx context.Context, lease string, term int64, name, value string) (bool, error)
 }
 
 // leases elect the one process that leads (leader.go).

@@ -187,7 +187,7 @@ func (b *Bot) forgetChat(ctx context.Context, chatID string) error {
 	// Under the storm lock: a digest's render finishing meanwhile must not write the
 	// state back.
 	b.storm.mu.Lock()
-	err := b.state.SetMeta(ctx, metaStorm+chatID, "")
+	err := b.setStormMeta(ctx, chatID, "")
 	b.storm.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("forget the storm state of chat %s: %w", chatID, err)

@@ -103,8 +103,24 @@ func (b *Bot) saveStorm(ctx context.Context, chatID string, s stormState) error 
 	if err != nil {
 		return fmt.Errorf("encode the storm state: %w", err)
 	}
-	if err := b.state.SetMeta(ctx, metaStorm+chatID, string(raw)); err != nil {
+	return b.setStormMeta(ctx, chatID, string(raw))
+}
+
+// setStormMeta writes a chat's storm state for this leader's term: a deposed leader's
+// late write (a job finishing after its lease ran out) is refused and its work left to
+// the new leader, so it cannot undo the new leader's counts, storms or ends.
+func (b *Bot) setStormMeta(ctx context.Context, chatID, raw string) error {
+	term := b.term.Load()
+	ok := false
+	var err error
+	if term > 0 {
+		ok, err = b.state.SetMetaFenced(ctx, leasePoller, term, metaStorm+chatID, raw)
+	}
+	if err != nil {
 		return fmt.Errorf("keep the storm state of chat %s: %w", chatID, err)
+	}
+	if !ok {
+		return fmt.Errorf("keep the storm state of chat %s: no longer the leader: %w", chatID, errAbandoned)
 	}
 	return nil
 }
@@ -363,20 +379,6 @@ func (b *Bot) noteDigest(ctx context.Context, chatID, stormID, messageID string,
 		}
 	}
 	return b.saveStorm(ctx, chatID, s)
-}
-
-// digestOf returns the message id of a chat's digest of storm id, or "".
-func (b *Bot) digestOf(ctx context.Context, chatID, stormID string) (string, error) {
-	s, err := b.loadStorm(ctx, chatID)
-	if err != nil {
-		return "", err
-	}
-	for _, d := range s.Storms {
-		if d.ID == stormID {
-			return d.MessageID, nil
-		}
-	}
-	return "", nil
 }
 
 // pointFromDigest says in a digest's thread that an issue's own card was posted (best

@@ -3,6 +3,7 @@ package bot
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"issuebot/bot/feishu/feishutest"
 	"issuebot/guance"
 	"issuebot/guance/guancetest"
+	"issuebot/store"
 )
 
 // digestMessage returns the chat's storm digest message, if there is one.
@@ -330,5 +332,39 @@ func TestDigestSentAgainShowsWhatItCounts(t *testing.T) {
 	}
 	if m, _ := h.digestMessage(testChat); !strings.Contains(m.Content, "Issue storm: 5 issues") {
 		t.Errorf("the digest posted again does not count all 5: %s", m.Content)
+	}
+}
+
+// TestDeposedLeaderCannotWriteStormState: once another replica holds the poller lease
+// under a newer term, the old leader's storm writes are refused and change nothing.
+func TestDeposedLeaderCannotWriteStormState(t *testing.T) {
+	h := newHarness(t, "embedded", 18, time.Minute)
+	h.cfg.StormThreshold = 3
+	b := New(h.cfg, h.fc, h.gc, h.st, nil, h.logger())
+	ctx := t.Context()
+	old, err := h.st.AcquireLease(ctx, leasePoller, store.Holder{Instance: "a", Incarnation: "1"}, time.Millisecond)
+	if err != nil || old == 0 {
+		t.Fatalf("AcquireLease = %d, %v", old, err)
+	}
+	b.term.Store(old)
+	if _, err := b.stormGate(ctx, testChat, "issue_a"); err != nil {
+		t.Fatalf("gate as the leader: %v", err)
+	}
+	before, err := h.st.Meta(ctx, metaStorm+testChat)
+	if err != nil || before == "" {
+		t.Fatalf("storm state after the leader's gate = %q, %v; want one", before, err)
+	}
+	waitFor(t, 5*time.Second, "another replica takes the lease", func() bool {
+		term, err := h.st.AcquireLease(ctx, leasePoller, store.Holder{Instance: "b", Incarnation: "1"}, time.Hour)
+		return err == nil && term > old
+	})
+	if _, err := b.stormGate(ctx, testChat, "issue_b"); !errors.Is(err, errAbandoned) {
+		t.Errorf("gate by the deposed leader: err = %v, want errAbandoned", err)
+	}
+	if err := b.forgetChat(ctx, testChat); !errors.Is(err, errAbandoned) {
+		t.Errorf("forgetChat by the deposed leader: err = %v, want errAbandoned", err)
+	}
+	if after, err := h.st.Meta(ctx, metaStorm+testChat); err != nil || after != before {
+		t.Errorf("storm state after the deposed writes = %q, %v; want it unchanged (%q)", after, err, before)
 	}
 }

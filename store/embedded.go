@@ -809,6 +809,25 @@ func (e *Embedded) SetMeta(ctx context.Context, name, value string) error {
 	return nil
 }
 
+// SetMetaFenced sets the named value unless the lease moved on from term.
+func (e *Embedded) SetMetaFenced(ctx context.Context, lease string, term int64, name, value string) (bool, error) {
+	if term < 1 {
+		return false, fmt.Errorf("set meta %s: term %d is below 1", name, term)
+	}
+	var ok bool
+	err := e.update(ctx, func(tx *bolt.Tx, _ time.Time) error {
+		if v := tx.Bucket(bucketTerms).Get([]byte(lease)); len(v) == 8 && decodeInt(v) > term {
+			return nil // deposed
+		}
+		ok = true
+		return tx.Bucket(bucketMeta).Put([]byte(name), []byte(value))
+	})
+	if err != nil {
+		return false, fmt.Errorf("set meta %s for term %d: %w", name, term, err)
+	}
+	return ok, nil
+}
+
 // Cursor returns the named cursor, or 0 when it is unset.
 func (e *Embedded) Cursor(ctx context.Context, name string) (int64, error) {
 	var v int64

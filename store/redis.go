@@ -659,6 +659,33 @@ func (r *Redis) SetMeta(ctx context.Context, name, value string) error {
 	return nil
 }
 
+// SetMetaFenced sets the named value unless the lease moved on from term.
+func (r *Redis) SetMetaFenced(ctx context.Context, lease string, term int64, name, value string) (bool, error) {
+	if term < 1 {
+		return false, fmt.Errorf("set meta %s: term %d is below 1", name, term)
+	}
+	n, err := setMetaFencedScript.Run(ctx, r.client, []string{r.keys.term(lease), r.keys.meta(name)}, term, value).Int()
+	if err != nil {
+		return false, fmt.Errorf("set meta %s for term %d: %w", name, term, err)
+	}
+	return n == 1, nil
+}
+
+// setMetaFencedScript sets a meta value unless the lease's term is newer than the caller's.
+//
+//	KEYS[1] -> <prefix>term:<lease>
+//	KEYS[2] -> <prefix>meta:<name>
+//	ARGV[1] -> term
+//	ARGV[2] -> value
+var setMetaFencedScript = redis.NewScript(`
+local current = tonumber(redis.call('GET', KEYS[1]))
+if current and current > tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+`)
+
 // Cursor returns the named cursor, or 0 when it is unset.
 func (r *Redis) Cursor(ctx context.Context, name string) (int64, error) {
 	v, err := r.client.Get(ctx, r.keys.cursor(name)).Int64()

@@ -306,6 +306,9 @@ type Store interface {
 	Meta(ctx context.Context, name string) (string, error)
 	// SetMeta sets the named value.
 	SetMeta(ctx context.Context, name, value string) error
+	// SetMetaFenced sets the named value for the holder of term of the named lease: it sets nothing and
+	// returns false once the lease has moved on to a newer term (a deposed leader's late write).
+	SetMetaFenced(ctx context.Context, lease string, term int64, name, value string) (bool, error)
 
 	// Cursor returns the named cursor, or 0 when it is unset.
 	Cursor(ctx context.Context, name string) (int64, error)

@@ -47,6 +47,7 @@ func Contract(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Routes", testRoutes},
 		{"Cursor", testCursor},
 		{"Meta", testMeta},
+		{"MetaFencedByLease", testMetaFenced},
 		{"CursorConcurrent", testCursorConcurrent},
 		{"Lease", testLease},
 		{"LeaseExpires", testLeaseExpires},
@@ -630,6 +631,31 @@ func testMeta(t *testing.T, s store.Store) {
 	}
 	if v, err := s.Meta(ctx, "other"); err != nil || v != "x" {
 		t.Errorf("other meta = %q, %v", v, err)
+	}
+}
+
+// testMetaFenced checks that a deposed holder's fenced write changes nothing and the new holder's does.
+func testMetaFenced(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	if _, err := s.SetMetaFenced(ctx, "poller", 0, "storm:oc_1", "x"); err == nil {
+		t.Error("SetMetaFenced with term 0: nil error")
+	}
+	old, err := s.AcquireLease(ctx, "poller", store.Holder{Instance: "a", Incarnation: "1"}, shortTTL)
+	must(t, "AcquireLease a", err)
+	ok, err := s.SetMetaFenced(ctx, "poller", old, "storm:oc_1", "by a")
+	if err != nil || !ok {
+		t.Fatalf("SetMetaFenced by the holder = %v, %v; want true", ok, err)
+	}
+	waitExpired(t, s, shortTTL, "lease of a", func() bool {
+		term, err := s.AcquireLease(ctx, "poller", store.Holder{Instance: "b", Incarnation: "1"}, time.Hour)
+		return err == nil && term > old
+	})
+	ok, err = s.SetMetaFenced(ctx, "poller", old, "storm:oc_1", "late write by a")
+	if err != nil || ok {
+		t.Errorf("SetMetaFenced by the deposed holder = %v, %v; want false", ok, err)
+	}
+	if v, err := s.Meta(ctx, "storm:oc_1"); err != nil || v != "by a" {
+		t.Errorf("meta after the deposed write = %q, %v; want %q", v, err, "by a")
 	}
 }
 
