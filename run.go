@@ -40,7 +40,9 @@ func run(ctx context.Context, environ []string, stdout io.Writer) error {
 	metrics := bot.NewMetrics(nil)
 	// One budget for the key: people's writes keep a reserve that background work
 	// never spends. The window is kept in the store, so replicas sharing Redis share it
-	// and a restarted process knows what its predecessor spent.
+	// and a restarted process knows what its predecessor spent. While the store cannot
+	// be asked, no Guance request goes out (the limiter fails closed): a replica counting
+	// on its own would spend what the others count on.
 	limiter := guance.NewWindowLimiter(cfg.GuanceRateLimit, time.Minute,
 		guance.WithReserve(bot.Reserve(cfg.GuanceRateLimit)),
 		guance.WithSharedWindow(rateSlots{st: st, name: "guance", window: time.Minute}))

@@ -349,8 +349,10 @@ func (b *Bot) statusWork(ctx context.Context, j *jobs.Job[statusJob]) error {
 		// The record can lag the console by a sweep: ask Guance before changing what
 		// the person saw, so a change made there meanwhile is not undone.
 		asked := b.now()
-		cur, err := b.guance.GetIssue(guance.WithPriority(wctx, guance.PriorityHigh), p.IssueUUID)
+		cur, err := b.guance.GetIssue(leaderCall(ctx, wctx), p.IssueUUID)
 		switch {
+		case stoppedWaiting(ctx, err):
+			return errAbandoned
 		case errors.Is(err, guance.ErrNotFound):
 			return b.markGone(wctx, p.IssueUUID)
 		case err != nil:
@@ -363,8 +365,10 @@ func (b *Bot) statusWork(ctx context.Context, j *jobs.Job[statusJob]) error {
 	if p.Who == "" {
 		p.Who = b.operatorName(wctx, p.WhoOpenID)
 	}
-	_, err = b.applyStatus(guance.WithPriority(wctx, guance.PriorityHigh), p, "")
+	_, err = b.applyStatus(leaderCall(ctx, wctx), p, "")
 	switch {
+	case stoppedWaiting(ctx, err):
+		return errAbandoned
 	case err == nil:
 		b.metrics.statusChanges.WithLabelValues("queued").Inc()
 		log.Info("queued status change made", "status", p.Target.String())

@@ -13,7 +13,9 @@ import (
 // and works the durable queues. Every change of holder starts a new lease term, also a
 // restart of the same instance (which takes its own lease at once), and work claims
 // carry the term they were taken in, so a dead or deposed leader's claims are void as
-// soon as the next term begins instead of holding their jobs until a timeout.
+// soon as the next term begins instead of holding their jobs until a timeout. When a
+// term ends, no job starts, and the jobs in hand finish the requests under way but
+// start no Guance request they were still waiting for (leaderCall).
 const (
 	leasePoller = "poller"
 	// leaseTTL bounds how long a killed leader's lease keeps the others waiting.

@@ -121,3 +121,19 @@ func (b *Bot) classify(ctx context.Context, err error, attempts int) (time.Durat
 // errAbandoned marks work given up on purpose (shutdown, a test's simulated crash):
 // the job stays as it is.
 var errAbandoned = jobs.ErrAbandon
+
+// leaderCall returns the context for the Guance calls of a job worked with ctx (which
+// ends with the lease term, or at shutdown) whose own work runs under wctx: waiting for
+// the budget ends with ctx, as waiting for a chat's pace does, and a request under way
+// does not. So a leader that lost its lease starts no Guance request, also not once
+// the store is back and the budget resumes (see guance.WithWaitBound).
+func leaderCall(ctx, wctx context.Context) context.Context {
+	return guance.WithWaitBound(guance.WithPriority(wctx, guance.PriorityHigh), ctx)
+}
+
+// stoppedWaiting reports whether err is that of a Guance call made with leaderCall(ctx,
+// …) that stopped waiting for the budget because ctx ended: nothing was sent, and the
+// job is to be left as it is (errAbandoned) for the next term.
+func stoppedWaiting(ctx context.Context, err error) bool {
+	return ctx.Err() != nil && errors.Is(err, ctx.Err())
+}

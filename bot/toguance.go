@@ -250,7 +250,7 @@ func (b *Bot) postReply(ctx context.Context, j *jobs.Job[replyJob]) error {
 	if p.ReplyUUID != "" {
 		return b.replyDone(wctx, *p, p.ReplyUUID)
 	}
-	gctx := guance.WithPriority(wctx, guance.PriorityHigh)
+	gctx := leaderCall(ctx, wctx)
 	if j.Attempts >= replyNotifyAfter && !p.Notified {
 		p.Notified = true
 		b.notify(wctx, p.MessageID, p.ChatID, noticeDelayed)
@@ -262,6 +262,9 @@ func (b *Bot) postReply(ctx context.Context, j *jobs.Job[replyJob]) error {
 	if p.Attempted {
 		// An earlier attempt may have been accepted without us hearing the answer.
 		r, err := b.findOwnReply(gctx, *p)
+		if stoppedWaiting(ctx, err) {
+			return errAbandoned
+		}
 		if err != nil {
 			return errors.Join(err, j.Save(wctx))
 		}
@@ -279,6 +282,9 @@ func (b *Bot) postReply(ctx context.Context, j *jobs.Job[replyJob]) error {
 		return err
 	}
 	r, err := b.guance.CreateReply(gctx, p.IssueUUID, p.Content)
+	if stoppedWaiting(ctx, err) {
+		return errAbandoned // not sent; the next attempt looks for it first all the same
+	}
 	if err != nil {
 		var ge *guance.Error
 		answered := errors.As(err, &ge)

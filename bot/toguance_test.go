@@ -2,6 +2,7 @@ package bot
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,7 @@ import (
 	"issuebot/bot/feishu/feishutest"
 	"issuebot/guance"
 	"issuebot/guance/guancetest"
+	"issuebot/store"
 )
 
 // cardedIssue adds an issue to Guance and waits for its card; it returns the issue
@@ -598,4 +600,71 @@ func TestRefusedAnswerDoesNotHoldTheChat(t *testing.T) {
 		n, err := h.st.CountJobs(t.Context(), queueAnswers)
 		return err == nil && n == 0
 	})
+}
+
+// TestDeposedLeaderSendsNoReply: a thread reply waiting for the Guance budget when its
+// leader loses the lease is not sent by that leader, not even once the budget has room
+// again (as when Redis comes back after an outage): it stays queued, and the next term
+// posts it once.
+func TestDeposedLeaderSendsNoReply(t *testing.T) {
+	const limit, win = 18, 8 * time.Second
+	h := newHarness(t, "embedded", limit, win)
+	h.cfg.InstanceID = "replica-1"
+	h.intake = true
+	h.fs.AddUser("ou_alice", "张三")
+	h.start()
+	h.bootstrapped()
+	issue, card := h.cardedIssue("db-1 down")
+
+	// Spend the window (the bot's background work leaves the reserve, people's writes
+	// take it), then a thread reply arrives and waits for the budget.
+	high := guance.WithPriority(t.Context(), guance.PriorityHigh)
+	for st := h.cfg.Budget(); st.Used < st.Limit; st = h.cfg.Budget() {
+		if _, err := h.gc.ListChannels(high); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.deliver(threadReply(h.fs, "om_deposed", card, "已重启 db-1"))
+	waitFor(t, 5*time.Second, "the reply about to be posted", func() bool {
+		jobs, err := h.st.DueJobs(context.Background(), queueReplies, time.Now().Add(time.Hour), 0)
+		if err != nil || len(jobs) != 1 {
+			return false
+		}
+		var p replyJob
+		return json.Unmarshal(jobs[0].Payload, &p) == nil && p.Attempted
+	})
+
+	// Another replica takes the lease: this one stops leading at its next renewal, and
+	// its reply stops waiting.
+	if err := h.st.ReleaseLease(t.Context(), leasePoller, h.bot.holder()); err != nil {
+		t.Fatal(err)
+	}
+	other := store.Holder{Instance: "replica-2", Incarnation: "1"}
+	if term, err := h.st.AcquireLease(t.Context(), leasePoller, other, time.Hour); err != nil || term == 0 {
+		t.Fatalf("take the lease as replica-2: %d, %v", term, err)
+	}
+	waitFor(t, 5*time.Second, "the deposed leader's waits given up", func() bool {
+		return h.bot.term.Load() == 0 && h.cfg.Budget().Waiting == 0
+	})
+	granted := h.cfg.Budget().Granted
+	waitFor(t, 2*win, "room in the budget again", func() bool { return h.cfg.Budget().Used == 0 })
+	if st := h.cfg.Budget(); st.Granted != granted || st.Waiting != 0 {
+		t.Errorf("budget after the term = %+v, want nothing granted since (%d)", st, granted)
+	}
+	if got := h.botReplies(issue); len(got) != 0 {
+		t.Fatalf("the deposed leader posted %q", got)
+	}
+	if n, err := h.st.CountJobs(t.Context(), queueReplies); err != nil || n != 1 {
+		t.Fatalf("%d reply jobs (%v), want the reply still queued", n, err)
+	}
+
+	// replica-2 goes away; this replica leads again and posts the reply, once.
+	if err := h.st.ReleaseLease(t.Context(), leasePoller, other); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the reply in Guance", func() bool { return len(h.botReplies(issue)) == 1 })
+	h.quietReplies()
+	if got := h.botReplies(issue); len(got) != 1 || got[0] != "[飞书] 张三: 已重启 db-1" {
+		t.Errorf("Guance replies = %q, want the one reply", got)
+	}
 }

@@ -115,6 +115,46 @@ type penalizer interface {
 	Penalize(until time.Time)
 }
 
+// waitBoundKey is the context key of WithWaitBound.
+type waitBoundKey struct{}
+
+// WithWaitBound returns a context whose calls stop waiting for the limiter as soon as
+// bound ends: the call then returns bound's error and sends nothing. A request the
+// limiter has granted runs under ctx alone, so bound ending does not cut it off. A
+// worker whose right to start requests can end before its work in hand does (a leader
+// whose lease term is over, a process shutting down) passes that right as bound: the
+// requests under way finish, and no new one starts.
+func WithWaitBound(ctx, bound context.Context) context.Context {
+	return context.WithValue(ctx, waitBoundKey{}, bound)
+}
+
+// wait waits on the limiter for one request, within the bound WithWaitBound set on ctx
+// if any, and returns what to call once the request is over.
+func (c *Client) wait(ctx context.Context) (done func(), err error) {
+	if c.limiter == nil {
+		return func() {}, nil
+	}
+	wctx := ctx
+	if bound, ok := ctx.Value(waitBoundKey{}).(context.Context); ok {
+		if err := bound.Err(); err != nil {
+			return nil, err
+		}
+		var cancel context.CancelCauseFunc
+		wctx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		defer context.AfterFunc(bound, func() { cancel(bound.Err()) })()
+	}
+	if a, ok := c.limiter.(acquirer); ok {
+		done, err = a.Acquire(wctx)
+	} else {
+		done, err = func() {}, c.limiter.Wait(wctx)
+	}
+	if err != nil && ctx.Err() == nil && context.Cause(wctx) != nil {
+		err = context.Cause(wctx) // the bound ended, not ctx
+	}
+	return done, err
+}
+
 // NewClient returns a client for the OpenAPI at baseURL (for example
 // "https://openapi.guance.com"; a trailing slash is tolerated, and "/api/v1" is appended
 // unless baseURL already ends with it) using apiKey as DF-API-KEY.
@@ -205,17 +245,11 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", userAgent)
 
-	if a, ok := c.limiter.(acquirer); ok {
-		done, err := a.Acquire(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("guance: %s %s: wait for rate limiter: %w", method, apiPath, err)
-		}
-		defer done()
-	} else if c.limiter != nil {
-		if err := c.limiter.Wait(ctx); err != nil {
-			return nil, fmt.Errorf("guance: %s %s: wait for rate limiter: %w", method, apiPath, err)
-		}
+	done, err := c.wait(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("guance: %s %s: wait for rate limiter: %w", method, apiPath, err)
 	}
+	defer done()
 
 	start := c.now()
 	resp, err := c.hc.Do(req)

@@ -287,3 +287,71 @@ func TestPageInfo_tolerant(t *testing.T) {
 		t.Errorf("PageInfo = %+v, want %+v", p, want)
 	}
 }
+
+// blockingLimiter grants nothing: Wait says it waits, then returns when ctx ends.
+type blockingLimiter struct{ waiting chan<- struct{} }
+
+func (l blockingLimiter) Wait(ctx context.Context) error {
+	l.waiting <- struct{}{}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestClient_waitBound: a call under WithWaitBound stops waiting for the limiter when the
+// bound ends, sending nothing, while a request already granted outlives the bound.
+func TestClient_waitBound(t *testing.T) {
+	c, mux, _ := setup(t, WithLimiter(NewWindowLimiter(1, time.Hour)))
+	var (
+		mu    sync.Mutex
+		calls int
+	)
+	arrived, answer := make(chan struct{}), make(chan struct{})
+	mux.HandleFunc("GET /api/v1/channel/quick_list", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls++
+		mu.Unlock()
+		arrived <- struct{}{}
+		<-answer
+		reply(w, 200, ok(`[]`))
+	})
+
+	// Granted, then the bound ends while the request is under way: it is answered.
+	bound, end := context.WithCancel(t.Context())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.ListChannels(WithWaitBound(t.Context(), bound))
+		errc <- err
+	}()
+	<-arrived
+	end()
+	close(answer)
+	if err := <-errc; err != nil {
+		t.Fatalf("ListChannels granted before the bound ended = %v, want no error", err)
+	}
+
+	// The next call waits on the limiter until its bound ends.
+	waiting := make(chan struct{})
+	c.limiter = blockingLimiter{waiting}
+	bound, end = context.WithCancel(t.Context())
+	go func() {
+		_, err := c.ListChannels(WithWaitBound(t.Context(), bound))
+		errc <- err
+	}()
+	<-waiting
+	end()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Errorf("ListChannels waiting when the bound ended = %v, want context.Canceled", err)
+	}
+	// A bound that has ended already sends nothing either, whatever the limiter says.
+	c.limiter = NewWindowLimiter(1, time.Hour)
+	bound, end = context.WithTimeout(t.Context(), 0)
+	defer end()
+	if _, err := c.ListChannels(WithWaitBound(t.Context(), bound)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("ListChannels with an ended bound = %v, want context.DeadlineExceeded", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if calls != 1 {
+		t.Errorf("requests = %d, want 1", calls)
+	}
+}

@@ -60,8 +60,9 @@ type WindowLimiter struct {
 	penalty     time.Time // no Wait succeeds before this
 	waiters     []*waiter // by priority (high first), then arrival
 	seq         uint64
-	asking      bool      // a waiter, out of the queue, is asking the shared window
-	sharedDown  time.Time // the shared window is not asked before this, after an error
+	asking      bool          // a waiter, out of the queue, is asking the shared window
+	sharedDown  time.Time     // after an error, nobody asks the shared window (nor is granted) before this
+	sharedRetry time.Duration // the last wait after an error; doubles up to sharedRetryMax, 0 after an answer
 	sharedErrs  int
 	sharedWaits int
 	granted     uint64
@@ -103,8 +104,9 @@ type LimiterStats struct {
 	// SharedWaits counts the times the shared window (see WithSharedWindow) made a
 	// caller wait although a local slot was free: other replicas had used the window.
 	SharedWaits int
-	// SharedErrors counts the failed calls to the shared window. After each the limiter
-	// limits on its own for a while.
+	// SharedErrors counts the failed calls to the shared window. The limiter fails
+	// closed: while the calls fail it grants nothing (the waiters keep their places and
+	// are counted in Waiting) and asks again after a short backoff.
 	SharedErrors int
 }
 
@@ -119,8 +121,10 @@ type LimiterStats struct {
 // the reserve holds across replicas without the store knowing about priorities; the
 // store needs no other state than the times of the slots taken in the last window.
 //
-// An error means the window could not be asked (the store is down): the limiter then
-// grants on its own, and does not ask again for a tenth of its window.
+// An error means the window could not be asked (the store is down or slow). The limiter
+// then grants nothing, since a replica counting on its own would spend the budget the
+// others count on; it asks again after a backoff of 250 ms doubling to 2 s. An error
+// after the store took the slot only wastes that slot.
 type SharedWindow interface {
 	TakeSlot(ctx context.Context, limit int) (wait time.Duration, err error)
 }
@@ -142,9 +146,16 @@ func WithReserve(k int) LimiterOption {
 // rules (priority, reserve, penalty) still apply first, and only the head of the queue
 // asks s, so callers are served in order. A caller turned away by s keeps its place in
 // the queue, holds no local slot meanwhile, and asks s again when s says a slot frees
-// (but at least once per window). When s fails, or takes more than two seconds, the
-// limiter falls back to local limiting without returning an error; see
-// LimiterStats.SharedErrors. s should count slots over the limiter's window length.
+// (but at least once per window). s should count slots over the limiter's window length.
+//
+// The limiter fails closed: when s fails, or takes more than two seconds, nothing is
+// granted until s answers again, so replicas never spend more than the shared window
+// allows between them, also while the store restarts. The callers wait as they would
+// for a full window (in order, holding no slot, Wait returning only ctx's error), and
+// the head of the queue asks s again after 250 ms, doubling to at most 2 s; see
+// LimiterStats.SharedErrors. So a limiter whose store is down makes no call at all until
+// the store is back, also when it is the only replica: s should be a store the caller
+// needs anyway.
 func WithSharedWindow(s SharedWindow) LimiterOption {
 	return func(l *WindowLimiter) { l.shared = s }
 }
@@ -208,12 +219,12 @@ func (l *WindowLimiter) take(ctx context.Context, hold bool) (int, error) {
 		if l.waiters[0] == w && !l.asking { // one asks the shared window at a time, in order
 			now := time.Now()
 			i, at := l.nextFree(w.prio)
-			if i >= 0 && w.retryAt.After(at) {
-				at = w.retryAt
+			if i >= 0 {
+				at = latest(at, w.retryAt, l.sharedDown)
 			}
 			if i >= 0 && !at.After(now) {
 				l.dequeue(w)
-				if l.shared == nil || now.Before(l.sharedDown) {
+				if l.shared == nil {
 					l.grant(i, hold, now, w.prio >= PriorityHigh)
 					l.mu.Unlock()
 					return i, nil
@@ -223,7 +234,7 @@ func (l *WindowLimiter) take(ctx context.Context, hold bool) (int, error) {
 					l.mu.Unlock()
 					return i, err
 				}
-				continue // turned away: w is back in the queue
+				continue // turned away, or the shared window failed: w is back in the queue
 			}
 			if i >= 0 { // else too few slots are free, even later: wait for a release
 				if timer == nil {
@@ -253,12 +264,21 @@ func (l *WindowLimiter) take(ctx context.Context, hold bool) (int, error) {
 // as a failure. The queue waits for the call, so a stuck store must not hold it long.
 const sharedTimeout = 2 * time.Second
 
+// After a failed call to the shared window the limiter waits sharedRetryMin before it
+// asks again, twice as long after each further failure, at most sharedRetryMax: the
+// queue resumes soon after the store is back, without hammering a store that is down.
+const (
+	sharedRetryMin = 250 * time.Millisecond
+	sharedRetryMax = 2 * time.Second
+)
+
 // askShared asks the shared window for a slot on behalf of w, which has left the queue
 // and may take local slot i. Slot i is held meanwhile, so that nobody else takes it;
 // l.mu is released during the call, and nobody else asks until it returns. When the
-// shared window grants (or fails), so does askShared. When it says wait, slot i is given
-// back and w goes back to its place in the queue, to ask again then; askShared returns
-// false and no error. It returns ctx's error if ctx ends during the call. l.mu is held.
+// shared window grants, so does askShared. When it says wait, or fails, slot i is given
+// back and w goes back to its place in the queue, to ask again when the window says or
+// after the backoff (l.sharedDown); askShared returns false and no error. It returns
+// ctx's error if ctx ends during the call. l.mu is held.
 func (l *WindowLimiter) askShared(ctx context.Context, w *waiter, i int, hold bool) (granted bool, err error) {
 	prev := l.slots[i]
 	l.slots[i].held = true
@@ -281,19 +301,35 @@ func (l *WindowLimiter) askShared(ctx context.Context, w *waiter, i int, hold bo
 		l.slots[i] = prev
 		return false, ctx.Err()
 	case err != nil:
+		// Fail closed: granting on the local count alone could spend slots the other
+		// replicas count on. Nobody is granted until the shared window answers again.
 		l.sharedErrs++
-		l.sharedDown = now.Add(l.per / 10)
-		l.grant(i, hold, now, w.prio >= PriorityHigh)
-		return true, nil
+		l.sharedRetry = min(max(2*l.sharedRetry, sharedRetryMin), sharedRetryMax)
+		l.sharedDown = now.Add(l.sharedRetry)
+		l.slots[i] = prev
+		l.enqueue(w)
+		return false, nil
 	case wait <= 0:
+		l.sharedRetry = 0
 		l.grant(i, hold, now, w.prio >= PriorityHigh)
 		return true, nil
 	}
+	l.sharedRetry = 0
 	l.sharedWaits++
 	l.slots[i] = prev
 	w.retryAt = now.Add(min(max(wait, time.Millisecond), l.per))
 	l.enqueue(w)
 	return false, nil
+}
+
+// latest returns the latest of the times.
+func latest(t time.Time, more ...time.Time) time.Time {
+	for _, u := range more {
+		if u.After(t) {
+			t = u
+		}
+	}
+	return t
 }
 
 // grant takes slot i for a call granted at now; high says the caller was PriorityHigh.

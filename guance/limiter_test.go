@@ -3,6 +3,7 @@ package guance
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -452,8 +453,9 @@ type fakeShared struct {
 	mu          sync.Mutex
 	taken       []time.Time // slots taken in the last per, oldest first
 	calls       int
-	limits      []int // the limit of every call
-	err         error // returned by every call when set
+	limits      []int       // the limit of every call
+	err         error       // returned by every call when set
+	asked       []time.Time // when every call was answered
 	inFlight    int
 	maxInFlight int
 }
@@ -469,6 +471,7 @@ func (f *fakeShared) TakeSlot(ctx context.Context, limit int) (time.Duration, er
 	f.inFlight--
 	f.calls++
 	f.limits = append(f.limits, limit)
+	f.asked = append(f.asked, time.Now())
 	if f.err != nil {
 		return 0, f.err
 	}
@@ -486,6 +489,12 @@ func (f *fakeShared) setErr(err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.err = err
+}
+
+func (f *fakeShared) askedAt() []time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.asked)
 }
 
 func (f *fakeShared) stats() (calls int, limits []int) {
@@ -651,52 +660,182 @@ func TestWindowLimiter_sharedAcquire(t *testing.T) {
 	})
 }
 
-func TestWindowLimiter_sharedErrorFallsBack(t *testing.T) {
+// TestWindowLimiter_sharedDownGrantsNothing: while the shared window fails, the limiter
+// grants nothing although every local slot is free, asks again after 250 ms doubling to
+// 2 s, and the caller gets only its context's error.
+func TestWindowLimiter_sharedDownGrantsNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		shared := &fakeShared{per: time.Minute, err: errors.New("redis down")}
+		l := NewWindowLimiter(3, time.Minute, WithSharedWindow(shared))
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		if err := l.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Wait while the shared window fails = %v, want context.DeadlineExceeded", err)
+		}
+		if got := time.Since(start); got != 10*time.Second {
+			t.Errorf("Wait returned after %v, want 10s (its deadline)", got)
+		}
+		var asked []time.Duration
+		for _, at := range shared.askedAt() {
+			asked = append(asked, at.Sub(start))
+		}
+		want := []time.Duration{0, 250 * time.Millisecond, 750 * time.Millisecond, 1750 * time.Millisecond,
+			3750 * time.Millisecond, 5750 * time.Millisecond, 7750 * time.Millisecond, 9750 * time.Millisecond}
+		if !slices.Equal(asked, want) {
+			t.Errorf("shared window asked at %v, want %v (250 ms doubling to 2 s)", asked, want)
+		}
+		if st := l.Stats(); st.Used != 0 || st.Granted != 0 || st.Waiting != 0 || st.SharedErrors != len(want) {
+			t.Errorf("Stats = %+v, want nothing used or granted, Waiting 0, SharedErrors %d", st, len(want))
+		}
+	})
+}
+
+// TestWindowLimiter_sharedDownResumes: callers that came while the shared window failed
+// keep their places; once it answers again they are granted in order, within the 2 s of
+// the backoff, and only as the shared window allows.
+func TestWindowLimiter_sharedDownResumes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const n, per = 3, time.Minute
-		shared := &fakeShared{per: per, err: errors.New("redis down")}
+		shared := &fakeShared{per: per, delay: time.Millisecond, err: errors.New("redis down")}
 		l := NewWindowLimiter(n, per, WithSharedWindow(shared))
-		start := time.Now()
-		var (
-			log grantLog
-			wg  sync.WaitGroup
-		)
-		// Local limiting still holds: 3 now, 2 a window later; no caller sees the error.
-		waitAll(t, &wg, l, PriorityNormal, 5, &log, "all")
-		wg.Wait()
-		all := log.get("all")
-		if got := maxInWindow(all, per); got != n {
+		type grant struct {
+			i   int
+			at  time.Time
+			err error
+		}
+		granted := make(chan grant, 5)
+		for i := range 5 {
+			go func() {
+				err := l.Wait(t.Context())
+				granted <- grant{i, time.Now(), err}
+			}()
+			synctest.Wait()
+		}
+		// The store stays down for 30 s: nothing is granted meanwhile.
+		select {
+		case g := <-granted:
+			t.Fatalf("caller %d answered (err %v) while the shared window fails, want it to wait", g.i, g.err)
+		case <-time.After(30 * time.Second):
+		}
+		st := l.Stats()
+		if st.Used != 0 || st.Granted != 0 || st.Waiting != 5 || st.SharedErrors == 0 {
+			t.Fatalf("Stats while the store is down = %+v, want nothing used or granted, Waiting 5, some SharedErrors", st)
+		}
+		errs := st.SharedErrors
+		shared.setErr(nil)
+		back := time.Now()
+		var times []time.Time
+		for want := range 5 {
+			g := <-granted
+			if g.err != nil {
+				t.Fatalf("Wait %d: %v", g.i, g.err)
+			}
+			if g.i != want {
+				t.Errorf("served %d, want %d", g.i, want)
+			}
+			times = append(times, g.at)
+		}
+		// n as soon as the shared window is asked again, the rest a window later.
+		for i, at := range times {
+			if got := at.Sub(back); i < n && got > sharedRetryMax+n*shared.delay {
+				t.Errorf("grant %d %v after the store came back, want at most %v", i, got, sharedRetryMax)
+			}
+			if got := at.Sub(times[0]); i >= n && (got < per || got > per+time.Second) {
+				t.Errorf("grant %d %v after the first, want one window (%v) later", i, got, per)
+			}
+		}
+		if got := maxInWindow(times, per); got != n {
 			t.Errorf("max grants in a window = %d, want %d", got, n)
 		}
-		if got := all[len(all)-1].Sub(start); got != per {
-			t.Errorf("last grant at +%v, want +%v", got, per)
+		if st := l.Stats(); st.SharedErrors != errs || st.Waiting != 0 {
+			t.Errorf("Stats after recovery = %+v, want SharedErrors still %d, Waiting 0", st, errs)
 		}
-		// The first failure makes the limiter skip the shared window for per/10, so
-		// only the first grant of each window asked it.
-		if calls, _ := shared.stats(); calls != 2 {
-			t.Errorf("shared window asked %d times, want 2", calls)
-		}
-		if st := l.Stats(); st.SharedErrors != 2 {
-			t.Errorf("SharedErrors = %d, want 2", st.SharedErrors)
-		}
+	})
+}
 
-		// Once it is back and per/10 has passed, the shared window is asked again.
+// TestWindowLimiter_sharedDownPriority: callers that queued while the shared window
+// failed are served by priority once it is back, a click that came last first.
+func TestWindowLimiter_sharedDownPriority(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const n, k = 10, 2
+		shared := &fakeShared{per: time.Minute, delay: time.Millisecond, err: errors.New("redis down")}
+		l := NewWindowLimiter(n, time.Minute, WithReserve(k), WithSharedWindow(shared))
+		order, errs := make(chan string, 3), make(chan error, 3)
+		wait := func(name string, p Priority) {
+			if err := l.Wait(WithPriority(t.Context(), p)); err != nil {
+				errs <- fmt.Errorf("%s: %w", name, err)
+				return
+			}
+			order <- name
+		}
+		go wait("low", PriorityLow)
+		synctest.Wait()
+		go wait("normal", PriorityNormal)
+		synctest.Wait()
+		go wait("high", PriorityHigh)
+		synctest.Wait()
+		select {
+		case name := <-order:
+			t.Fatalf("%s granted while the shared window fails", name)
+		case err := <-errs:
+			t.Fatalf("Wait while the shared window fails: %v", err)
+		case <-time.After(10 * time.Second):
+		}
+		if st := l.Stats(); st.Waiting != 3 || st.Used != 0 {
+			t.Fatalf("Stats while the store is down = %+v, want Waiting 3, Used 0", st)
+		}
 		shared.setErr(nil)
-		time.Sleep(per)
-		if err := l.Wait(t.Context()); err != nil {
-			t.Fatal(err)
+		for _, want := range []string{"high", "normal", "low"} {
+			select {
+			case got := <-order:
+				if got != want {
+					t.Errorf("served %s, want %s", got, want)
+				}
+			case err := <-errs:
+				t.Fatal(err)
+			}
 		}
-		if calls, _ := shared.stats(); calls != 3 {
-			t.Errorf("shared window asked %d times, want 3", calls)
+		// The reserve still holds across replicas: only the click may take every slot.
+		_, limits := shared.stats()
+		if got := limits[len(limits)-3:]; !slices.Equal(got, []int{n, n - k, n - k}) {
+			t.Errorf("limits of the granting calls = %v, want [%d %d %d]", got, n, n-k, n-k)
 		}
-		shared.mu.Lock()
-		taken := len(shared.taken)
-		shared.mu.Unlock()
-		if taken != 1 {
-			t.Errorf("shared window holds %d slots, want 1", taken)
+	})
+}
+
+// TestWindowLimiter_sharedDownCancel: a caller waiting while the shared window fails
+// gets its context's error, and leaves nothing taken behind.
+func TestWindowLimiter_sharedDownCancel(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		shared := &fakeShared{per: time.Minute, err: errors.New("redis down")}
+		l := NewWindowLimiter(3, time.Minute, WithSharedWindow(shared))
+		ctx, cancel := context.WithCancel(t.Context())
+		waitErr, acquireErr := make(chan error, 1), make(chan error, 1)
+		go func() { waitErr <- l.Wait(ctx) }()
+		go func() {
+			done, err := l.Acquire(WithPriority(ctx, PriorityHigh))
+			if err == nil {
+				done()
+			}
+			acquireErr <- err
+		}()
+		select {
+		case err := <-waitErr:
+			t.Fatalf("Wait returned %v while the shared window fails, want it to wait", err)
+		case err := <-acquireErr:
+			t.Fatalf("Acquire returned %v while the shared window fails, want it to wait", err)
+		case <-time.After(5 * time.Second):
 		}
-		if st := l.Stats(); st.SharedErrors != 2 {
-			t.Errorf("SharedErrors = %d after recovery, want 2", st.SharedErrors)
+		cancel()
+		if err := <-waitErr; !errors.Is(err, context.Canceled) {
+			t.Errorf("Wait = %v, want context.Canceled", err)
+		}
+		if err := <-acquireErr; !errors.Is(err, context.Canceled) {
+			t.Errorf("Acquire = %v, want context.Canceled", err)
+		}
+		if st := l.Stats(); st.Used != 0 || st.Granted != 0 || st.Waiting != 0 {
+			t.Errorf("Stats = %+v, want nothing used, granted or waiting", st)
 		}
 	})
 }
@@ -709,22 +848,97 @@ func (stuckShared) TakeSlot(ctx context.Context, limit int) (time.Duration, erro
 	return 0, ctx.Err()
 }
 
-func TestWindowLimiter_sharedStuckFallsBack(t *testing.T) {
+// TestWindowLimiter_sharedStuckGrantsNothing: a call to the shared window that takes
+// more than sharedTimeout counts as failed, so a stuck store grants nothing either, and a
+// caller can leave while a call is under way.
+func TestWindowLimiter_sharedStuckGrantsNothing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := NewWindowLimiter(3, time.Minute, WithSharedWindow(stuckShared{}))
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		if err := l.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Wait on a stuck store = %v, want context.DeadlineExceeded", err)
+		}
+		// Asked at +0 and +2.25 s (each call given up after 2 s), then at +4.75 s until
+		// the deadline, which is the caller's end, not the store's failure.
+		if st := l.Stats(); st.SharedErrors != 2 || st.Used != 0 || st.Granted != 0 {
+			t.Errorf("Stats = %+v, want SharedErrors 2, nothing used or granted", st)
+		}
+
+		ctx, cancel = context.WithCancel(t.Context())
+		errc := make(chan error, 1)
+		go func() { errc <- l.Wait(ctx) }()
+		synctest.Wait() // asking the stuck store
+		if st := l.Stats(); st.Waiting != 1 {
+			t.Errorf("Waiting = %d while asking, want 1", st.Waiting)
+		}
 		start := time.Now()
-		for range 3 {
-			if err := l.Wait(t.Context()); err != nil {
-				t.Fatalf("Wait = %v, want no error", err)
-			}
+		cancel()
+		if err := <-errc; !errors.Is(err, context.Canceled) {
+			t.Errorf("Wait = %v, want context.Canceled", err)
 		}
-		// The first call gives up on the store after sharedTimeout; the others, within
-		// per/10 of that, do not ask it.
-		if got := time.Since(start); got != sharedTimeout {
-			t.Errorf("3 Waits took %v, want %v", got, sharedTimeout)
+		if got := time.Since(start); got != 0 {
+			t.Errorf("Wait returned %v after the cancel, want at once", got)
 		}
-		if st := l.Stats(); st.SharedErrors != 1 || st.Used != 3 {
-			t.Errorf("Stats = %+v, want SharedErrors 1, Used 3", st)
+	})
+}
+
+// brokenLink is one replica's way to a shared window, which the test can cut.
+type brokenLink struct {
+	w SharedWindow
+
+	mu  sync.Mutex
+	cut bool
+}
+
+func (b *brokenLink) TakeSlot(ctx context.Context, limit int) (time.Duration, error) {
+	b.mu.Lock()
+	cut := b.cut
+	b.mu.Unlock()
+	if cut {
+		return 0, errors.New("dial tcp: connection refused")
+	}
+	return b.w.TakeSlot(ctx, limit)
+}
+
+func (b *brokenLink) setCut(cut bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.cut = cut
+}
+
+// TestWindowLimiter_sharedDownTwoReplicas: a replica that cannot reach the shared window
+// spends none of it, so two replicas stay within one window between them also while one
+// of them is cut off (counting on its own, it would spend a window of its own).
+func TestWindowLimiter_sharedDownTwoReplicas(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const n, per = 5, time.Minute
+		shared := &fakeShared{per: per}
+		link := &brokenLink{w: shared, cut: true}
+		a := NewWindowLimiter(n, per, WithSharedWindow(link))
+		b := NewWindowLimiter(n, per, WithSharedWindow(shared))
+		start := time.Now()
+		var (
+			log grantLog
+			wg  sync.WaitGroup
+		)
+		waitAll(t, &wg, a, PriorityNormal, 10, &log, "all")
+		waitAll(t, &wg, b, PriorityNormal, 10, &log, "all")
+		<-time.After(30 * time.Second) // a is cut off for 30 s
+		if got := len(log.get("all")); got != n {
+			t.Errorf("granted while a is cut off = %d, want %d (b's window)", got, n)
+		}
+		if st := a.Stats(); st.Granted != 0 || st.Waiting != 10 || st.SharedErrors == 0 {
+			t.Errorf("a.Stats = %+v, want nothing granted, Waiting 10, some SharedErrors", st)
+		}
+		link.setCut(false)
+		wg.Wait()
+		all := log.get("all")
+		if got := maxInWindow(all, per); got != n {
+			t.Errorf("max grants in a window over both replicas = %d, want %d", got, n)
+		}
+		if got, want := all[len(all)-1].Sub(start), 3*per; got != want {
+			t.Errorf("last grant at +%v, want +%v (20 at %d a window)", got, want, n)
 		}
 	})
 }
