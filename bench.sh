@@ -86,7 +86,8 @@ table() {
   echo "## Memory and store size with 10 000 tracked issues"
   echo
   echo "The built binary as its own process, watching 10 000 carded open issues for a minute. RSS counts the embedded"
-  echo "store's file pages the process has mapped (page cache, reclaimable); peak_anon_MB is its own memory (heap, stacks)."
+  echo "store's file pages the process has mapped (the store hands them back every 10 s; they stay in the page cache);"
+  echo "peak_anon_MB is its own memory (heap, stacks). Target: ≤ 40 MB RSS on the embedded store."
   echo
   table 'BenchmarkMemoryWithTrackedIssues'
   echo
