@@ -199,7 +199,8 @@ type Bot struct {
 	pacer      *chatPacer
 	patchClock patchClock
 	watch      watcher
-	lastPoll   atomic.Int64 // unix ns of the last successful poll
+	hintWake   chan struct{} // a hook named an issue (see waitTurn)
+	lastPoll   atomic.Int64  // unix ns of the last successful poll
 	// pollFrom is where the last successful poll's window began (unix s): issues created
 	// since are observed by every poll, status and updateAt included.
 	pollFrom    atomic.Int64
@@ -272,6 +273,7 @@ func New(cfg Config, fs Messenger, gc Tracker, st State, metrics *Metrics, logge
 		incarnation: fmt.Sprintf("%016x-%s", time.Now().UnixNano(), hex.EncodeToString(inc[:])),
 		logger:      logger.With("component", "bot"),
 		now:         time.Now,
+		hintWake:    make(chan struct{}, 1),
 	}
 	b.pacer = newChatPacer(cfg.ChatSendInterval, func() time.Time { return b.now() })
 	b.newQueues()

@@ -25,6 +25,14 @@ import (
 // starves: with both busy they share the turns equally, and either takes every turn the
 // other does not need. POLL_INTERVAL is how often new issues are looked for when the
 // budget allows, not a claim on the budget.
+//
+// Webhook hints pull turns forward without adding any. While a hint waits (a hook on
+// this replica, or on another: the store's metaHintSeq changes), the next turn may begin
+// up to half a spacing before its time, though never sooner than half a spacing after
+// the previous turn; the turn after it is due a spacing after the one it replaced, so
+// the pace is the budget's. And while a hint waits no two turns in a row go elsewhere
+// (to a poll, or to the watcher's turn for the rest): a hinted issue is read within
+// half a spacing and one more turn.
 
 // metaNextTurn is the store's record of the next background turn (unix ms).
 const metaNextTurn = "budget.nextTurn"
@@ -81,13 +89,14 @@ type turns struct {
 
 // order returns what to offer this turn, first choice first: the poll only when due
 // (or asked for since the last one: hint is when Guance's webhook named an unknown
-// issue), and of two candidates the one served longer ago.
-func (s *turns) order(now time.Time, pollInterval time.Duration, hint time.Time) []turn {
+// issue), and of two candidates the one served longer ago — or the watcher, when
+// hintPassed (a hinted issue waits and the last turn went elsewhere).
+func (s *turns) order(now time.Time, pollInterval time.Duration, hint time.Time, hintPassed bool) []turn {
 	pollDue := s.lastPoll.IsZero() || now.Sub(s.lastPoll) >= pollInterval || hint.After(s.lastPoll)
 	switch {
 	case !pollDue:
 		return []turn{turnWatch}
-	case s.lastPoll.After(s.lastWatch):
+	case hintPassed, s.lastPoll.After(s.lastWatch):
 		return []turn{turnWatch, turnPoll}
 	}
 	return []turn{turnPoll, turnWatch}
@@ -98,21 +107,24 @@ func (b *Bot) runBudget(ctx context.Context) {
 	every := b.turnEvery()
 	b.logger.Info("spending the Guance budget", "turn_every", every, "poll_interval", b.cfg.PollInterval)
 	next := b.loadNextTurn(ctx)
-	var s turns
+	var (
+		s    turns
+		last time.Time // when the previous turn began
+		seen string    // metaHintSeq as last read
+	)
 	for {
-		if d := next.Sub(b.now()); d > 0 && !sleepCtx(ctx, d) {
-			return
-		}
-		if ctx.Err() != nil {
+		if !b.waitTurn(ctx, next, last, &seen) {
 			return
 		}
 		now := b.now()
+		due := next
 		granted := b.granted()
 		served := false
-		for _, t := range s.order(now, b.pollInterval(now), b.pollHint(ctx)) {
+		for _, t := range s.order(now, b.pollInterval(now), b.pollHint(ctx), b.watch.hintPassed()) {
 			if served = b.serve(ctx, t); served {
 				if t == turnPoll {
 					s.lastPoll = now
+					b.watch.passHint()
 				} else {
 					s.lastWatch = now
 				}
@@ -124,16 +136,67 @@ func (b *Bot) runBudget(ctx context.Context) {
 			// if the watcher gets work (a poll or a thread event flags an issue).
 			wait := min(every, s.lastPoll.Add(b.cfg.PollInterval).Sub(now))
 			next = now.Add(max(wait, 100*time.Millisecond))
+			last = now
 			continue
 		}
 		// A turn that took more than one request (a second list page, the channel or
 		// level list) takes as many turns' worth of the budget — at most maxTurnCost:
 		// the limiter's count also holds people's writes granted while the turn waited
 		// (after an outage, a backlog of them), which turnSpacing already makes room for.
+		// A turn begun early for a hint keeps the cadence: the next is due a spacing
+		// after the time this one was due.
 		spent := max(b.granted()-granted, 1)
-		next = now.Add(b.turnSpacing() * time.Duration(min(spent, maxTurnCost)))
+		next = latest(now, due).Add(b.turnSpacing() * time.Duration(min(spent, maxTurnCost)))
+		last = now
 		b.saveNextTurn(ctx, next)
 	}
+}
+
+// earliestTurn is the soonest a turn due at due may begin while a hint waits: half a
+// spacing early, and no sooner than half a spacing after the previous turn (last; the
+// zero time: none).
+func earliestTurn(due, last time.Time, spacing time.Duration) time.Time {
+	early := due.Add(-spacing / 2)
+	if !last.IsZero() {
+		early = latest(early, last.Add(spacing/2))
+	}
+	return early
+}
+
+// waitTurn waits until the turn due at due begins: at due, or from earliestTurn on as
+// soon as a hint waits. seen is metaHintSeq as last read, updated here. It reports
+// false when ctx ends.
+func (b *Bot) waitTurn(ctx context.Context, due, last time.Time, seen *string) bool {
+	spacing := b.turnEvery()
+	if d := earliestTurn(due, last, spacing).Sub(b.now()); d > 0 && !sleepCtx(ctx, d) {
+		return false
+	}
+	look := max(spacing/16, 10*time.Millisecond) // how often another replica's hooks are looked for
+	for {
+		d := due.Sub(b.now())
+		if d <= 0 || b.hintWaits(ctx, seen) {
+			return ctx.Err() == nil
+		}
+		t := time.NewTimer(min(d, look))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-b.hintWake:
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+// hintWaits reports whether a hinted issue waits for the watcher: one the last step
+// left, or a hook since (metaHintSeq differs from *seen).
+func (b *Bot) hintWaits(ctx context.Context, seen *string) bool {
+	if v, err := b.state.Meta(ctx, metaHintSeq); err == nil && v != *seen {
+		*seen = v
+		b.watch.hintCame()
+	}
+	return b.watch.hintWaiting()
 }
 
 // hookPollEvery is how often new issues are polled for while Guance's webhook is

@@ -1,9 +1,12 @@
 package bot
 
 import (
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
+
+	"issuebot/store"
 )
 
 func TestTurnOrder(t *testing.T) {
@@ -13,15 +16,17 @@ func TestTurnOrder(t *testing.T) {
 		name                string
 		lastPoll, lastWatch time.Duration // before t0; 0 = never
 		hint                time.Duration // a webhook asked for a poll, before t0; 0 = never
+		passed              bool          // a hinted issue waits and the last turn went elsewhere
 		want                []turn
 	}{
-		{"first turn polls", 0, 0, 0, []turn{turnPoll, turnWatch}},
-		{"poll not due: only the watcher", time.Second, 10 * time.Second, 0, []turn{turnWatch}},
-		{"both due, the watcher waited longer", 3 * time.Second, 5 * time.Second, 0, []turn{turnWatch, turnPoll}},
-		{"both due, the poll waited longer", 6 * time.Second, 3 * time.Second, 0, []turn{turnPoll, turnWatch}},
-		{"the watcher never ran", 3 * time.Second, 0, 0, []turn{turnWatch, turnPoll}},
-		{"a hint since the last poll makes it due", time.Second, 10 * time.Second, 500 * time.Millisecond, []turn{turnWatch, turnPoll}},
-		{"a hint before the last poll does not", time.Second, 10 * time.Second, 2 * time.Second, []turn{turnWatch}},
+		{"first turn polls", 0, 0, 0, false, []turn{turnPoll, turnWatch}},
+		{"poll not due: only the watcher", time.Second, 10 * time.Second, 0, false, []turn{turnWatch}},
+		{"both due, the watcher waited longer", 3 * time.Second, 5 * time.Second, 0, false, []turn{turnWatch, turnPoll}},
+		{"both due, the poll waited longer", 6 * time.Second, 3 * time.Second, 0, false, []turn{turnPoll, turnWatch}},
+		{"a passed-over hint goes before a poll that waited longer", 6 * time.Second, 3 * time.Second, 0, true, []turn{turnWatch, turnPoll}},
+		{"the watcher never ran", 3 * time.Second, 0, 0, false, []turn{turnWatch, turnPoll}},
+		{"a hint since the last poll makes it due", time.Second, 10 * time.Second, 500 * time.Millisecond, false, []turn{turnWatch, turnPoll}},
+		{"a hint before the last poll does not", time.Second, 10 * time.Second, 2 * time.Second, false, []turn{turnWatch}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var s turns
@@ -35,7 +40,7 @@ func TestTurnOrder(t *testing.T) {
 			if tt.hint > 0 {
 				hint = t0.Add(-tt.hint)
 			}
-			if got := s.order(t0, every, hint); !slices.Equal(got, tt.want) {
+			if got := s.order(t0, every, hint, tt.passed); !slices.Equal(got, tt.want) {
 				t.Errorf("order = %v, want %v", got, tt.want)
 			}
 		})
@@ -51,7 +56,7 @@ func TestTurnsShareTheBudget(t *testing.T) {
 		var s turns
 		now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 		for range 160 {
-			for _, tn := range s.order(now, pollInterval, time.Time{}) {
+			for _, tn := range s.order(now, pollInterval, time.Time{}, false) {
 				if tn == turnWatch && !watchHungry {
 					continue
 				}
@@ -90,5 +95,128 @@ func TestPollSlowsWhileHooksCome(t *testing.T) {
 	b.watch.lastHint = now.Add(-2 * time.Minute)
 	if got := b.pollInterval(now); got != 10*time.Second {
 		t.Errorf("hooks quiet for a window: %v, want POLL_INTERVAL", got)
+	}
+}
+
+// TestEarliestTurn: while a hint waits, a turn begins up to half a spacing early, never
+// sooner than half a spacing after the previous one.
+func TestEarliestTurn(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	const spacing = 4 * time.Second
+	for _, tt := range []struct {
+		name      string
+		due, last time.Duration // after t0; last < 0: no previous turn
+		want      time.Duration
+	}{
+		{"half a spacing early", 4 * time.Second, 0, 2 * time.Second},
+		{"no previous turn", 4 * time.Second, -1, 2 * time.Second},
+		{"the previous turn was late", 4 * time.Second, 3 * time.Second, 5 * time.Second},
+		{"a turn that cost two waits a spacing and a half", 8 * time.Second, 0, 6 * time.Second},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var last time.Time
+			if tt.last >= 0 {
+				last = t0.Add(tt.last)
+			}
+			if got := earliestTurn(t0.Add(tt.due), last, spacing); !got.Equal(t0.Add(tt.want)) {
+				t.Errorf("earliestTurn = t0+%v, want t0+%v", got.Sub(t0), tt.want)
+			}
+		})
+	}
+}
+
+// TestHintsShareTheTurns plays a steady stream of hints against the watcher's and the
+// scheduler's bookkeeping: one turn in eight goes to the rest, and never two turns in a
+// row (a poll and the rest's turn) pass a waiting hint over.
+func TestHintsShareTheTurns(t *testing.T) {
+	var w watcher
+	var s turns
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	const pollInterval, turnEvery = 30 * time.Second, 4 * time.Second
+	rests, polls, hinted, passedInARow := 0, 0, 0, 0
+	for range 240 {
+		w.hintCame() // a hook before every turn
+		order := s.order(now, pollInterval, time.Time{}, w.hintPassed())
+		passed := true
+		switch order[0] {
+		case turnPoll:
+			s.lastPoll = now
+			w.passHint()
+			polls++
+		default:
+			s.lastWatch = now
+			rest := w.restTurn()
+			w.tookTurn(1, !rest, rest) // the rest always has work
+			if rest {
+				rests++
+			} else {
+				hinted++
+				passed = false
+			}
+		}
+		if passed {
+			passedInARow++
+			if passedInARow > 1 {
+				t.Fatalf("at %v: two turns in a row passed a waiting hint over", now)
+			}
+		} else {
+			passedInARow = 0
+		}
+		now = now.Add(turnEvery)
+	}
+	if polls < 25 || rests < 20 || hinted < 170 {
+		t.Errorf("in 240 turns: %d polls, %d to the rest, %d hinted; want about 30, 25, 185", polls, rests, hinted)
+	}
+	t.Logf("in 240 turns: %d polls, %d to the rest, %d hinted", polls, rests, hinted)
+}
+
+// TestHintBeginsTheTurnEarly: a hook on this replica or on another (sharing the store)
+// begins the leader's next turn at once when it is within half a spacing; without one
+// the turn waits for its time.
+func TestHintBeginsTheTurnEarly(t *testing.T) {
+	st, err := store.OpenEmbedded(filepath.Join(t.TempDir(), store.EmbeddedFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	// 18 a window of 5 minutes: turns every 20 s; a turn due in 10 s may begin now.
+	cfg := Config{RateLimit: 18, BudgetWindow: 5 * time.Minute}
+	leader, other := New(cfg, nil, nil, st, nil, nil), New(cfg, nil, nil, st, nil, nil)
+	wait := func(due time.Time) <-chan time.Time {
+		began := make(chan time.Time, 1)
+		var seen string
+		if v, err := st.Meta(t.Context(), metaHintSeq); err == nil {
+			seen = v
+		}
+		go func() {
+			if leader.waitTurn(t.Context(), due, time.Now().Add(-time.Minute), &seen) {
+				began <- time.Now()
+			}
+		}()
+		return began
+	}
+	if due := time.Now().Add(200 * time.Millisecond); (<-wait(due)).Before(due) {
+		t.Fatal("waitTurn returned before its time without a hint")
+	}
+	for _, tt := range []struct {
+		name string
+		from *Bot
+	}{{"a hook on this replica", leader}, {"a hook on another replica", other}} {
+		t.Run(tt.name, func(t *testing.T) {
+			due := time.Now().Add(10 * time.Second)
+			began := wait(due)
+			if _, _, err := tt.from.hint(t.Context(), []string{"issue_notcarded01"}); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case at := <-began:
+				if !at.Before(due) {
+					t.Errorf("the turn began at its time, not early")
+				}
+				leader.watch.tookTurn(0, false, false) // the step found nothing hinted
+			case <-time.After(5 * time.Second):
+				t.Fatal("the hint did not begin the turn within 5 s (it was due in 10 s)")
+			}
+		})
 	}
 }

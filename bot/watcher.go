@@ -74,6 +74,11 @@ type watcher struct {
 	// lastHint is the latest webhook hint seen on a record: while hooks come, the
 	// scheduler polls less often (see hooksActive).
 	lastHint time.Time
+	// hinted: a hinted issue waits for a scan (as far as this replica knows); passed:
+	// the last turn went elsewhere while one waited; hintTurns counts the turns given to
+	// hinted issues since the last one given to the rest.
+	hinted, passed bool
+	hintTurns      int
 	// unlisted holds open issues that a re-read found open although a complete sweep
 	// did not list them (another channel, say), with when: they are flagged again only
 	// every unlistedRecheck, not after every sweep, which would spend a request per such
@@ -81,6 +86,66 @@ type watcher struct {
 	// caused by a sweep marks an issue unlisted.
 	unlisted map[string]time.Time
 	missed   map[string]bool
+}
+
+// hintRestEvery: while hints keep coming, one watcher turn in this many goes to the
+// rest, so that a steady stream of hooks cannot starve the sweep and the round robin.
+const hintRestEvery = 8
+
+// hintCame notes that a hook named an issue.
+func (w *watcher) hintCame() {
+	w.mu.Lock()
+	w.hinted = true
+	w.mu.Unlock()
+}
+
+// hintWaiting reports whether a hinted issue waits for a scan.
+func (w *watcher) hintWaiting() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.hinted
+}
+
+// passHint notes a turn that went elsewhere: it passed a waiting hint over.
+func (w *watcher) passHint() {
+	w.mu.Lock()
+	w.passed = w.hinted
+	w.mu.Unlock()
+}
+
+// hintPassed reports whether a hinted issue waits and the last turn passed it over: the
+// next turn is the hint's.
+func (w *watcher) hintPassed() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.hinted && w.passed
+}
+
+// restTurn reports whether the rest has the turn over waiting hints: every
+// hintRestEvery-th turn, unless the last turn passed the hints over already.
+func (w *watcher) restTurn() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.hintTurns >= hintRestEvery-1 && !w.passed
+}
+
+// tookTurn records a watcher step's choice: hinted is how many hinted issues waited,
+// served whether the step took one of them, rest whether it was the rest's turn.
+func (w *watcher) tookTurn(hinted int, served, rest bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case hinted == 0:
+		w.hinted, w.passed = false, false
+	case served:
+		w.hintTurns++
+		w.hinted, w.passed = hinted > 1, false
+	default:
+		w.hinted, w.passed = true, true
+		if rest {
+			w.hintTurns = 0
+		}
+	}
 }
 
 // listing is one sighting of an issue in the open list.
@@ -177,6 +242,7 @@ func (b *Bot) syncStep(ctx context.Context) (bool, error) {
 		bestScore              float64
 		oldest                 time.Duration
 		openFrom               time.Time
+		nHinted                int
 	)
 	minGap := b.turnEvery() // no issue is scanned more often, unless it moved
 	for i := range recs {
@@ -217,6 +283,7 @@ func (b *Bot) syncStep(ctx context.Context) (bool, error) {
 			w.mu.Lock()
 			w.lastHint = latest(w.lastHint, r.HintedAt)
 			w.mu.Unlock()
+			nHinted++
 			if hinted == nil || r.HintedAt.Before(hinted.HintedAt) {
 				hinted = r
 			}
@@ -247,23 +314,30 @@ func (b *Bot) syncStep(ctx context.Context) (bool, error) {
 	b.metrics.watched.Set(float64(len(watched)))
 	b.metrics.scanOldest.Set(oldest.Seconds())
 
+	// Hinted issues go first, but the rest has a turn now and then (restTurn).
+	rest := w.restTurn()
+	var pick *store.Summary
+	run := b.scanReplies
 	switch {
 	case refresh != nil:
-		return b.stepOn(ctx, refresh.IssueUUID, b.refreshIssue)
-	case hinted != nil && step%8 != 0:
-		// Hinted issues go first, but every eighth turn goes to the rest, so that a
-		// steady stream of hooks cannot starve the sweep and the round robin.
-		return b.stepOn(ctx, hinted.IssueUUID, b.scanReplies)
+		pick, run = refresh, b.refreshIssue
+	case hinted != nil && !rest:
+		pick = hinted
 	case dirty != nil:
-		return b.stepOn(ctx, dirty.IssueUUID, b.scanReplies)
+		pick = dirty
 	case sweepDue && !openFrom.IsZero() && (step%3 == 0 || bestRR == nil):
+		w.tookTurn(nHinted, false, rest)
 		return true, b.sweepPage(ctx, openFrom, watched)
 	case bestRR != nil:
-		return b.stepOn(ctx, bestRR.IssueUUID, b.scanReplies)
+		pick = bestRR
 	case hinted != nil:
-		return b.stepOn(ctx, hinted.IssueUUID, b.scanReplies)
+		pick = hinted
 	}
-	return false, nil
+	w.tookTurn(nHinted, pick != nil && pick == hinted, rest)
+	if pick == nil {
+		return false, nil
+	}
+	return b.stepOn(ctx, pick.IssueUUID, run)
 }
 
 // stepOn reads the record of the issue a step picked from the summaries and runs the

@@ -34,6 +34,10 @@ const webhookMaxIssues = 1000
 // the bot does not know: the next turn polls for new issues.
 const metaPollHint = "webhook.pollHint"
 
+// metaHintSeq changes with every hook that names an issue (unix ns of its arrival at
+// some replica): the leader's scheduler watches it to begin its next turn early.
+const metaHintSeq = "webhook.hintSeq"
+
 // issueRef finds Guance issue uuids in any text.
 var issueRef = regexp.MustCompile(`issue_[A-Za-z0-9]{6,64}`)
 
@@ -111,6 +115,16 @@ func (b *Bot) hint(ctx context.Context, uuids []string) (hinted, unknown int, er
 	if unknown > 0 {
 		if err := b.state.SetMeta(ctx, metaPollHint, strconv.FormatInt(b.now().UnixMilli(), 10)); err != nil {
 			return hinted, unknown, err
+		}
+	}
+	if hinted+unknown > 0 {
+		if err := b.state.SetMeta(ctx, metaHintSeq, strconv.FormatInt(b.now().UnixNano(), 10)); err != nil {
+			return hinted, unknown, err
+		}
+		b.watch.hintCame()
+		select {
+		case b.hintWake <- struct{}{}:
+		default:
 		}
 	}
 	b.metrics.hints.Add(float64(hinted + unknown))
