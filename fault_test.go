@@ -704,12 +704,10 @@ func TestReplicasSurviveFaults(t *testing.T) {
 	// still on its way would be seen. The throttle's penalty pauses Guance calls for a
 	// minute; after it, background work must go on.
 	//
-	// Known bot bug, intermittent: these waits fail when, after the faults, background
-	// work stands still for minutes. runBudget (bot/schedule.go) charges a turn for every
-	// call the process's limiter granted while the turn waited, people's writes
-	// included, times a spacing that those writes widen too, so after an outage the
-	// next poll can be up to ten minutes away. The failure names Guance's longest
-	// silence.
+	// After the faults, people's writes held back by the outages are retried and may
+	// fill the window; background turns then slow down to leave them room (turnSpacing
+	// in bot/schedule.go) and are charged at most maxTurnCost spacings, so background
+	// work resumes well within these waits. A failure names Guance's longest silence.
 	quietFrom := throttleTo.Add(time.Minute)
 	r.mu.Lock()
 	issues := len(r.order)

@@ -169,6 +169,9 @@ type Config struct {
 	QuietAfter time.Duration
 	// Budget, when set, reports the Guance limiter's use for the status command.
 	Budget func() guance.LimiterStats
+	// Webhook is set when Guance's webhook is served (GUANCE_WEBHOOK_TOKEN, on every
+	// replica): the leader then looks for hooks taken by the others.
+	Webhook bool
 }
 
 // Bot is the application. Build it with New, hand it to a feishu.Intake as the event

@@ -26,13 +26,15 @@ import (
 // other does not need. POLL_INTERVAL is how often new issues are looked for when the
 // budget allows, not a claim on the budget.
 //
-// Webhook hints pull turns forward without adding any. While a hint waits (a hook on
+// Webhook hints bring turns forward without adding any. While a hint waits (a hook on
 // this replica, or on another: the store's metaHintSeq changes), the next turn may begin
 // up to half a spacing before its time, though never sooner than half a spacing after
-// the previous turn; the turn after it is due a spacing after the one it replaced, so
-// the pace is the budget's. And while a hint waits no two turns in a row go elsewhere
-// (to a poll, or to the watcher's turn for the rest): a hinted issue is read within
-// half a spacing and one more turn.
+// the previous turn nor on a leader's first turn, and only while the limiter's window
+// has room for it and one more request; the turn after it is due a spacing after the
+// one it replaced. While hooks come the turns are spaced for one request a window fewer,
+// which leaves that room. And while a hint waits, no two turns in a row go elsewhere (to
+// a poll, a re-read, or the watcher's turn for the rest). So one hinted issue waits
+// about half a spacing, and at most one more turn.
 
 // metaNextTurn is the store's record of the next background turn (unix ms).
 const metaNextTurn = "budget.nextTurn"
@@ -50,12 +52,17 @@ func (b *Bot) turnEvery() time.Duration {
 // background work slows down to leave them that much and one more. (The limiter
 // would grant people first anyway, but a background turn that takes a free slot
 // makes the next reply or click wait for the window to move.)
+// While hooks come, one more request of each window is left free (see above).
 func (b *Bot) turnSpacing() time.Duration {
 	people := Reserve(b.cfg.RateLimit)
 	if b.cfg.Budget != nil {
 		people = max(people, b.cfg.Budget().HighUsed+1)
 	}
-	return b.cfg.BudgetWindow / time.Duration(max(b.cfg.RateLimit-people-1, 1))
+	spare := 1
+	if b.hooksActive(b.now()) {
+		spare = 2
+	}
+	return b.cfg.BudgetWindow / time.Duration(max(b.cfg.RateLimit-people-spare, 1))
 }
 
 // pollEvery is the poll cadence while the watcher is busy too: the first turn once
@@ -89,13 +96,15 @@ type turns struct {
 
 // order returns what to offer this turn, first choice first: the poll only when due
 // (or asked for since the last one: hint is when Guance's webhook named an unknown
-// issue), and of two candidates the one served longer ago — or the watcher, when
-// hintPassed (a hinted issue waits and the last turn went elsewhere).
+// issue: then first), and of two candidates the one served longer ago — or the watcher,
+// when hintPassed (a hinted issue waits and the last turn went elsewhere).
 func (s *turns) order(now time.Time, pollInterval time.Duration, hint time.Time, hintPassed bool) []turn {
 	pollDue := s.lastPoll.IsZero() || now.Sub(s.lastPoll) >= pollInterval || hint.After(s.lastPoll)
 	switch {
 	case !pollDue:
 		return []turn{turnWatch}
+	case hint.After(s.lastPoll):
+		return []turn{turnPoll, turnWatch} // a hook named an unknown issue
 	case hintPassed, s.lastPoll.After(s.lastWatch):
 		return []turn{turnWatch, turnPoll}
 	}
@@ -109,9 +118,12 @@ func (b *Bot) runBudget(ctx context.Context) {
 	next := b.loadNextTurn(ctx)
 	var (
 		s    turns
-		last time.Time // when the previous turn began
+		last time.Time // when the previous turn that made a request began
 		seen string    // metaHintSeq as last read
 	)
+	if b.cfg.Webhook {
+		seen, _ = b.state.Meta(ctx, metaHintSeq) // hooks before this term are in the records
+	}
 	for {
 		if !b.waitTurn(ctx, next, last, &seen) {
 			return
@@ -136,7 +148,6 @@ func (b *Bot) runBudget(ctx context.Context) {
 			// if the watcher gets work (a poll or a thread event flags an issue).
 			wait := min(every, s.lastPoll.Add(b.cfg.PollInterval).Sub(now))
 			next = now.Add(max(wait, 100*time.Millisecond))
-			last = now
 			continue
 		}
 		// A turn that took more than one request (a second list page, the channel or
@@ -154,30 +165,51 @@ func (b *Bot) runBudget(ctx context.Context) {
 
 // earliestTurn is the soonest a turn due at due may begin while a hint waits: half a
 // spacing early, and no sooner than half a spacing after the previous turn (last; the
-// zero time: none).
+// zero time, on a leader's first turn: not early at all, the predecessor's last turn
+// is not known).
 func earliestTurn(due, last time.Time, spacing time.Duration) time.Time {
-	early := due.Add(-spacing / 2)
-	if !last.IsZero() {
-		early = latest(early, last.Add(spacing/2))
+	if last.IsZero() {
+		return due
+	}
+	early := latest(due.Add(-spacing/2), last.Add(spacing/2))
+	if early.After(due) {
+		return due
 	}
 	return early
 }
 
+// roomForEarly reports whether the limiter's window has room for a turn begun early
+// and one more request (the one a turn sometimes adds), besides what it keeps for
+// people's writes.
+func roomForEarly(st guance.LimiterStats) bool {
+	return st.Limit-st.Used-max(st.Reserve-st.HighUsed, 0) >= 2
+}
+
 // waitTurn waits until the turn due at due begins: at due, or from earliestTurn on as
-// soon as a hint waits. seen is metaHintSeq as last read, updated here. It reports
-// false when ctx ends.
+// soon as a hint waits and the window has room (roomForEarly). seen is metaHintSeq as
+// last read, updated here. It reports false when ctx ends.
 func (b *Bot) waitTurn(ctx context.Context, due, last time.Time, seen *string) bool {
-	spacing := b.turnEvery()
-	if d := earliestTurn(due, last, spacing).Sub(b.now()); d > 0 && !sleepCtx(ctx, d) {
-		return false
-	}
+	spacing := b.turnSpacing()
+	early := earliestTurn(due, last, spacing)
 	look := max(spacing/16, 10*time.Millisecond) // how often another replica's hooks are looked for
 	for {
-		d := due.Sub(b.now())
-		if d <= 0 || b.hintWaits(ctx, seen) {
+		now := b.now()
+		if !now.Before(due) {
 			return ctx.Err() == nil
 		}
-		t := time.NewTimer(min(d, look))
+		wake := due
+		switch {
+		case now.Before(early):
+			wake = early
+		case b.hintWaits(ctx, seen):
+			if b.cfg.Budget == nil || roomForEarly(b.cfg.Budget()) {
+				return ctx.Err() == nil
+			}
+			wake = latest(now.Add(look), early)
+		case b.cfg.Webhook:
+			wake = now.Add(look)
+		}
+		t := time.NewTimer(min(wake.Sub(now), due.Sub(now)))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -190,11 +222,14 @@ func (b *Bot) waitTurn(ctx context.Context, due, last time.Time, seen *string) b
 }
 
 // hintWaits reports whether a hinted issue waits for the watcher: one the last step
-// left, or a hook since (metaHintSeq differs from *seen).
+// left, or (with the webhook on) a hook on another replica since (metaHintSeq differs
+// from *seen).
 func (b *Bot) hintWaits(ctx context.Context, seen *string) bool {
-	if v, err := b.state.Meta(ctx, metaHintSeq); err == nil && v != *seen {
-		*seen = v
-		b.watch.hintCame()
+	if b.cfg.Webhook {
+		if v, err := b.state.Meta(ctx, metaHintSeq); err == nil && v != *seen {
+			*seen = v
+			b.watch.hintCame(b.now())
+		}
 	}
 	return b.watch.hintWaiting()
 }
@@ -208,13 +243,18 @@ const hookPollEvery = 2
 // pollInterval is the interval the scheduler polls at now: POLL_INTERVAL, longer while
 // hooks are coming.
 func (b *Bot) pollInterval(now time.Time) time.Duration {
-	b.watch.mu.Lock()
-	last := b.watch.lastHint
-	b.watch.mu.Unlock()
-	if !last.IsZero() && now.Sub(last) < b.cfg.BudgetWindow {
+	if b.hooksActive(now) {
 		return max(b.cfg.PollInterval, b.cfg.BudgetWindow/hookPollEvery)
 	}
 	return b.cfg.PollInterval
+}
+
+// hooksActive reports whether Guance's webhook named an issue within the last window.
+func (b *Bot) hooksActive(now time.Time) bool {
+	b.watch.mu.Lock()
+	last := b.watch.lastHint
+	b.watch.mu.Unlock()
+	return !last.IsZero() && now.Sub(last) < b.cfg.BudgetWindow
 }
 
 // maxTurnCost bounds how many turns' worth of budget one turn is charged.

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"issuebot/guance"
 	"issuebot/store"
 )
 
@@ -25,7 +26,8 @@ func TestTurnOrder(t *testing.T) {
 		{"both due, the poll waited longer", 6 * time.Second, 3 * time.Second, 0, false, []turn{turnPoll, turnWatch}},
 		{"a passed-over hint goes before a poll that waited longer", 6 * time.Second, 3 * time.Second, 0, true, []turn{turnWatch, turnPoll}},
 		{"the watcher never ran", 3 * time.Second, 0, 0, false, []turn{turnWatch, turnPoll}},
-		{"a hint since the last poll makes it due", time.Second, 10 * time.Second, 500 * time.Millisecond, false, []turn{turnWatch, turnPoll}},
+		{"a hint since the last poll makes it due, first", time.Second, 10 * time.Second, 500 * time.Millisecond, false, []turn{turnPoll, turnWatch}},
+		{"a hinted poll goes before a passed-over hint", time.Second, 10 * time.Second, 500 * time.Millisecond, true, []turn{turnPoll, turnWatch}},
 		{"a hint before the last poll does not", time.Second, 10 * time.Second, 2 * time.Second, false, []turn{turnWatch}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -99,7 +101,8 @@ func TestPollSlowsWhileHooksCome(t *testing.T) {
 }
 
 // TestEarliestTurn: while a hint waits, a turn begins up to half a spacing early, never
-// sooner than half a spacing after the previous one.
+// sooner than half a spacing after the previous one, never later than due, and not early
+// on a leader's first turn.
 func TestEarliestTurn(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	const spacing = 4 * time.Second
@@ -109,8 +112,9 @@ func TestEarliestTurn(t *testing.T) {
 		want      time.Duration
 	}{
 		{"half a spacing early", 4 * time.Second, 0, 2 * time.Second},
-		{"no previous turn", 4 * time.Second, -1, 2 * time.Second},
-		{"the previous turn was late", 4 * time.Second, 3 * time.Second, 5 * time.Second},
+		{"a leader's first turn is not early", 4 * time.Second, -1, 4 * time.Second},
+		{"half a spacing after the previous turn", 4 * time.Second, time.Second, 3 * time.Second},
+		{"never after due", 4 * time.Second, 3 * time.Second, 4 * time.Second},
 		{"a turn that cost two waits a spacing and a half", 8 * time.Second, 0, 6 * time.Second},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -125,49 +129,41 @@ func TestEarliestTurn(t *testing.T) {
 	}
 }
 
-// TestHintsShareTheTurns plays a steady stream of hints against the watcher's and the
-// scheduler's bookkeeping: one turn in eight goes to the rest, and never two turns in a
-// row (a poll and the rest's turn) pass a waiting hint over.
+// TestHintsShareTheTurns plays a steady stream of hints, with a re-read waiting every
+// fifth turn, against the scheduler's and the watcher's decisions: one turn in eight
+// goes to the rest, polls still come, and never two turns in a row (a poll, a re-read,
+// the rest's turn) pass a waiting hint over.
 func TestHintsShareTheTurns(t *testing.T) {
 	var w watcher
 	var s turns
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	const pollInterval, turnEvery = 30 * time.Second, 4 * time.Second
-	rests, polls, hinted, passedInARow := 0, 0, 0, 0
-	for range 240 {
-		w.hintCame() // a hook before every turn
-		order := s.order(now, pollInterval, time.Time{}, w.hintPassed())
+	counts := map[stepKind]int{}
+	polls, passedInARow := 0, 0
+	for i := range 240 {
+		w.hintCame(now) // a hook before every turn
 		passed := true
-		switch order[0] {
-		case turnPoll:
+		if order := s.order(now, pollInterval, time.Time{}, w.hintPassed()); order[0] == turnPoll {
 			s.lastPoll = now
 			w.passHint()
 			polls++
-		default:
-			s.lastWatch = now
-			rest := w.restTurn()
-			w.tookTurn(1, !rest, rest) // the rest always has work
-			if rest {
-				rests++
-			} else {
-				hinted++
-				passed = false
-			}
-		}
-		if passed {
-			passedInARow++
-			if passedInARow > 1 {
-				t.Fatalf("at %v: two turns in a row passed a waiting hint over", now)
-			}
 		} else {
-			passedInARow = 0
+			s.lastWatch = now
+			rest, wasPassed := w.restTurn()
+			kind := chooseStep(waiting{refresh: i%5 == 0, hinted: true, dirty: true, sweep: true, roundRobin: true}, rest, wasPassed)
+			w.tookTurn(1, kind == stepHinted, rest)
+			counts[kind]++
+			passed = kind != stepHinted
+		}
+		if passedInARow = map[bool]int{true: passedInARow + 1, false: 0}[passed]; passedInARow > 1 {
+			t.Fatalf("turn %d: two turns in a row passed a waiting hint over", i)
 		}
 		now = now.Add(turnEvery)
 	}
-	if polls < 25 || rests < 20 || hinted < 170 {
-		t.Errorf("in 240 turns: %d polls, %d to the rest, %d hinted; want about 30, 25, 185", polls, rests, hinted)
+	t.Logf("in 240 turns: %d polls, steps %v", polls, counts)
+	if polls < 25 || counts[stepDirty] < 15 || counts[stepRefresh] < 15 || counts[stepHinted] < 150 {
+		t.Errorf("in 240 turns: %d polls, steps %v; want about 30 polls, 25 to the rest, 30 re-reads", polls, counts)
 	}
-	t.Logf("in 240 turns: %d polls, %d to the rest, %d hinted", polls, rests, hinted)
 }
 
 // TestHintBeginsTheTurnEarly: a hook on this replica or on another (sharing the store)
@@ -180,7 +176,7 @@ func TestHintBeginsTheTurnEarly(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = st.Close() })
 	// 18 a window of 5 minutes: turns every 20 s; a turn due in 10 s may begin now.
-	cfg := Config{RateLimit: 18, BudgetWindow: 5 * time.Minute}
+	cfg := Config{RateLimit: 18, BudgetWindow: 5 * time.Minute, Webhook: true}
 	leader, other := New(cfg, nil, nil, st, nil, nil), New(cfg, nil, nil, st, nil, nil)
 	wait := func(due time.Time) <-chan time.Time {
 		began := make(chan time.Time, 1)
@@ -198,6 +194,19 @@ func TestHintBeginsTheTurnEarly(t *testing.T) {
 	if due := time.Now().Add(200 * time.Millisecond); (<-wait(due)).Before(due) {
 		t.Fatal("waitTurn returned before its time without a hint")
 	}
+	// A window without room for an early turn and one more request: the hint waits.
+	full := guance.LimiterStats{Limit: 18, Reserve: 2, Used: 15}
+	leader.cfg.Budget = func() guance.LimiterStats { return full }
+	due := time.Now().Add(time.Second)
+	began := wait(due)
+	if _, _, err := leader.hint(t.Context(), []string{"issue_notcarded00"}); err != nil {
+		t.Fatal(err)
+	}
+	if (<-began).Before(due) {
+		t.Error("a hint began a turn early in a full window")
+	}
+	leader.cfg.Budget = nil
+	leader.watch.tookTurn(0, false, false)
 	for _, tt := range []struct {
 		name string
 		from *Bot
@@ -218,5 +227,26 @@ func TestHintBeginsTheTurnEarly(t *testing.T) {
 				t.Fatal("the hint did not begin the turn within 5 s (it was due in 10 s)")
 			}
 		})
+	}
+}
+
+// TestRoomForEarly: a turn begins early only while the window has room for it and one
+// more request, besides the reserve people's writes keep.
+func TestRoomForEarly(t *testing.T) {
+	for _, tt := range []struct {
+		used, high int
+		want       bool
+	}{
+		{0, 0, true},
+		{14, 0, true},  // 18 - 14 - 2 reserved = 2 free
+		{15, 0, false}, // 1 free: the extra request of a turn would wait
+		{15, 1, true},  // one of the reserve is taken: 2 free
+		{16, 4, true},  // people took more than their reserve: 2 free
+		{17, 4, false},
+	} {
+		st := guance.LimiterStats{Limit: 18, Reserve: 2, Used: tt.used, HighUsed: tt.high}
+		if got := roomForEarly(st); got != tt.want {
+			t.Errorf("used %d (people %d) of 18: roomForEarly = %v, want %v", tt.used, tt.high, got, tt.want)
+		}
 	}
 }

@@ -92,10 +92,11 @@ type watcher struct {
 // rest, so that a steady stream of hooks cannot starve the sweep and the round robin.
 const hintRestEvery = 8
 
-// hintCame notes that a hook named an issue.
-func (w *watcher) hintCame() {
+// hintCame notes that a hook named an issue at now.
+func (w *watcher) hintCame(now time.Time) {
 	w.mu.Lock()
 	w.hinted = true
+	w.lastHint = latest(w.lastHint, now)
 	w.mu.Unlock()
 }
 
@@ -121,12 +122,13 @@ func (w *watcher) hintPassed() bool {
 	return w.hinted && w.passed
 }
 
-// restTurn reports whether the rest has the turn over waiting hints: every
-// hintRestEvery-th turn, unless the last turn passed the hints over already.
-func (w *watcher) restTurn() bool {
+// restTurn reports whether the rest has the turn over waiting hints (every
+// hintRestEvery-th turn, unless the last turn passed the hints over already), and
+// whether the last turn passed them over (then this one is theirs).
+func (w *watcher) restTurn() (rest, passed bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.hintTurns >= hintRestEvery-1 && !w.passed
+	return w.hintTurns >= hintRestEvery-1 && !w.passed, w.passed
 }
 
 // tookTurn records a watcher step's choice: hinted is how many hinted issues waited,
@@ -314,30 +316,68 @@ func (b *Bot) syncStep(ctx context.Context) (bool, error) {
 	b.metrics.watched.Set(float64(len(watched)))
 	b.metrics.scanOldest.Set(oldest.Seconds())
 
-	// Hinted issues go first, but the rest has a turn now and then (restTurn).
-	rest := w.restTurn()
-	var pick *store.Summary
-	run := b.scanReplies
-	switch {
-	case refresh != nil:
-		pick, run = refresh, b.refreshIssue
-	case hinted != nil && !rest:
-		pick = hinted
-	case dirty != nil:
-		pick = dirty
-	case sweepDue && !openFrom.IsZero() && (step%3 == 0 || bestRR == nil):
-		w.tookTurn(nHinted, false, rest)
+	rest, passed := w.restTurn()
+	kind := chooseStep(waiting{
+		refresh: refresh != nil, hinted: hinted != nil, dirty: dirty != nil,
+		sweep:      sweepDue && !openFrom.IsZero() && (step%3 == 0 || bestRR == nil),
+		roundRobin: bestRR != nil,
+	}, rest, passed)
+	w.tookTurn(nHinted, kind == stepHinted, rest)
+	switch kind {
+	case stepRefresh:
+		return b.stepOn(ctx, refresh.IssueUUID, b.refreshIssue)
+	case stepHinted:
+		return b.stepOn(ctx, hinted.IssueUUID, b.scanReplies)
+	case stepDirty:
+		return b.stepOn(ctx, dirty.IssueUUID, b.scanReplies)
+	case stepSweep:
 		return true, b.sweepPage(ctx, openFrom, watched)
-	case bestRR != nil:
-		pick = bestRR
-	case hinted != nil:
-		pick = hinted
+	case stepRoundRobin:
+		return b.stepOn(ctx, bestRR.IssueUUID, b.scanReplies)
 	}
-	w.tookTurn(nHinted, pick != nil && pick == hinted, rest)
-	if pick == nil {
-		return false, nil
+	return false, nil
+}
+
+// waiting is what a watcher step could do: re-read an issue, scan a hinted one, scan
+// one that changed (or whose scan was cut short), read a page of the open-issue sweep,
+// scan the round robin's pick.
+type waiting struct {
+	refresh, hinted, dirty, sweep, roundRobin bool
+}
+
+// stepKind is what a watcher step does.
+type stepKind int
+
+const (
+	stepNone stepKind = iota
+	stepRefresh
+	stepHinted
+	stepDirty
+	stepSweep
+	stepRoundRobin
+)
+
+// chooseStep picks a watcher step: a re-read, then hinted issues, then the rest (in the
+// order of waiting's fields). But hinted issues give way to the rest on its turn (rest,
+// see restTurn), and go before a re-read when the last turn passed them over (passed).
+func chooseStep(w waiting, rest, passed bool) stepKind {
+	switch {
+	case w.hinted && passed:
+		return stepHinted
+	case w.refresh:
+		return stepRefresh
+	case w.hinted && !rest:
+		return stepHinted
+	case w.dirty:
+		return stepDirty
+	case w.sweep:
+		return stepSweep
+	case w.roundRobin:
+		return stepRoundRobin
+	case w.hinted:
+		return stepHinted
 	}
-	return b.stepOn(ctx, pick.IssueUUID, run)
+	return stepNone
 }
 
 // stepOn reads the record of the issue a step picked from the summaries and runs the

@@ -34,8 +34,9 @@ const webhookMaxIssues = 1000
 // the bot does not know: the next turn polls for new issues.
 const metaPollHint = "webhook.pollHint"
 
-// metaHintSeq changes with every hook that names an issue (unix ns of its arrival at
-// some replica): the leader's scheduler watches it to begin its next turn early.
+// metaHintSeq changes with every hook that names an issue on a replica that does not
+// lead (unix ns of its arrival): the leader's scheduler watches it to begin its next
+// turn early (see waitTurn).
 const metaHintSeq = "webhook.hintSeq"
 
 // issueRef finds Guance issue uuids in any text.
@@ -118,10 +119,12 @@ func (b *Bot) hint(ctx context.Context, uuids []string) (hinted, unknown int, er
 		}
 	}
 	if hinted+unknown > 0 {
-		if err := b.state.SetMeta(ctx, metaHintSeq, strconv.FormatInt(b.now().UnixNano(), 10)); err != nil {
-			return hinted, unknown, err
+		if b.term.Load() == 0 { // the leader needs no telling
+			if err := b.state.SetMeta(ctx, metaHintSeq, strconv.FormatInt(b.now().UnixNano(), 10)); err != nil {
+				return hinted, unknown, err
+			}
 		}
-		b.watch.hintCame()
+		b.watch.hintCame(b.now())
 		select {
 		case b.hintWake <- struct{}{}:
 		default:

@@ -130,7 +130,7 @@ type Card struct {
 	// PatchedRevision is the issue's CardRevision this card shows.
 	PatchedRevision int64 `json:"patched_revision,omitempty"`
 	// Digest names the storm digest that holds the issue in this chat; MessageID stays
-	// empty until someone posts the issue's own card (into the digest's thread).
+	// empty until someone posts the issue's own card (its Card button in the digest).
 	Digest string `json:"digest,omitempty"`
 }
 
