@@ -208,6 +208,25 @@ func TestStormEndSurvivesRestarts(t *testing.T) {
 	}
 }
 
+// stormByHand is a harness with a storm threshold of 3 at Feishu's real pace, a Bot
+// stepped by hand as the leader of term 1, and five new issues in Guance, as listed.
+func stormByHand(t *testing.T) (*harness, *Bot, []guance.Issue) {
+	t.Helper()
+	h := newHarness(t, "embedded", 18, time.Minute)
+	h.cfg.StormThreshold = 3
+	h.cfg.ChatSendInterval = 250 * time.Millisecond // Feishu's 5 a second per chat
+	b := New(h.cfg, h.fc, h.gc, h.st, nil, h.logger())
+	b.term.Store(1)
+	for i := range 5 {
+		h.gs.AddIssue(guancetest.IssueSpec{Name: fmt.Sprintf("node-%02d down", i)})
+	}
+	issues, err := h.gc.ListAllIssues(t.Context(), guanceQueryAll())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, b, issues
+}
+
 // TestStormGateAgainKeepsThePostedCard: an issue whose poll was cut short after its card
 // job was stored (a crash, or a store error, before it was marked seen) is gated again
 // by the next poll, perhaps after a storm began. It keeps the card it was given: one
@@ -215,19 +234,8 @@ func TestStormEndSurvivesRestarts(t *testing.T) {
 // replies), and one still queued is posted. A digested issue carded from the digest and
 // gated again keeps its card too.
 func TestStormGateAgainKeepsThePostedCard(t *testing.T) {
-	h := newHarness(t, "embedded", 18, time.Minute)
-	h.cfg.StormThreshold = 3
-	h.cfg.ChatSendInterval = 250 * time.Millisecond // Feishu's 5 a second per chat
-	b := New(h.cfg, h.fc, h.gc, h.st, nil, h.logger())
-	b.term.Store(1) // stepped by hand as the leader of term 1
+	h, b, issues := stormByHand(t)
 	ctx := t.Context()
-	for i := range 5 {
-		h.gs.AddIssue(guancetest.IssueSpec{Name: fmt.Sprintf("node-%02d down", i)})
-	}
-	issues, err := h.gc.ListAllIssues(ctx, guanceQueryAll())
-	if err != nil {
-		t.Fatal(err)
-	}
 	gate := func(is guance.Issue) {
 		t.Helper()
 		if err := b.queueCard(ctx, is); err != nil {
@@ -295,21 +303,10 @@ func TestStormGateAgainKeepsThePostedCard(t *testing.T) {
 // shows what the digest counted then; the digest is rendered once more, so it shows what
 // it counts now without waiting for the storm's next change.
 func TestDigestSentAgainShowsWhatItCounts(t *testing.T) {
-	h := newHarness(t, "embedded", 18, time.Minute)
-	h.cfg.StormThreshold = 3
-	h.cfg.ChatSendInterval = 250 * time.Millisecond // Feishu's 5 a second per chat
-	b := New(h.cfg, h.fc, h.gc, h.st, nil, h.logger())
-	b.term.Store(1) // stepped by hand as the leader of term 1
+	h, b, issues := stormByHand(t)
 	var offset atomic.Int64
 	b.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 	ctx := t.Context()
-	for i := range 5 {
-		h.gs.AddIssue(guancetest.IssueSpec{Name: fmt.Sprintf("node-%02d down", i)})
-	}
-	issues, err := h.gc.ListAllIssues(ctx, guanceQueryAll())
-	if err != nil {
-		t.Fatal(err)
-	}
 	step := func(err error) {
 		t.Helper()
 		if err != nil {

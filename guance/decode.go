@@ -126,6 +126,35 @@ func (p *PageInfo) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// decodePage reads a list's content in either shape Guance uses: a bare array of rows
+// with pageInfo at the top level (reply/list as documented; issue/list as Guance's own
+// scripts expect), or {data, pageInfo} (issue/list as documented), whose pageInfo
+// falls back to the top level's.
+func decodePage[T any](env *envelope) ([]T, *PageInfo, error) {
+	content := bytes.TrimSpace(env.Content)
+	if isNull(content) {
+		return nil, env.PageInfo, nil
+	}
+	if content[0] == '[' {
+		var rows []T
+		if err := json.Unmarshal(content, &rows); err != nil {
+			return nil, nil, fmt.Errorf("decode content: %w", err)
+		}
+		return rows, env.PageInfo, nil
+	}
+	var page struct {
+		Data     []T       `json:"data"`
+		PageInfo *PageInfo `json:"pageInfo"`
+	}
+	if err := json.Unmarshal(content, &page); err != nil {
+		return nil, nil, fmt.Errorf("decode content: %w", err)
+	}
+	if page.PageInfo == nil {
+		page.PageInfo = env.PageInfo
+	}
+	return page.Data, page.PageInfo, nil
+}
+
 // pageOf fills in what a page's pageInfo lacks: Guance may omit it or some of its fields.
 func pageOf(pi *PageInfo, rows, pageIndex, pageSize int) PageInfo {
 	var p PageInfo

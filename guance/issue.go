@@ -286,38 +286,11 @@ func (c *Client) ListIssues(ctx context.Context, q IssueQuery) ([]Issue, PageInf
 	if err != nil {
 		return nil, PageInfo{}, fmt.Errorf("list issues: %w", err)
 	}
-	issues, pi, err := decodeIssuePage(env)
+	issues, pi, err := decodePage[Issue](env)
 	if err != nil {
 		return nil, PageInfo{}, fmt.Errorf("list issues: %w", err)
 	}
 	return issues, pageOf(pi, len(issues), req.PageIndex, req.PageSize), nil
-}
-
-// decodeIssuePage reads issue/list content: {data, pageInfo} as documented, or a bare
-// array as Guance's own scripts expect. pageInfo may also sit at the top level.
-func decodeIssuePage(env *envelope) ([]Issue, *PageInfo, error) {
-	content := bytes.TrimSpace(env.Content)
-	if isNull(content) {
-		return nil, env.PageInfo, nil
-	}
-	if content[0] == '[' {
-		var issues []Issue
-		if err := json.Unmarshal(content, &issues); err != nil {
-			return nil, nil, fmt.Errorf("decode content: %w", err)
-		}
-		return issues, env.PageInfo, nil
-	}
-	var page struct {
-		Data     []Issue   `json:"data"`
-		PageInfo *PageInfo `json:"pageInfo"`
-	}
-	if err := json.Unmarshal(content, &page); err != nil {
-		return nil, nil, fmt.Errorf("decode content: %w", err)
-	}
-	if page.PageInfo == nil {
-		page.PageInfo = env.PageInfo
-	}
-	return page.Data, page.PageInfo, nil
 }
 
 // ListAllIssues pages through the issues q selects, from q.PageIndex to the end: until a

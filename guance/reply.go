@@ -1,7 +1,6 @@
 package guance
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -94,38 +93,11 @@ func (c *Client) ListReplies(ctx context.Context, issueUUID string, o ReplyListO
 	if err != nil {
 		return nil, PageInfo{}, fmt.Errorf("list replies of issue %s: %w", issueUUID, err)
 	}
-	replies, pi, err := decodeReplyPage(env)
+	replies, pi, err := decodePage[Reply](env)
 	if err != nil {
 		return nil, PageInfo{}, fmt.Errorf("list replies of issue %s: %w", issueUUID, err)
 	}
 	return replies, pageOf(pi, len(replies), o.PageIndex, o.PageSize), nil
-}
-
-// decodeReplyPage reads reply/list content: a bare array with pageInfo at the top level
-// as documented, or {data, pageInfo} like issue/list.
-func decodeReplyPage(env *envelope) ([]Reply, *PageInfo, error) {
-	content := bytes.TrimSpace(env.Content)
-	if isNull(content) {
-		return nil, env.PageInfo, nil
-	}
-	if content[0] == '[' {
-		var replies []Reply
-		if err := json.Unmarshal(content, &replies); err != nil {
-			return nil, nil, fmt.Errorf("decode content: %w", err)
-		}
-		return replies, env.PageInfo, nil
-	}
-	var page struct {
-		Data     []Reply   `json:"data"`
-		PageInfo *PageInfo `json:"pageInfo"`
-	}
-	if err := json.Unmarshal(content, &page); err != nil {
-		return nil, nil, fmt.Errorf("decode content: %w", err)
-	}
-	if page.PageInfo == nil {
-		page.PageInfo = env.PageInfo
-	}
-	return page.Data, page.PageInfo, nil
 }
 
 // CreateReply posts a reply to an issue, as the API key (Guance shows the key's name as

@@ -20,6 +20,24 @@ type Sent struct {
 	ChatID    string
 }
 
+// sentOf reads the message Feishu's answer describes.
+func sentOf(messageID, rootID, threadID, chatID *string) Sent {
+	return Sent{
+		MessageID: larkcore.StringValue(messageID),
+		RootID:    larkcore.StringValue(rootID),
+		ThreadID:  larkcore.StringValue(threadID),
+		ChatID:    larkcore.StringValue(chatID),
+	}
+}
+
+// sentErr is err, or an error when Feishu accepted a message without naming it.
+func sentErr(op string, out Sent, err error) error {
+	if err == nil && out.MessageID == "" {
+		return &Error{Op: op, Msg: "answer carries no message_id"}
+	}
+	return err
+}
+
 // SendCard posts an interactive card (JSON 2.0, as bytes) to a chat. uuid makes the
 // call idempotent: Feishu sends at most one message per uuid within an hour, so a
 // retry after a lost answer does not post the card twice. uuid may be "".
@@ -49,20 +67,12 @@ func (c *Client) create(ctx context.Context, op, chatID, msgType, content, uuid 
 		if err != nil {
 			return nil, 0, "", err
 		}
-		if resp.Code == 0 && resp.Data != nil {
-			out = Sent{
-				MessageID: larkcore.StringValue(resp.Data.MessageId),
-				RootID:    larkcore.StringValue(resp.Data.RootId),
-				ThreadID:  larkcore.StringValue(resp.Data.ThreadId),
-				ChatID:    larkcore.StringValue(resp.Data.ChatId),
-			}
+		if d := resp.Data; resp.Code == 0 && d != nil {
+			out = sentOf(d.MessageId, d.RootId, d.ThreadId, d.ChatId)
 		}
 		return resp.ApiResp, resp.Code, resp.Msg, nil
 	})
-	if err == nil && out.MessageID == "" {
-		err = &Error{Op: op, Msg: "answer carries no message_id"}
-	}
-	return out, err
+	return out, sentErr(op, out, err)
 }
 
 // ReplyText replies to a message with plain text. With inThread the reply goes into the
@@ -93,20 +103,12 @@ func (c *Client) reply(ctx context.Context, op, messageID, msgType, content stri
 		if err != nil {
 			return nil, 0, "", err
 		}
-		if resp.Code == 0 && resp.Data != nil {
-			out = Sent{
-				MessageID: larkcore.StringValue(resp.Data.MessageId),
-				RootID:    larkcore.StringValue(resp.Data.RootId),
-				ThreadID:  larkcore.StringValue(resp.Data.ThreadId),
-				ChatID:    larkcore.StringValue(resp.Data.ChatId),
-			}
+		if d := resp.Data; resp.Code == 0 && d != nil {
+			out = sentOf(d.MessageId, d.RootId, d.ThreadId, d.ChatId)
 		}
 		return resp.ApiResp, resp.Code, resp.Msg, nil
 	})
-	if err == nil && out.MessageID == "" {
-		err = &Error{Op: op, Msg: "answer carries no message_id"}
-	}
-	return out, err
+	return out, sentErr(op, out, err)
 }
 
 // PatchCard replaces the content of a card the bot sent. Feishu refuses cards older
