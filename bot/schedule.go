@@ -31,7 +31,7 @@ import (
 // up to half a spacing before its time, though never sooner than half a spacing after
 // the previous turn nor on a leader's first turn, and only while the limiter's window
 // has room for it and one more request; the turn after it is due a spacing after the
-// one it replaced. While hooks come the turns are spaced for one request a window fewer,
+// one it replaced (and a turn begun early that found nothing to do keeps its time). While hooks come the turns are spaced for one request a window fewer,
 // which leaves that room. And while a hint waits, no two turns in a row go elsewhere (to
 // a poll, a re-read, or the watcher's turn for the rest). So one hinted issue waits
 // about half a spacing, and at most one more turn.
@@ -96,15 +96,13 @@ type turns struct {
 
 // order returns what to offer this turn, first choice first: the poll only when due
 // (or asked for since the last one: hint is when Guance's webhook named an unknown
-// issue: then first), and of two candidates the one served longer ago — or the watcher,
-// when hintPassed (a hinted issue waits and the last turn went elsewhere).
+// issue), and of two candidates the one served longer ago — or the watcher, when
+// hintPassed (a hinted issue waits and the last turn went elsewhere).
 func (s *turns) order(now time.Time, pollInterval time.Duration, hint time.Time, hintPassed bool) []turn {
 	pollDue := s.lastPoll.IsZero() || now.Sub(s.lastPoll) >= pollInterval || hint.After(s.lastPoll)
 	switch {
 	case !pollDue:
 		return []turn{turnWatch}
-	case hint.After(s.lastPoll):
-		return []turn{turnPoll, turnWatch} // a hook named an unknown issue
 	case hintPassed, s.lastPoll.After(s.lastWatch):
 		return []turn{turnWatch, turnPoll}
 	}
@@ -148,6 +146,9 @@ func (b *Bot) runBudget(ctx context.Context) {
 			// if the watcher gets work (a poll or a thread event flags an issue).
 			wait := min(every, s.lastPoll.Add(b.cfg.PollInterval).Sub(now))
 			next = now.Add(max(wait, 100*time.Millisecond))
+			if now.Before(due) {
+				next = due // begun early for nothing: the turn keeps its time
+			}
 			continue
 		}
 		// A turn that took more than one request (a second list page, the channel or
@@ -180,9 +181,9 @@ func earliestTurn(due, last time.Time, spacing time.Duration) time.Time {
 
 // roomForEarly reports whether the limiter's window has room for a turn begun early
 // and one more request (the one a turn sometimes adds), besides what it keeps for
-// people's writes.
+// people's writes: their reserve, or one more once they took it (as turnSpacing).
 func roomForEarly(st guance.LimiterStats) bool {
-	return st.Limit-st.Used-max(st.Reserve-st.HighUsed, 0) >= 2
+	return st.Limit-st.Used-max(st.Reserve-st.HighUsed, 1) >= 2
 }
 
 // waitTurn waits until the turn due at due begins: at due, or from earliestTurn on as
@@ -201,7 +202,7 @@ func (b *Bot) waitTurn(ctx context.Context, due, last time.Time, seen *string) b
 		switch {
 		case now.Before(early):
 			wake = early
-		case b.hintWaits(ctx, seen):
+		case b.hintWaits(ctx, seen, due):
 			if b.cfg.Budget == nil || roomForEarly(b.cfg.Budget()) {
 				return ctx.Err() == nil
 			}
@@ -223,16 +224,27 @@ func (b *Bot) waitTurn(ctx context.Context, due, last time.Time, seen *string) b
 
 // hintWaits reports whether a hinted issue waits for the watcher: one the last step
 // left, or (with the webhook on) a hook on another replica since (metaHintSeq differs
-// from *seen).
-func (b *Bot) hintWaits(ctx context.Context, seen *string) bool {
+// from *seen). due is the turn's time.
+func (b *Bot) hintWaits(ctx context.Context, seen *string, due time.Time) bool {
 	if b.cfg.Webhook {
-		if v, err := b.state.Meta(ctx, metaHintSeq); err == nil && v != *seen {
+		deadline := b.now().Add(hintSeqWait)
+		if due.Before(deadline) {
+			deadline = due
+		}
+		rctx, cancel := context.WithDeadline(ctx, deadline)
+		v, err := b.state.Meta(rctx, metaHintSeq)
+		cancel()
+		if err == nil && v != *seen {
 			*seen = v
 			b.watch.hintCame(b.now())
 		}
 	}
 	return b.watch.hintWaiting()
 }
+
+// hintSeqWait bounds a read of metaHintSeq (as does the turn's time: a slow store does
+// not hold a turn past it).
+const hintSeqWait = 200 * time.Millisecond
 
 // hookPollEvery is how often new issues are polled for while Guance's webhook is
 // active (a hint within the last window), in budget windows: the hooks announce new

@@ -26,8 +26,9 @@ func TestTurnOrder(t *testing.T) {
 		{"both due, the poll waited longer", 6 * time.Second, 3 * time.Second, 0, false, []turn{turnPoll, turnWatch}},
 		{"a passed-over hint goes before a poll that waited longer", 6 * time.Second, 3 * time.Second, 0, true, []turn{turnWatch, turnPoll}},
 		{"the watcher never ran", 3 * time.Second, 0, 0, false, []turn{turnWatch, turnPoll}},
-		{"a hint since the last poll makes it due, first", time.Second, 10 * time.Second, 500 * time.Millisecond, false, []turn{turnPoll, turnWatch}},
-		{"a hinted poll goes before a passed-over hint", time.Second, 10 * time.Second, 500 * time.Millisecond, true, []turn{turnPoll, turnWatch}},
+		{"a hint since the last poll makes it due", time.Second, 10 * time.Second, 500 * time.Millisecond, false, []turn{turnWatch, turnPoll}},
+		{"a hinted poll after a watcher turn goes first", 1500 * time.Millisecond, time.Second, 500 * time.Millisecond, false, []turn{turnPoll, turnWatch}},
+		{"a passed-over hint goes before a hinted poll", 1500 * time.Millisecond, time.Second, 500 * time.Millisecond, true, []turn{turnWatch, turnPoll}},
 		{"a hint before the last poll does not", time.Second, 10 * time.Second, 2 * time.Second, false, []turn{turnWatch}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -151,7 +152,7 @@ func TestHintsShareTheTurns(t *testing.T) {
 			s.lastWatch = now
 			rest, wasPassed := w.restTurn()
 			kind := chooseStep(waiting{refresh: i%5 == 0, hinted: true, dirty: true, sweep: true, roundRobin: true}, rest, wasPassed)
-			w.tookTurn(1, kind == stepHinted, rest)
+			w.tookTurn(w.hintGeneration(), 1, kind == stepHinted, rest)
 			counts[kind]++
 			passed = kind != stepHinted
 		}
@@ -167,8 +168,8 @@ func TestHintsShareTheTurns(t *testing.T) {
 }
 
 // TestHintBeginsTheTurnEarly: a hook on this replica or on another (sharing the store)
-// begins the leader's next turn at once when it is within half a spacing; without one
-// the turn waits for its time.
+// naming a carded issue begins the leader's next turn at once when it is within half a
+// spacing; without one, or in a full window, the turn waits for its time.
 func TestHintBeginsTheTurnEarly(t *testing.T) {
 	st, err := store.OpenEmbedded(filepath.Join(t.TempDir(), store.EmbeddedFile))
 	if err != nil {
@@ -178,6 +179,10 @@ func TestHintBeginsTheTurnEarly(t *testing.T) {
 	// 18 a window of 5 minutes: turns every 20 s; a turn due in 10 s may begin now.
 	cfg := Config{RateLimit: 18, BudgetWindow: 5 * time.Minute, Webhook: true}
 	leader, other := New(cfg, nil, nil, st, nil, nil), New(cfg, nil, nil, st, nil, nil)
+	const hinted = "issue_carded0001"
+	if err := st.PutIssue(t.Context(), store.Issue{IssueUUID: hinted, Cards: []store.Card{{ChatID: "oc_a", MessageID: "om_a", SentAt: time.Now()}}}); err != nil {
+		t.Fatal(err)
+	}
 	wait := func(due time.Time) <-chan time.Time {
 		began := make(chan time.Time, 1)
 		var seen string
@@ -199,14 +204,14 @@ func TestHintBeginsTheTurnEarly(t *testing.T) {
 	leader.cfg.Budget = func() guance.LimiterStats { return full }
 	due := time.Now().Add(time.Second)
 	began := wait(due)
-	if _, _, err := leader.hint(t.Context(), []string{"issue_notcarded00"}); err != nil {
+	if _, _, err := leader.hint(t.Context(), []string{hinted}); err != nil {
 		t.Fatal(err)
 	}
 	if (<-began).Before(due) {
 		t.Error("a hint began a turn early in a full window")
 	}
 	leader.cfg.Budget = nil
-	leader.watch.tookTurn(0, false, false)
+	leader.watch.tookTurn(leader.watch.hintGeneration(), 0, false, false)
 	for _, tt := range []struct {
 		name string
 		from *Bot
@@ -214,7 +219,7 @@ func TestHintBeginsTheTurnEarly(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			due := time.Now().Add(10 * time.Second)
 			began := wait(due)
-			if _, _, err := tt.from.hint(t.Context(), []string{"issue_notcarded01"}); err != nil {
+			if _, _, err := tt.from.hint(t.Context(), []string{hinted}); err != nil {
 				t.Fatal(err)
 			}
 			select {
@@ -222,7 +227,7 @@ func TestHintBeginsTheTurnEarly(t *testing.T) {
 				if !at.Before(due) {
 					t.Errorf("the turn began at its time, not early")
 				}
-				leader.watch.tookTurn(0, false, false) // the step found nothing hinted
+				leader.watch.tookTurn(leader.watch.hintGeneration(), 0, false, false) // the step served it
 			case <-time.After(5 * time.Second):
 				t.Fatal("the hint did not begin the turn within 5 s (it was due in 10 s)")
 			}
@@ -241,12 +246,29 @@ func TestRoomForEarly(t *testing.T) {
 		{14, 0, true},  // 18 - 14 - 2 reserved = 2 free
 		{15, 0, false}, // 1 free: the extra request of a turn would wait
 		{15, 1, true},  // one of the reserve is taken: 2 free
-		{16, 4, true},  // people took more than their reserve: 2 free
-		{17, 4, false},
+		{15, 4, true},  // people took more than their reserve: one more kept for them, 2 free
+		{16, 4, false},
 	} {
 		st := guance.LimiterStats{Limit: 18, Reserve: 2, Used: tt.used, HighUsed: tt.high}
 		if got := roomForEarly(st); got != tt.want {
 			t.Errorf("used %d (people %d) of 18: roomForEarly = %v, want %v", tt.used, tt.high, got, tt.want)
 		}
+	}
+}
+
+// TestHintDuringAStepIsKept: a hook that comes while a watcher step reads the records
+// (so the step does not see it) still waits when the step is done.
+func TestHintDuringAStepIsKept(t *testing.T) {
+	var w watcher
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	gen := w.hintGeneration() // the step reads the records
+	w.hintCame(now)           // a hook meanwhile
+	w.tookTurn(gen, 0, false, false)
+	if !w.hintWaiting() {
+		t.Error("the hint that came during the step was forgotten")
+	}
+	w.tookTurn(w.hintGeneration(), 0, false, false) // the next step finds nothing hinted
+	if w.hintWaiting() {
+		t.Error("a step that found no hinted issue left the hint waiting")
 	}
 }

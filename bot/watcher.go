@@ -79,6 +79,7 @@ type watcher struct {
 	// hinted issues since the last one given to the rest.
 	hinted, passed bool
 	hintTurns      int
+	hintGen        int // counts hintCame: a step's tookTurn keeps a hint that came during it
 	// unlisted holds open issues that a re-read found open although a complete sweep
 	// did not list them (another channel, say), with when: they are flagged again only
 	// every unlistedRecheck, not after every sweep, which would spend a request per such
@@ -96,8 +97,16 @@ const hintRestEvery = 8
 func (w *watcher) hintCame(now time.Time) {
 	w.mu.Lock()
 	w.hinted = true
+	w.hintGen++
 	w.lastHint = latest(w.lastHint, now)
 	w.mu.Unlock()
+}
+
+// hintGeneration is the count of hintCame calls, for tookTurn.
+func (w *watcher) hintGeneration() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.hintGen
 }
 
 // hintWaiting reports whether a hinted issue waits for a scan.
@@ -131,11 +140,13 @@ func (w *watcher) restTurn() (rest, passed bool) {
 	return w.hintTurns >= hintRestEvery-1 && !w.passed, w.passed
 }
 
-// tookTurn records a watcher step's choice: hinted is how many hinted issues waited,
-// served whether the step took one of them, rest whether it was the rest's turn.
-func (w *watcher) tookTurn(hinted int, served, rest bool) {
+// tookTurn records a watcher step's choice: gen is hintGeneration before the step read
+// the records, hinted how many hinted issues waited, served whether the step took one
+// of them, rest whether it was the rest's turn.
+func (w *watcher) tookTurn(gen, hinted int, served, rest bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	defer func() { w.hinted = w.hinted || w.hintGen != gen }()
 	switch {
 	case hinted == 0:
 		w.hinted, w.passed = false, false
@@ -226,6 +237,7 @@ func statusDone(s int) bool {
 // syncStep makes at most one Guance request of the watcher and reports whether it made
 // one (false: no issue needs a look now).
 func (b *Bot) syncStep(ctx context.Context) (bool, error) {
+	gen := b.watch.hintGeneration()
 	recs, err := b.state.ListSummaries(ctx)
 	if err != nil {
 		return false, fmt.Errorf("list issue summaries: %w", err)
@@ -322,7 +334,7 @@ func (b *Bot) syncStep(ctx context.Context) (bool, error) {
 		sweep:      sweepDue && !openFrom.IsZero() && (step%3 == 0 || bestRR == nil),
 		roundRobin: bestRR != nil,
 	}, rest, passed)
-	w.tookTurn(nHinted, kind == stepHinted, rest)
+	w.tookTurn(gen, nHinted, kind == stepHinted, rest)
 	switch kind {
 	case stepRefresh:
 		return b.stepOn(ctx, refresh.IssueUUID, b.refreshIssue)

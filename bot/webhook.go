@@ -101,7 +101,9 @@ func (b *Bot) hint(ctx context.Context, uuids []string) (hinted, unknown int, er
 	for _, id := range uuids {
 		now := b.now()
 		_, _, err := b.updateIssue(ctx, id, func(r *store.Issue) error {
-			r.HintedAt = now // (one scan serves every hint before it)
+			// One scan serves every hint before it; a later hook must change the flag
+			// (a scan clears it only if unchanged), even from a replica whose clock is behind.
+			r.HintedAt = latest(now, r.HintedAt.Add(time.Millisecond))
 			return nil
 		})
 		switch {
@@ -118,7 +120,7 @@ func (b *Bot) hint(ctx context.Context, uuids []string) (hinted, unknown int, er
 			return hinted, unknown, err
 		}
 	}
-	if hinted+unknown > 0 {
+	if hinted > 0 { // (an unknown issue's poll is asked for above)
 		if b.term.Load() == 0 { // the leader needs no telling
 			if err := b.state.SetMeta(ctx, metaHintSeq, strconv.FormatInt(b.now().UnixNano(), 10)); err != nil {
 				return hinted, unknown, err

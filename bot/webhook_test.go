@@ -271,4 +271,21 @@ func TestHintDuringAScanIsKept(t *testing.T) {
 	if rec := h.record(is.UUID); !rec.HintedAt.IsZero() {
 		t.Errorf("a scan did not serve the hints before it (HintedAt %v)", rec.HintedAt)
 	}
+
+	// The same from a replica whose clock is a minute behind the one that took the first.
+	if _, err := h.st.UpdateIssue(t.Context(), is.UUID, func(r *store.Issue) error { r.HintedAt = time.Now(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	atScan = h.record(is.UUID)
+	behind := New(h.cfg, h.fc, h.gc, h.st, nil, nil)
+	behind.now = func() time.Time { return time.Now().Add(-time.Minute) }
+	if _, _, err := behind.hint(t.Context(), []string{is.UUID}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.scanReplies(t.Context(), atScan); err != nil {
+		t.Fatal(err)
+	}
+	if rec := h.record(is.UUID); rec.HintedAt.IsZero() {
+		t.Error("the hint from a replica whose clock is behind, during the scan, was lost")
+	}
 }
