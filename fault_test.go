@@ -494,12 +494,12 @@ func (f *faultRun) guanceInThreads() bool {
 	return true
 }
 
-// queuesDrained reports whether no job of any queue is due within the hour (the
-// reminders that a card's buttons are about to expire are due days later). The queue
-// names are package bot's.
-func queuesDrained(ctx context.Context, st *store.Redis) bool {
+// queuesDrained reports whether no job of any queue is due within the given time (the
+// reminders that a card's buttons are about to expire are due days later, a storm's end
+// minutes later). The queue names are package bot's.
+func queuesDrained(ctx context.Context, st *store.Redis, within time.Duration) bool {
 	for _, q := range []string{"cards", "replies", "thread", "held", "status", "patches", "answers"} {
-		jobs, err := st.DueJobs(ctx, q, time.Now().Add(time.Hour), 0)
+		jobs, err := st.DueJobs(ctx, q, time.Now().Add(within), 0)
 		if err != nil || len(jobs) > 0 {
 			return false
 		}
@@ -733,7 +733,7 @@ func TestReplicasSurviveFaults(t *testing.T) {
 		t.Fatalf("open the replicas' store: %v", err)
 	}
 	defer st.Close()
-	f.settle(120*time.Second, "the queues drained", begin, quietFrom, func() bool { return queuesDrained(t.Context(), st) })
+	f.settle(120*time.Second, "the queues drained", begin, quietFrom, func() bool { return queuesDrained(t.Context(), st, time.Hour) })
 	r.waitUntil(30*time.Second, "every replica ready", f.allReady)
 	settled := time.Since(loadDone)
 

@@ -303,32 +303,39 @@ func (r *rig) killAfterNextCard(p *proc, d time.Duration) <-chan struct{} {
 
 // killAfterSend is killAfterNextCard for the next message that match accepts.
 func (r *rig) killAfterSend(p *proc, d time.Duration, match func(feishutest.Message) bool) <-chan struct{} {
-	dead := make(chan struct{})
+	return r.afterSend(d, match, p.kill)
+}
+
+// afterSend runs act right after Feishu created the next message that match accepts,
+// before its sender reads the answer, or after d if none comes; the channel it returns
+// is closed once act returned.
+func (r *rig) afterSend(d time.Duration, match func(feishutest.Message) bool, act func()) <-chan struct{} {
+	done := make(chan struct{})
 	var once sync.Once
-	kill := func() {
+	run := func() {
 		once.Do(func() {
-			p.kill()
+			act()
 			r.mu.Lock()
 			r.onSend = nil
 			r.mu.Unlock()
-			close(dead)
+			close(done)
 		})
 	}
 	r.mu.Lock()
 	r.onSend = func(m feishutest.Message) {
 		if match(m) {
-			kill()
+			run()
 		}
 	}
 	r.mu.Unlock()
 	go func() {
 		select {
-		case <-dead:
+		case <-done:
 		case <-time.After(d):
-			kill()
+			run()
 		}
 	}()
-	return dead
+	return done
 }
 
 // check asserts what every run must keep: each issue carded exactly once, and what

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -220,20 +221,21 @@ func TestStormSurvivesRestarts(t *testing.T) {
 	}
 }
 
+// envOf returns the value of the processes' environment variable key ("" if unset).
+func (r *rig) envOf(key string) string {
+	for _, kv := range r.env {
+		if v, ok := strings.CutPrefix(kv, key+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
 // checkStormRecords asserts, with every process stopped, that each issue's record has
 // exactly its one place in the chat: the card posted for it, or the one storm's digest.
 func (r *rig) checkStormRecords(c stormChat) {
 	r.t.Helper()
-	var redisURL, dataDir string
-	for _, kv := range r.env {
-		if v, ok := strings.CutPrefix(kv, "REDIS_URL="); ok {
-			redisURL = v
-		}
-		if v, ok := strings.CutPrefix(kv, "DATA_DIR="); ok {
-			dataDir = v
-		}
-	}
-	st, err := store.Open(r.t.Context(), redisURL, dataDir)
+	st, err := store.Open(r.t.Context(), r.envOf("REDIS_URL"), r.envOf("DATA_DIR"))
 	if err != nil {
 		r.t.Fatalf("open the store: %v", err)
 	}
@@ -263,4 +265,114 @@ func (r *rig) checkStormRecords(c stormChat) {
 	if len(storms) != 1 {
 		r.t.Errorf("the digested issues are in %d storms, want 1", len(storms))
 	}
+}
+
+// TestStormSurvivesAFrozenLeader: two replicas on one Redis take a storm at the default
+// threshold while the leader is frozen (SIGSTOP) right after Feishu created the storm's
+// digest — before the leader read the answer — for longer than its lease. The other
+// replica takes over, finds the digest (Feishu's idempotency uuid) and puts the issues
+// after it into that digest. Thawed (SIGCONT) with the digest's answer in hand, the old
+// leader finds its term over and adds nothing (were it to go on, its storm writes would
+// be refused by the lease's fence: TestDeposedLeaderCannotWriteStormState in package
+// bot). At the end one digest counts every issue, ten issues have cards of their own,
+// none twice, at most 20 top-level messages, and every record says where its issue is.
+func TestStormSurvivesAFrozenLeader(t *testing.T) {
+	t.Parallel()
+	const issues = 34
+	r := newRig(t, "redis", 8)
+	r.env = slices.DeleteFunc(r.env, func(s string) bool { return strings.HasPrefix(s, "STORM_THRESHOLD=") })
+	ps := map[string]*proc{
+		"a": r.start("a", "INSTANCE_ID=replica-a"),
+		"b": r.start("b", "INSTANCE_ID=replica-b"),
+	}
+	r.waitPolled(2)
+	begin := time.Now()
+	t.Cleanup(func() { r.logGuanceOnFailure(begin) })
+	leader := func() (string, time.Time) {
+		var name string
+		var at time.Time
+		for n, p := range ps {
+			if since, ok := leaderSince(p); ok && since.After(at) {
+				name, at = n, since
+			}
+		}
+		return name, at
+	}
+	old, _ := leader()
+	if old == "" {
+		t.Fatalf("no replica leads\n%s", r.output())
+	}
+	other := map[string]string{"a": "b", "b": "a"}[old]
+
+	// 14 at once: ten cards, then the digest, and the leader freezes.
+	var frozen time.Time
+	stopped := r.afterSend(30*time.Second, isDigest, func() {
+		_ = ps[old].cmd.Process.Signal(syscall.SIGSTOP)
+		frozen = time.Now()
+	})
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			_ = ps[old].cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}
+	t.Cleanup(thaw) // a frozen process would not die of SIGTERM
+	r.addIssuesPaced(t.Context(), 0, 14, 0)
+	<-stopped
+	if len(r.stormChat().digests) == 0 {
+		t.Fatalf("no digest within 30 s\n%s", r.output())
+	}
+	r.waitUntil(20*time.Second, "the other replica's takeover", func() bool {
+		n, since := leader()
+		return n == other && since.After(frozen)
+	})
+	t.Logf("%5.1fs: %s frozen right after Feishu created the digest; %s took over", time.Since(begin).Seconds(), old, other)
+
+	// Twenty more under the new leader, then the old one thaws.
+	r.addIssuesPaced(t.Context(), 14, 24, 0)
+	r.addIssuesPaced(t.Context(), 24, issues, 200*time.Millisecond)
+	thaw()
+	r.waitUntil(20*time.Second, "the thawed replica stepping down", func() bool {
+		return strings.Contains(ps[old].out.text(), `"lost the poller lease"`)
+	})
+	total := fmt.Sprintf("Issue storm: %d issues", issues)
+	r.waitUntil(60*time.Second, "a digest that counts every issue, and the ten single cards", func() bool {
+		c := r.stormChat()
+		return c.counting(total) != nil && len(c.cards) == 10
+	})
+	t.Logf("%5.1fs: the digest counts all %d", time.Since(begin).Seconds(), issues)
+	// The storm's end is looked at again after five calm minutes: that job stays.
+	r.waitUntil(30*time.Second, "the queues drained (but for the storm's end)", func() bool {
+		st, err := store.OpenRedis(t.Context(), r.envOf("REDIS_URL"))
+		if err != nil {
+			return false
+		}
+		defer st.Close()
+		return queuesDrained(t.Context(), st, time.Minute)
+	})
+	for _, p := range ps {
+		p.stop(t)
+	}
+
+	c := r.stormChat()
+	if len(c.digests) != 1 {
+		t.Errorf("%d digests in the chat, want 1", len(c.digests))
+	}
+	if d := c.counting(total); d == nil {
+		t.Errorf("the digest's final render does not count all %d issues", issues)
+	}
+	if c.topLevel > 20 {
+		t.Errorf("%d top-level messages in the chat, want at most 20", c.topLevel)
+	}
+	if len(c.cards) != 10 {
+		t.Errorf("%d issues have cards of their own, want the threshold (10)", len(c.cards))
+	}
+	for id, cs := range c.cards {
+		if len(cs) != 1 {
+			t.Errorf("issue %s has %d cards, want 1", id, len(cs))
+		}
+	}
+	r.checkStormRecords(c)
+	r.checkProcesses()
 }
