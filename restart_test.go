@@ -517,6 +517,18 @@ func leaderSince(p *proc) (time.Time, bool) {
 	return at, !at.IsZero()
 }
 
+// leaderOf returns which of ps last took the poller lease, and when ("" if none did).
+func leaderOf(ps map[string]*proc) (string, time.Time) {
+	var name string
+	var at time.Time
+	for n, p := range ps {
+		if since, ok := leaderSince(p); ok && since.After(at) {
+			name, at = n, since
+		}
+	}
+	return name, at
+}
+
 // TestReplicaTakesOverFromKilledLeader: two replicas on one Redis; the leader is
 // SIGKILLed (right after Feishu created a card), the other takes over within 10 s; later
 // the new leader is killed too. Every issue is carded exactly once within the budget,
@@ -539,16 +551,7 @@ func TestReplicaTakesOverFromKilledLeader(t *testing.T) {
 			r.addIssue(i, 0)
 		}
 	}()
-	leader := func() (string, time.Time) {
-		var name string
-		var at time.Time
-		for n, p := range ps {
-			if since, ok := leaderSince(p); ok && since.After(at) {
-				name, at = n, since
-			}
-		}
-		return name, at
-	}
+	leader := func() (string, time.Time) { return leaderOf(ps) }
 	for round, at := range []time.Duration{8 * time.Second, 26 * time.Second} {
 		time.Sleep(time.Until(begin.Add(at)))
 		name, _ := leader()

@@ -288,16 +288,7 @@ func TestStormSurvivesAFrozenLeader(t *testing.T) {
 	r.waitPolled(2)
 	begin := time.Now()
 	t.Cleanup(func() { r.logGuanceOnFailure(begin) })
-	leader := func() (string, time.Time) {
-		var name string
-		var at time.Time
-		for n, p := range ps {
-			if since, ok := leaderSince(p); ok && since.After(at) {
-				name, at = n, since
-			}
-		}
-		return name, at
-	}
+	leader := func() (string, time.Time) { return leaderOf(ps) }
 	old, _ := leader()
 	if old == "" {
 		t.Fatalf("no replica leads\n%s", r.output())

@@ -40,14 +40,21 @@ func postHook(t testing.TB, srv *httptest.Server, token, body string) int {
 	return resp.StatusCode
 }
 
-// TestWebhookRefusesBadTokensAndBigBodies: a missing or wrong token is refused with 401
-// and costs no Guance request (nor a store write); a body over 1 MB is refused with 413.
-func TestWebhookRefusesBadTokensAndBigBodies(t *testing.T) {
+// hookedIssue is a harness whose bot (not running) serves the webhook, with one carded
+// issue.
+func hookedIssue(t *testing.T) (*harness, *httptest.Server, guancetest.Issue) {
+	t.Helper()
 	h, b, _ := scanHarness(t)
 	is := h.gs.AddIssue(guancetest.IssueSpec{Name: "hinted"})
 	carded(t, h, is.UUID, time.Now())
 	h.bot = b
-	srv := h.hookServer()
+	return h, h.hookServer(), is
+}
+
+// TestWebhookRefusesBadTokensAndBigBodies: a missing or wrong token is refused with 401
+// and costs no Guance request (nor a store write); a body over 1 MB is refused with 413.
+func TestWebhookRefusesBadTokensAndBigBodies(t *testing.T) {
+	h, srv, is := hookedIssue(t)
 	before := len(h.gs.Requests())
 	for _, tok := range []string{"", "wrong", hookToken + "x", strings.ToUpper(hookToken)} {
 		if got := postHook(t, srv, tok, is.UUID); got != http.StatusUnauthorized {
@@ -93,11 +100,7 @@ func TestWebhookOpaqueBodies(t *testing.T) {
 // bot's issues) is answered 202 with what it hinted, a token may come as a Bearer
 // header, and a body naming more than webhookMaxIssues issues is cut there.
 func TestWebhookTakesAnyBody(t *testing.T) {
-	h, b, _ := scanHarness(t)
-	is := h.gs.AddIssue(guancetest.IssueSpec{Name: "hinted"})
-	carded(t, h, is.UUID, time.Now())
-	h.bot = b
-	srv := h.hookServer()
+	_, srv, is := hookedIssue(t)
 	post := func(header, query, body string) (int, string) {
 		t.Helper()
 		req, err := http.NewRequest(http.MethodPost, srv.URL+"/guance/webhook"+query, strings.NewReader(body))
