@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs issuebot's benchmarks and writes BENCHMARKS.md with the numbers and the machine
-# they ran on. Usage: ./bench.sh   (about 45 minutes; needs redis-server like test.sh).
+# they ran on. Usage: ./bench.sh   (about 20 minutes; needs redis-server like test.sh).
 #
 # ISSUEBOT_BENCH_WINDOW compresses time for the budget-bound benchmarks (default 10s: a
 # Guance budget window of 10 s stands for a minute; their seconds are scaled back to the
