@@ -30,11 +30,12 @@ import (
 // this replica, or on another: the store's metaHintSeq changes), the next turn may begin
 // up to half a spacing before its time, though never sooner than half a spacing after
 // the previous turn nor on a leader's first turn, and only while the limiter's window
-// has room for it and one more request; the turn after it is due a spacing after the
-// one it replaced (and a turn begun early that found nothing to do keeps its time). While hooks come the turns are spaced for one request a window fewer,
-// which leaves that room. And while a hint waits, no two turns in a row go elsewhere (to
-// a poll, a re-read, or the watcher's turn for the rest). So one hinted issue waits
-// about half a spacing, and at most one more turn.
+// has room for it and one more request. The turn after it is due a spacing after the
+// one it replaced, and a turn begun early that found nothing to do keeps its time.
+// While hooks come the turns are spaced for one request a window fewer, which leaves
+// that room. And while a hint waits, no two turns in a row go elsewhere (to a poll, a
+// re-read, or the watcher's turn for the rest). So one hinted issue waits about half a
+// spacing, and at most one more turn, while the window has room.
 
 // metaNextTurn is the store's record of the next background turn (unix ms).
 const metaNextTurn = "budget.nextTurn"
@@ -248,7 +249,7 @@ const hintSeqWait = 200 * time.Millisecond
 
 // hookPollEvery is how often new issues are polled for while Guance's webhook is
 // active (a hint within the last window), in budget windows: the hooks announce new
-// issues themselves (a hint naming an unknown issue polls at once), so most turns go
+// issues themselves (a hint naming an unknown issue makes a poll due), so most turns go
 // to the replies the hooks point at; polling stays, as the source of truth.
 const hookPollEvery = 2
 

@@ -20,9 +20,9 @@ import (
 // undocumented, so it is read as opaque text: every issue uuid in it is a hint. A hint
 // for a carded issue moves it to the front of the watcher (its replies are read next,
 // and a change entry among them has the issue read again); a hint for an unknown issue
-// makes the next budget turn a new-issue poll. Hints only reorder the work the budget
-// pays for, and merge per issue (a flag on its record), so a flood of hooks costs no
-// more requests; polling stays the source of truth.
+// makes a new-issue poll due at once (one of the next two budget turns). Hints only
+// reorder the work the budget pays for, and merge per issue (a flag on its record), so
+// a flood of hooks costs no more requests; polling stays the source of truth.
 
 // webhookMaxBody bounds one hook's body.
 const webhookMaxBody = 1 << 20
