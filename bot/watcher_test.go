@@ -116,28 +116,11 @@ func (h *harness) cardContent(card string) string {
 // buttonValue finds the callback value of the card's button for action.
 func buttonValue(t testing.TB, content, action string) map[string]any {
 	t.Helper()
-	var found map[string]any
-	var walk func(v any)
-	walk = func(v any) {
-		switch x := v.(type) {
-		case map[string]any:
-			if val, ok := x["value"].(map[string]any); ok && val["action"] == action {
-				found = val
-			}
-			for _, c := range x {
-				walk(c)
-			}
-		case []any:
-			for _, c := range x {
-				walk(c)
-			}
-		}
+	vals, err := feishutest.ButtonValues(content)
+	if err != nil {
+		t.Fatal(err)
 	}
-	var card any
-	if err := json.Unmarshal([]byte(content), &card); err != nil {
-		t.Fatalf("card is not JSON: %v", err)
-	}
-	walk(card)
+	found := vals[action]
 	if found == nil {
 		t.Fatalf("card has no %s button:\n%s", action, content)
 	}

@@ -196,6 +196,36 @@ func (s *Server) MessageEvent(m MessageSpec) []byte {
 	})
 }
 
+// ButtonValues returns the callback values of a card's buttons (what a click on one
+// delivers as CardActionSpec.Value), by their "action" field.
+func ButtonValues(content string) (map[string]map[string]any, error) {
+	var card any
+	if err := json.Unmarshal([]byte(content), &card); err != nil {
+		return nil, fmt.Errorf("card is not JSON: %w", err)
+	}
+	out := map[string]map[string]any{}
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			if val, ok := x["value"].(map[string]any); ok {
+				if a, ok := val["action"].(string); ok {
+					out[a] = val
+				}
+			}
+			for _, c := range x {
+				walk(c)
+			}
+		case []any:
+			for _, c := range x {
+				walk(c)
+			}
+		}
+	}
+	walk(card)
+	return out, nil
+}
+
 // CardActionEvent returns a card.action.trigger callback (reference/feishu.md §3.3).
 func (s *Server) CardActionEvent(c CardActionSpec) []byte {
 	if c.Token == "" {
