@@ -52,7 +52,9 @@ func (b *Bot) turnEvery() time.Duration {
 // people's writes took more than the reserve in the current window, in which case
 // background work slows down to leave them that much and one more. (The limiter
 // would grant people first anyway, but a background turn that takes a free slot
-// makes the next reply or click wait for the window to move.)
+// makes the next reply or click wait for the window to move.) The turn waiting is
+// looked at again as their writes leave the window (turnTime), so a backlog after an
+// outage does not hold background work back a window longer than it is there.
 // While hooks come, one more request of each window is left free (see above).
 func (b *Bot) turnSpacing() time.Duration {
 	people := Reserve(b.cfg.RateLimit)
@@ -114,7 +116,7 @@ func (s *turns) order(now time.Time, pollInterval time.Duration, hint time.Time,
 func (b *Bot) runBudget(ctx context.Context) {
 	every := b.turnEvery()
 	b.logger.Info("spending the Guance budget", "turn_every", every, "poll_interval", b.cfg.PollInterval)
-	next := b.loadNextTurn(ctx)
+	next := turnTime{due: b.loadNextTurn(ctx)}
 	var (
 		s    turns
 		last time.Time // when the previous turn that made a request began
@@ -124,12 +126,12 @@ func (b *Bot) runBudget(ctx context.Context) {
 		seen, _ = b.state.Meta(ctx, metaHintSeq) // hooks before this term are in the records
 	}
 	for {
-		if !b.waitTurn(ctx, next, last, &seen) {
+		due, ok := b.waitTurn(ctx, next, last, &seen)
+		if !ok {
 			return
 		}
 		now := b.now()
-		due := next
-		granted := b.granted()
+		spentBefore := b.spent()
 		served := false
 		for _, t := range s.order(now, b.pollInterval(now), b.pollHint(ctx), b.watch.hintPassed()) {
 			if served = b.serve(ctx, t); served {
@@ -146,23 +148,50 @@ func (b *Bot) runBudget(ctx context.Context) {
 			// Nothing needed a request: look again when the poll is due, or sooner
 			// if the watcher gets work (a poll or a thread event flags an issue).
 			wait := min(every, s.lastPoll.Add(b.cfg.PollInterval).Sub(now))
-			next = now.Add(max(wait, 100*time.Millisecond))
+			next = turnTime{due: now.Add(max(wait, 100*time.Millisecond))}
 			if now.Before(due) {
-				next = due // begun early for nothing: the turn keeps its time
+				next = turnTime{due: due} // begun early for nothing: the turn keeps its time
 			}
 			continue
 		}
 		// A turn that took more than one request (a second list page, the channel or
-		// level list) takes as many turns' worth of the budget — at most maxTurnCost:
-		// the limiter's count also holds people's writes granted while the turn waited
-		// (after an outage, a backlog of them), which turnSpacing already makes room for.
+		// level list) takes as many turns' worth of the budget, at most maxTurnCost.
+		// People's writes granted meanwhile are not the turn's: turnSpacing makes room
+		// for them, and only while they are in the window (see turnTime).
 		// A turn begun early for a hint keeps the cadence: the next is due a spacing
 		// after the time this one was due.
-		spent := max(b.granted()-granted, 1)
-		next = latest(now, due).Add(b.turnSpacing() * time.Duration(min(spent, maxTurnCost)))
+		cost := min(max(b.spent()-spentBefore, 1), maxTurnCost)
+		next = chargedTurn(latest(now, due), cost, b.turnSpacing())
 		last = now
-		b.saveNextTurn(ctx, next)
+		b.saveNextTurn(ctx, next.due)
 	}
+}
+
+// turnTime is when the next turn is due: at due, or sooner once the spacing it was
+// charged at narrows — people's writes that widened it leave the window, hooks stop —
+// at from plus cost spacings as they are then. (After an outage, a backlog of thread
+// replies can fill a window and widen the spacing to the whole window; the turn after
+// it need not wait that long once they have passed.)
+type turnTime struct {
+	due  time.Time
+	from time.Time     // zero: due is fixed (a successor's, or a turn that found nothing to do)
+	cost time.Duration // spacings from from
+}
+
+// chargedTurn is the turn due cost spacings after from.
+func chargedTurn(from time.Time, cost uint64, spacing time.Duration) turnTime {
+	return turnTime{due: from.Add(spacing * time.Duration(cost)), from: from, cost: time.Duration(cost)}
+}
+
+// at is the turn's time with the spacing as it is now.
+func (t turnTime) at(spacing time.Duration) time.Time {
+	if t.from.IsZero() {
+		return t.due
+	}
+	if re := t.from.Add(spacing * t.cost); re.Before(t.due) {
+		return re
+	}
+	return t.due
 }
 
 // earliestTurn is the soonest a turn due at due may begin while a hint waits: half a
@@ -187,35 +216,42 @@ func roomForEarly(st guance.LimiterStats) bool {
 	return st.Limit-st.Used-max(st.Reserve-st.HighUsed, 1) >= 2
 }
 
-// waitTurn waits until the turn due at due begins: at due, or from earliestTurn on as
-// soon as a hint waits and the window has room (roomForEarly). seen is metaHintSeq as
-// last read, updated here. It reports false when ctx ends.
-func (b *Bot) waitTurn(ctx context.Context, due, last time.Time, seen *string) bool {
-	spacing := b.turnSpacing()
-	early := earliestTurn(due, last, spacing)
-	look := max(spacing/16, 10*time.Millisecond) // how often another replica's hooks are looked for
+// waitTurn waits until the turn next begins: at its time (turnTime.at, looked at again
+// as the spacing narrows), or from earliestTurn on as soon as a hint waits and the
+// window has room (roomForEarly). seen is metaHintSeq as last read, updated here. It
+// returns the turn's time, and false when ctx ends.
+func (b *Bot) waitTurn(ctx context.Context, next turnTime, last time.Time, seen *string) (time.Time, bool) {
 	for {
-		now := b.now()
+		now, spacing := b.now(), b.turnSpacing()
+		due := next.at(spacing)
 		if !now.Before(due) {
-			return ctx.Err() == nil
+			return due, ctx.Err() == nil
 		}
+		early := earliestTurn(due, last, spacing)
+		look := max(spacing/16, 10*time.Millisecond) // how often another replica's hooks are looked for
 		wake := due
 		switch {
 		case now.Before(early):
 			wake = early
 		case b.hintWaits(ctx, seen, due):
 			if b.cfg.Budget == nil || roomForEarly(b.cfg.Budget()) {
-				return ctx.Err() == nil
+				return due, ctx.Err() == nil
 			}
 			wake = latest(now.Add(look), early)
 		case b.cfg.Webhook:
 			wake = now.Add(look)
 		}
+		if !next.from.IsZero() && spacing > b.turnEvery() {
+			// People's writes widened the spacing: look again as they leave the window.
+			if look := now.Add(b.turnEvery() / 4); look.Before(wake) {
+				wake = look
+			}
+		}
 		t := time.NewTimer(min(wake.Sub(now), due.Sub(now)))
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return false
+			return due, false
 		case <-b.hintWake:
 			t.Stop()
 		case <-t.C:
@@ -273,12 +309,14 @@ func (b *Bot) hooksActive(now time.Time) bool {
 // maxTurnCost bounds how many turns' worth of budget one turn is charged.
 const maxTurnCost = 3
 
-// granted is how many Guance calls the limiter has granted so far (0 without one).
-func (b *Bot) granted() uint64 {
+// spent is how many Guance calls the limiter has granted so far to all but people's
+// writes (PriorityHigh): to background work (0 without a limiter).
+func (b *Bot) spent() uint64 {
 	if b.cfg.Budget == nil {
 		return 0
 	}
-	return b.cfg.Budget().Granted
+	st := b.cfg.Budget()
+	return st.Granted - st.HighGranted
 }
 
 // serve gives the turn to t and reports whether t used it (made a request).

@@ -3,6 +3,7 @@ package bot
 import (
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -190,7 +191,7 @@ func TestHintBeginsTheTurnEarly(t *testing.T) {
 			seen = v
 		}
 		go func() {
-			if leader.waitTurn(t.Context(), due, time.Now().Add(-time.Minute), &seen) {
+			if _, ok := leader.waitTurn(t.Context(), turnTime{due: due}, time.Now().Add(-time.Minute), &seen); ok {
 				began <- time.Now()
 			}
 		}()
@@ -270,5 +271,79 @@ func TestHintDuringAStepIsKept(t *testing.T) {
 	w.tookTurn(w.hintGeneration(), 0, false, false) // the next step finds nothing hinted
 	if w.hintWaiting() {
 		t.Error("a step that found no hinted issue left the hint waiting")
+	}
+}
+
+// TestTurnTimeNarrows: a turn charged at a spacing people's writes widened is due
+// sooner once they leave the window, never later than first charged.
+func TestTurnTimeNarrows(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	next := chargedTurn(t0, 2, time.Minute) // a window of people's writes: the whole window a turn
+	if want := t0.Add(2 * time.Minute); !next.due.Equal(want) {
+		t.Fatalf("due t0+%v, want t0+2m", next.due.Sub(t0))
+	}
+	if got := next.at(4 * time.Second); !got.Equal(t0.Add(8 * time.Second)) {
+		t.Errorf("spacing narrowed to 4s: at t0+%v, want t0+8s", got.Sub(t0))
+	}
+	if got := next.at(2 * time.Minute); !got.Equal(next.due) {
+		t.Errorf("spacing widened further: at t0+%v, want the first charge, t0+2m", got.Sub(t0))
+	}
+	if fixed := (turnTime{due: t0.Add(time.Minute)}); !fixed.at(time.Second).Equal(fixed.due) {
+		t.Error("a fixed turn time moved")
+	}
+}
+
+// TestBacklogDoesNotStallTheTurns: after an outage a backlog of people's writes fills
+// the window while a turn runs. The turn is charged its own request only, and the next
+// one waits for the spacing those writes widened only while they are in the window.
+func TestBacklogDoesNotStallTheTurns(t *testing.T) {
+	st, err := store.OpenEmbedded(filepath.Join(t.TempDir(), store.EmbeddedFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	const window = 6 * time.Second // 18 a window: a turn every 400 ms, 6 s while people hold it
+	var mu sync.Mutex
+	stats := guance.LimiterStats{Limit: 18, Reserve: 2}
+	b := New(Config{RateLimit: 18, BudgetWindow: window, PollInterval: time.Hour, Budget: func() guance.LimiterStats {
+		mu.Lock()
+		defer mu.Unlock()
+		return stats
+	}}, nil, nil, st, nil, nil)
+	people := func(used int, granted uint64) {
+		mu.Lock()
+		defer mu.Unlock()
+		stats.HighUsed, stats.Used = used, used
+		stats.Granted += granted
+		stats.HighGranted += granted
+	}
+	// The turn made one request while 17 of people's writes were granted.
+	from := time.Now()
+	before := b.spent()
+	stats.Granted++
+	people(17, 17)
+	cost := min(max(b.spent()-before, 1), maxTurnCost)
+	if cost != 1 {
+		t.Fatalf("the turn was charged %d requests, want its own 1", cost)
+	}
+	next := chargedTurn(from, cost, b.turnSpacing())
+	if got := next.due.Sub(from); got != window {
+		t.Fatalf("next turn due in %v, want the whole window (%v) while people hold it", got, window)
+	}
+	began := make(chan time.Time, 1)
+	go func() {
+		var seen string
+		if _, ok := b.waitTurn(t.Context(), next, from, &seen); ok {
+			began <- time.Now()
+		}
+	}()
+	people(0, 0) // their writes leave the window
+	select {
+	case at := <-began:
+		if !at.Before(next.due) {
+			t.Errorf("the turn began at its first charge (+%v), not once people's writes left", at.Sub(from))
+		}
+	case <-time.After(window + 2*time.Second):
+		t.Fatal("the turn did not begin")
 	}
 }

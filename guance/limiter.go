@@ -66,6 +66,7 @@ type WindowLimiter struct {
 	sharedErrs  int
 	sharedWaits int
 	granted     uint64
+	highGranted uint64
 }
 
 // slot is one of the n uses a window allows.
@@ -89,8 +90,10 @@ type LimiterStats struct {
 	// last per, or still in flight), and HighUsed how many of them PriorityHigh callers
 	// took: a scheduler of background work can leave them room.
 	Used, HighUsed int
-	// Granted counts every call granted since the limiter was made.
-	Granted uint64
+	// Granted counts every call granted since the limiter was made, and HighGranted
+	// those granted to PriorityHigh callers: a scheduler of background work can tell its
+	// own requests from people's.
+	Granted, HighGranted uint64
 	// Limit is n, the most Waits that may succeed in a window.
 	Limit int
 	// Reserve is the number of slots of a window that only PriorityHigh callers may take
@@ -336,6 +339,9 @@ func latest(t time.Time, more ...time.Time) time.Time {
 // l.mu is held.
 func (l *WindowLimiter) grant(i int, hold bool, now time.Time, high bool) {
 	l.granted++
+	if high {
+		l.highGranted++
+	}
 	if hold {
 		l.slots[i].held, l.slots[i].high = true, high
 	} else {
@@ -374,6 +380,7 @@ func (l *WindowLimiter) Stats() LimiterStats {
 		SharedWaits:  l.sharedWaits,
 		SharedErrors: l.sharedErrs,
 		Granted:      l.granted,
+		HighGranted:  l.highGranted,
 	}
 	for _, s := range l.slots {
 		if s.held || s.freeAt.After(now) {

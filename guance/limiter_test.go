@@ -384,8 +384,8 @@ func TestWindowLimiter_reserveHighTakesEverySlot(t *testing.T) {
 				t.Errorf("high caller %d granted at +%v, want at once", i, got)
 			}
 		}
-		if st := l.Stats(); st.Used != 3 || st.Waiting != 1 {
-			t.Errorf("Stats = %+v, want Used 3, Waiting 1", st)
+		if st := l.Stats(); st.Used != 3 || st.HighUsed != 2 || st.Waiting != 1 || st.Granted != 3 || st.HighGranted != 2 {
+			t.Errorf("Stats = %+v, want Used 3 (HighUsed 2), Waiting 1, Granted 3 (HighGranted 2)", st)
 		}
 		// The Normal caller needs all 3 slots free, so that 2 stay free after it.
 		if got := <-normal; got != time.Minute {
