@@ -116,7 +116,7 @@ func (s *turns) order(now time.Time, pollInterval time.Duration, hint time.Time,
 func (b *Bot) runBudget(ctx context.Context) {
 	every := b.turnEvery()
 	b.logger.Info("spending the Guance budget", "turn_every", every, "poll_interval", b.cfg.PollInterval)
-	next := turnTime{due: b.loadNextTurn(ctx)}
+	next := turnTime{due: b.loadNextTurn(ctx)} // a predecessor's: not narrowed, at most a spacing away
 	var (
 		s    turns
 		last time.Time // when the previous turn that made a request began
@@ -145,42 +145,49 @@ func (b *Bot) runBudget(ctx context.Context) {
 			}
 		}
 		if !served {
+			if now.Before(due) {
+				continue // begun early for nothing: the turn keeps its time
+			}
 			// Nothing needed a request: look again when the poll is due, or sooner
 			// if the watcher gets work (a poll or a thread event flags an issue).
 			wait := min(every, s.lastPoll.Add(b.cfg.PollInterval).Sub(now))
 			next = turnTime{due: now.Add(max(wait, 100*time.Millisecond))}
-			if now.Before(due) {
-				next = turnTime{due: due} // begun early for nothing: the turn keeps its time
-			}
 			continue
 		}
-		// A turn that took more than one request (a second list page, the channel or
-		// level list) takes as many turns' worth of the budget, at most maxTurnCost.
-		// People's writes granted meanwhile are not the turn's: turnSpacing makes room
-		// for them, and only while they are in the window (see turnTime).
-		// A turn begun early for a hint keeps the cadence: the next is due a spacing
-		// after the time this one was due.
-		cost := min(max(b.spent()-spentBefore, 1), maxTurnCost)
-		next = chargedTurn(latest(now, due), cost, b.turnSpacing())
+		next = b.chargeTurn(latest(now, due), spentBefore)
 		last = now
 		b.saveNextTurn(ctx, next.due)
 	}
 }
 
+// chargeTurn returns when the turn after one due at from is, spent being spent() when
+// it began. A turn that took more than one request (a second list page, the channel or
+// level list) takes as many turns' worth of the budget, at most maxTurnCost. People's
+// writes granted meanwhile are not the turn's: turnSpacing makes room for them, and
+// only while they are in the window (see turnTime). A turn begun early for a hint
+// keeps the cadence: from is the time it was due.
+func (b *Bot) chargeTurn(from time.Time, spent uint64) turnTime {
+	cost := time.Duration(min(max(b.spent()-spent, 1), maxTurnCost))
+	return turnTime{
+		due:   from.Add(b.turnSpacing() * cost),
+		from:  from,
+		cost:  cost,
+		floor: b.now().Add(b.turnEvery()),
+	}
+}
+
 // turnTime is when the next turn is due: at due, or sooner once the spacing it was
 // charged at narrows — people's writes that widened it leave the window, hooks stop —
-// at from plus cost spacings as they are then. (After an outage, a backlog of thread
-// replies can fill a window and widen the spacing to the whole window; the turn after
-// it need not wait that long once they have passed.)
+// at from plus cost spacings as they are then, though no sooner than floor. (After an
+// outage, a backlog of thread replies can fill a window and widen the spacing to the
+// whole window; the turn after it need not wait that long once they have passed.)
 type turnTime struct {
 	due  time.Time
 	from time.Time     // zero: due is fixed (a successor's, or a turn that found nothing to do)
 	cost time.Duration // spacings from from
-}
-
-// chargedTurn is the turn due cost spacings after from.
-func chargedTurn(from time.Time, cost uint64, spacing time.Duration) turnTime {
-	return turnTime{due: from.Add(spacing * time.Duration(cost)), from: from, cost: time.Duration(cost)}
+	// floor is a spacing after the turn ended: one whose request waited behind
+	// people's writes is not followed by another at once when the spacing narrows.
+	floor time.Time
 }
 
 // at is the turn's time with the spacing as it is now.
@@ -188,7 +195,7 @@ func (t turnTime) at(spacing time.Duration) time.Time {
 	if t.from.IsZero() {
 		return t.due
 	}
-	if re := t.from.Add(spacing * t.cost); re.Before(t.due) {
+	if re := latest(t.from.Add(spacing*t.cost), t.floor); re.Before(t.due) {
 		return re
 	}
 	return t.due
@@ -242,7 +249,7 @@ func (b *Bot) waitTurn(ctx context.Context, next turnTime, last time.Time, seen 
 			wake = now.Add(look)
 		}
 		if !next.from.IsZero() && spacing > b.turnEvery() {
-			// People's writes widened the spacing: look again as they leave the window.
+			// People's writes or hooks widened the spacing: look again as it narrows.
 			if look := now.Add(b.turnEvery() / 4); look.Before(wake) {
 				wake = look
 			}

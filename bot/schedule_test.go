@@ -275,15 +275,17 @@ func TestHintDuringAStepIsKept(t *testing.T) {
 }
 
 // TestTurnTimeNarrows: a turn charged at a spacing people's writes widened is due
-// sooner once they leave the window, never later than first charged.
+// sooner once they leave the window, never later than first charged, and never sooner
+// than its floor.
 func TestTurnTimeNarrows(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	next := chargedTurn(t0, 2, time.Minute) // a window of people's writes: the whole window a turn
-	if want := t0.Add(2 * time.Minute); !next.due.Equal(want) {
-		t.Fatalf("due t0+%v, want t0+2m", next.due.Sub(t0))
-	}
+	// Charged two turns at a spacing of the whole window (people held it); the turn ended 1 s in.
+	next := turnTime{due: t0.Add(2 * time.Minute), from: t0, cost: 2, floor: t0.Add(5 * time.Second)}
 	if got := next.at(4 * time.Second); !got.Equal(t0.Add(8 * time.Second)) {
 		t.Errorf("spacing narrowed to 4s: at t0+%v, want t0+8s", got.Sub(t0))
+	}
+	if got := next.at(time.Second); !got.Equal(next.floor) {
+		t.Errorf("spacing narrowed to 1s: at t0+%v, want the floor, t0+5s", got.Sub(t0))
 	}
 	if got := next.at(2 * time.Minute); !got.Equal(next.due) {
 		t.Errorf("spacing widened further: at t0+%v, want the first charge, t0+2m", got.Sub(t0))
@@ -295,7 +297,7 @@ func TestTurnTimeNarrows(t *testing.T) {
 
 // TestBacklogDoesNotStallTheTurns: after an outage a backlog of people's writes fills
 // the window while a turn runs. The turn is charged its own request only, and the next
-// one waits for the spacing those writes widened only while they are in the window.
+// one waits for the spacing those writes widened while they are in the window, not after.
 func TestBacklogDoesNotStallTheTurns(t *testing.T) {
 	st, err := store.OpenEmbedded(filepath.Join(t.TempDir(), store.EmbeddedFile))
 	if err != nil {
@@ -310,23 +312,20 @@ func TestBacklogDoesNotStallTheTurns(t *testing.T) {
 		defer mu.Unlock()
 		return stats
 	}}, nil, nil, st, nil, nil)
-	people := func(used int, granted uint64) {
+	grant := func(background, people uint64, inWindow int) {
 		mu.Lock()
 		defer mu.Unlock()
-		stats.HighUsed, stats.Used = used, used
-		stats.Granted += granted
-		stats.HighGranted += granted
+		stats.Granted += background + people
+		stats.HighGranted += people
+		stats.HighUsed, stats.Used = inWindow, inWindow
 	}
 	// The turn made one request while 17 of people's writes were granted.
-	from := time.Now()
-	before := b.spent()
-	stats.Granted++
-	people(17, 17)
-	cost := min(max(b.spent()-before, 1), maxTurnCost)
-	if cost != 1 {
-		t.Fatalf("the turn was charged %d requests, want its own 1", cost)
+	from, before := time.Now(), b.spent()
+	grant(1, 17, 17)
+	next := b.chargeTurn(from, before)
+	if next.cost != 1 {
+		t.Fatalf("the turn was charged %d requests, want its own 1", next.cost)
 	}
-	next := chargedTurn(from, cost, b.turnSpacing())
 	if got := next.due.Sub(from); got != window {
 		t.Fatalf("next turn due in %v, want the whole window (%v) while people hold it", got, window)
 	}
@@ -337,13 +336,18 @@ func TestBacklogDoesNotStallTheTurns(t *testing.T) {
 			began <- time.Now()
 		}
 	}()
-	people(0, 0) // their writes leave the window
+	select {
+	case at := <-began:
+		t.Fatalf("the turn began +%v after the last, while people's writes held the window", at.Sub(from))
+	case <-time.After(time.Second): // 2.5 spacings of a quiet window
+	}
+	grant(0, 0, 0) // their writes leave the window
 	select {
 	case at := <-began:
 		if !at.Before(next.due) {
 			t.Errorf("the turn began at its first charge (+%v), not once people's writes left", at.Sub(from))
 		}
-	case <-time.After(window + 2*time.Second):
+	case <-time.After(window):
 		t.Fatal("the turn did not begin")
 	}
 }
