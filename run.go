@@ -26,6 +26,7 @@ func run(ctx context.Context, environ []string, stdout io.Writer) error {
 		return err
 	}
 	logger := newLogger(cfg, stdout)
+	store.SetRedisLogger(logger.With("component", "redis"))
 
 	st, err := store.Open(ctx, cfg.RedisURL, cfg.DataDir)
 	if err != nil {
