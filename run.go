@@ -66,7 +66,7 @@ func run(ctx context.Context, environ []string, stdout io.Writer) error {
 	b := bot.New(bot.Config{
 		ChatID: cfg.FeishuChatID, PollInterval: cfg.PollInterval, RateLimit: cfg.GuanceRateLimit,
 		ConsoleURL: cfg.GuanceConsoleURL, QuietAfter: cfg.QuietAfter, Budget: limiter.Stats,
-		InstanceID: cfg.InstanceID, StormThreshold: cfg.StormThreshold, Webhook: cfg.GuanceWebhookToken != "",
+		InstanceID: cfg.InstanceID, StormThreshold: cfg.StormThreshold, SharedHints: cfg.GuanceWebhookToken != "" && st.Kind() == "redis",
 	}, fc, gc, st, metrics, logger)
 	intake, err := feishu.NewIntake(feishu.IntakeConfig{
 		AppID: cfg.FeishuAppID, AppSecret: cfg.FeishuAppSecret, BaseURL: cfg.FeishuBaseURL,

@@ -169,9 +169,10 @@ type Config struct {
 	QuietAfter time.Duration
 	// Budget, when set, reports the Guance limiter's use for the status command.
 	Budget func() guance.LimiterStats
-	// Webhook is set when Guance's webhook is served (GUANCE_WEBHOOK_TOKEN, on every
-	// replica): the leader then looks for hooks taken by the others.
-	Webhook bool
+	// SharedHints is set when Guance's webhook is served (GUANCE_WEBHOOK_TOKEN, on every
+	// replica) and replicas share the store (Redis): the leader then looks for hooks
+	// the others took. Its own hooks wake it directly.
+	SharedHints bool
 }
 
 // Bot is the application. Build it with New, hand it to a feishu.Intake as the event

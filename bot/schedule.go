@@ -122,7 +122,7 @@ func (b *Bot) runBudget(ctx context.Context) {
 		last time.Time // when the previous turn that made a request began
 		seen string    // metaHintSeq as last read
 	)
-	if b.cfg.Webhook {
+	if b.cfg.SharedHints {
 		seen, _ = b.state.Meta(ctx, metaHintSeq) // hooks before this term are in the records
 	}
 	for {
@@ -245,7 +245,7 @@ func (b *Bot) waitTurn(ctx context.Context, next turnTime, last time.Time, seen 
 				return due, ctx.Err() == nil
 			}
 			wake = latest(now.Add(look), early)
-		case b.cfg.Webhook:
+		case b.cfg.SharedHints:
 			wake = now.Add(look)
 		}
 		if !next.from.IsZero() && spacing > b.turnEvery() {
@@ -267,10 +267,10 @@ func (b *Bot) waitTurn(ctx context.Context, next turnTime, last time.Time, seen 
 }
 
 // hintWaits reports whether a hinted issue waits for the watcher: one the last step
-// left, or (with the webhook on) a hook on another replica since (metaHintSeq differs
+// left, or (with SharedHints) a hook on another replica since (metaHintSeq differs
 // from *seen). due is the turn's time.
 func (b *Bot) hintWaits(ctx context.Context, seen *string, due time.Time) bool {
-	if b.cfg.Webhook {
+	if b.cfg.SharedHints {
 		deadline := b.now().Add(hintSeqWait)
 		if due.Before(deadline) {
 			deadline = due

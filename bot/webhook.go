@@ -121,7 +121,7 @@ func (b *Bot) hint(ctx context.Context, uuids []string) (hinted, unknown int, er
 		}
 	}
 	if hinted > 0 { // (an unknown issue's poll is asked for above)
-		if b.term.Load() == 0 { // the leader needs no telling
+		if b.cfg.SharedHints && b.term.Load() == 0 { // the leader needs no telling
 			if err := b.state.SetMeta(ctx, metaHintSeq, strconv.FormatInt(b.now().UnixNano(), 10)); err != nil {
 				return hinted, unknown, err
 			}
