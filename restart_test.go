@@ -177,14 +177,20 @@ func (r *rig) addIssue(i int, late time.Duration) {
 	r.gs.AddIssue(spec)
 }
 
-// cards returns, per issue, the top-level cards posted in the chat for it.
+// isDigest reports whether m is a storm digest card.
+func isDigest(m feishutest.Message) bool {
+	return m.MsgType == "interactive" && m.RootID == "" && strings.Contains(m.Content, "告警风暴")
+}
+
+// cards returns, per issue, the top-level cards posted in the chat for it (a storm
+// digest is no issue's card).
 func (r *rig) cards() map[string][]feishutest.Message {
 	r.mu.Lock()
 	ids := slices.Clone(r.order)
 	r.mu.Unlock()
 	out := map[string][]feishutest.Message{}
 	for _, m := range r.fs.Messages(restartChat) {
-		if m.MsgType != "interactive" || m.RootID != "" {
+		if m.MsgType != "interactive" || m.RootID != "" || isDigest(m) {
 			continue
 		}
 		for _, id := range ids {
@@ -195,6 +201,16 @@ func (r *rig) cards() map[string][]feishutest.Message {
 		}
 	}
 	return out
+}
+
+// envOf returns the value of the processes' environment variable key ("" if unset).
+func (r *rig) envOf(key string) string {
+	for _, kv := range r.env {
+		if v, ok := strings.CutPrefix(kv, key+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // waitCarded waits until every issue added has a card.
@@ -557,10 +573,9 @@ func TestReplicaTakesOverFromKilledLeader(t *testing.T) {
 			r.addIssue(i, 0)
 		}
 	}()
-	leader := func() (string, time.Time) { return leaderOf(ps) }
 	for round, at := range []time.Duration{8 * time.Second, 26 * time.Second} {
 		time.Sleep(time.Until(begin.Add(at)))
-		name, _ := leader()
+		name, _ := leaderOf(ps)
 		if name == "" {
 			t.Fatalf("round %d: no replica leads\n%s", round, r.output())
 		}
@@ -573,10 +588,10 @@ func TestReplicaTakesOverFromKilledLeader(t *testing.T) {
 		}
 		other := map[string]string{"a": "b", "b": "a"}[name]
 		r.waitUntil(20*time.Second, "takeover", func() bool {
-			n, since := leader()
+			n, since := leaderOf(ps)
 			return n == other && since.After(killed)
 		})
-		_, since := leader()
+		_, since := leaderOf(ps)
 		took := since.Sub(killed)
 		t.Logf("round %d: replica %s took over %v after %s was killed", round, other, took.Round(10*time.Millisecond), name)
 		if took > 10*time.Second {

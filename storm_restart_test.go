@@ -16,11 +16,6 @@ import (
 // stormIssues is how many issues the storm of TestStormSurvivesRestarts brings.
 const stormIssues = 64
 
-// isDigest reports whether m is a storm digest card.
-func isDigest(m feishutest.Message) bool {
-	return m.MsgType == "interactive" && m.RootID == "" && strings.Contains(m.Content, "告警风暴")
-}
-
 // stormChat is what the chat holds: its storm digests, each issue's own cards, and how
 // many top-level messages the bot posted.
 type stormChat struct {
@@ -40,10 +35,7 @@ func (c stormChat) counting(text string) *feishutest.Message {
 }
 
 func (r *rig) stormChat() stormChat {
-	r.mu.Lock()
-	ids := slices.Clone(r.order)
-	r.mu.Unlock()
-	c := stormChat{cards: map[string][]feishutest.Message{}}
+	c := stormChat{cards: r.cards()}
 	for _, m := range r.fs.Messages(restartChat) {
 		if m.RootID != "" || m.SenderType != "app" {
 			continue
@@ -51,13 +43,6 @@ func (r *rig) stormChat() stormChat {
 		c.topLevel++
 		if isDigest(m) {
 			c.digests = append(c.digests, m)
-			continue
-		}
-		for _, id := range ids {
-			if m.MsgType == "interactive" && strings.Contains(m.Content, `"`+id+`"`) {
-				c.cards[id] = append(c.cards[id], m)
-				break
-			}
 		}
 	}
 	return c
@@ -221,16 +206,6 @@ func TestStormSurvivesRestarts(t *testing.T) {
 	}
 }
 
-// envOf returns the value of the processes' environment variable key ("" if unset).
-func (r *rig) envOf(key string) string {
-	for _, kv := range r.env {
-		if v, ok := strings.CutPrefix(kv, key+"="); ok {
-			return v
-		}
-	}
-	return ""
-}
-
 // checkStormRecords asserts, with every process stopped, that each issue's record has
 // exactly its one place in the chat: the card posted for it, or the one storm's digest.
 func (r *rig) checkStormRecords(c stormChat) {
@@ -288,8 +263,7 @@ func TestStormSurvivesAFrozenLeader(t *testing.T) {
 	r.waitPolled(2)
 	begin := time.Now()
 	t.Cleanup(func() { r.logGuanceOnFailure(begin) })
-	leader := func() (string, time.Time) { return leaderOf(ps) }
-	old, _ := leader()
+	old, _ := leaderOf(ps)
 	if old == "" {
 		t.Fatalf("no replica leads\n%s", r.output())
 	}
@@ -315,7 +289,7 @@ func TestStormSurvivesAFrozenLeader(t *testing.T) {
 		t.Fatalf("no digest within 30 s\n%s", r.output())
 	}
 	r.waitUntil(20*time.Second, "the other replica's takeover", func() bool {
-		n, since := leader()
+		n, since := leaderOf(ps)
 		return n == other && since.After(frozen)
 	})
 	t.Logf("%5.1fs: %s frozen right after Feishu created the digest; %s took over", time.Since(begin).Seconds(), old, other)

@@ -271,7 +271,7 @@ func (b *Bot) renderDigests(ctx context.Context, chatID string) error {
 		return fmt.Errorf("list issue records: %w", err)
 	}
 	b.patchClock.mark("digest:"+chatID, b.now())
-	waiting, posted := false, false
+	incomplete, posted := false, false
 	for _, d := range s.Storms {
 		if d.Final {
 			continue
@@ -289,11 +289,11 @@ func (b *Bot) renderDigests(ctx context.Context, chatID string) error {
 		if err := b.noteDigest(ctx, chatID, d.ID, msg, !d.Ended.IsZero() && complete && d.MessageID != ""); err != nil {
 			return err
 		}
-		waiting = waiting || !complete
+		incomplete = incomplete || !complete
 		posted = posted || d.MessageID == ""
 	}
 	switch {
-	case waiting:
+	case incomplete:
 		return jobs.Later(max(b.cfg.BudgetWindow/30, patchEvery), errors.New("waiting for the storm's first cards to be recorded"))
 	case posted:
 		return jobs.Later(patchEvery, errors.New("a digest just posted is rendered once more"))

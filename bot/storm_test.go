@@ -16,10 +16,15 @@ import (
 	"issuebot/store"
 )
 
+// isDigest reports whether m is a storm digest card.
+func isDigest(m feishutest.Message) bool {
+	return m.MsgType == "interactive" && m.RootID == "" && strings.Contains(m.Content, "告警风暴")
+}
+
 // digestMessage returns the chat's storm digest message, if there is one.
 func (h *harness) digestMessage(chat string) (feishutest.Message, bool) {
 	for _, m := range h.fs.Messages(chat) {
-		if m.MsgType == "interactive" && m.RootID == "" && strings.Contains(m.Content, "告警风暴") {
+		if isDigest(m) {
 			return m, true
 		}
 	}
@@ -185,7 +190,7 @@ func TestStormEndSurvivesRestarts(t *testing.T) {
 			h.cardIn(testChat, after.UUID)
 			digests := 0
 			for _, m := range h.fs.Messages(testChat) {
-				if m.MsgType == "interactive" && m.RootID == "" && strings.Contains(m.Content, "告警风暴") {
+				if isDigest(m) {
 					digests++
 				}
 			}

@@ -154,6 +154,28 @@ func (is *Issue) CardOf(id string) (Card, bool) {
 	return Card{}, false
 }
 
+// FirstSent is when the issue's earliest card still in place was sent (zero without one).
+func (is Issue) FirstSent() time.Time {
+	var t time.Time
+	for _, c := range is.Cards {
+		if t.IsZero() || (!c.SentAt.IsZero() && c.SentAt.Before(t)) {
+			t = c.SentAt
+		}
+	}
+	return t
+}
+
+// LastSent is when the issue's latest card was sent (zero without one).
+func (is Issue) LastSent() time.Time {
+	var t time.Time
+	for _, c := range is.Cards {
+		if c.SentAt.After(t) {
+			t = c.SentAt
+		}
+	}
+	return t
+}
+
 // UnmarshalJSON decodes a record, also one written before an issue could have several cards (its one card's
 // fields were part of the record then).
 func (is *Issue) UnmarshalJSON(b []byte) error {

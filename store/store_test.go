@@ -394,7 +394,8 @@ func TestEmbeddedSummarizesOlderFiles(t *testing.T) {
 }
 
 // TestRedisSummarizesOlderKeyspaces checks that a keyspace written before summaries were kept gets them
-// on the first ListSummaries, and that a record deleted meanwhile gets none.
+// on the first ListSummaries, and that a deleted record gets none. (summarizeScript's EXISTS guard, for
+// a record deleted between the scan's read and its write, is not reached here.)
 func TestRedisSummarizesOlderKeyspaces(t *testing.T) {
 	s := storetest.Redis(t)
 	ctx := t.Context()
@@ -404,13 +405,16 @@ func TestRedisSummarizesOlderKeyspaces(t *testing.T) {
 	if err := raw.Del(ctx, s.Prefix()+"summaries", s.Prefix()+"summaries:built").Err(); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.DeleteIssue(ctx, "i2"); err != nil {
+		t.Fatal(err)
+	}
 	fresh := store.NewRedis(redis.NewClient(&redis.Options{Addr: storetest.RedisAddr(t)}), store.WithPrefix(s.Prefix()))
 	t.Cleanup(func() { _ = fresh.Close() })
 	got, err := fresh.ListSummaries(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(want, got); diff != "" {
+	if diff := cmp.Diff([]store.Summary{want[0], want[2]}, got); diff != "" {
 		t.Errorf("summaries of an older keyspace (-want +got):\n%s", diff)
 	}
 	if n, err := raw.Exists(ctx, s.Prefix()+"summaries:built").Result(); err != nil || n != 1 {

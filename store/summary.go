@@ -59,28 +59,6 @@ func NameHash(name string) uint64 {
 	return h.Sum64()
 }
 
-// FirstSent is when the issue's earliest card still in place was sent (zero without one).
-func (is Issue) FirstSent() time.Time {
-	var t time.Time
-	for _, c := range is.Cards {
-		if t.IsZero() || (!c.SentAt.IsZero() && c.SentAt.Before(t)) {
-			t = c.SentAt
-		}
-	}
-	return t
-}
-
-// LastSent is when the issue's latest card was sent (zero without one).
-func (is Issue) LastSent() time.Time {
-	var t time.Time
-	for _, c := range is.Cards {
-		if c.SentAt.After(t) {
-			t = c.SentAt
-		}
-	}
-	return t
-}
-
 // summaryVersion is the first byte of an encoded summary.
 const summaryVersion = 1
 
