@@ -216,6 +216,7 @@ func TestWebhookFloodStaysWithinBudget(t *testing.T) {
 	h.start()
 	h.bootstrapped()
 	srv := h.hookServer()
+	before := requestKinds(h.gs.Requests())["reply/list"]
 	var wg sync.WaitGroup
 	for w := range 8 {
 		wg.Add(1)
@@ -245,6 +246,13 @@ func TestWebhookFloodStaysWithinBudget(t *testing.T) {
 	})
 	if max := h.gs.MaxInWindow(time.Second); max > h.limit || h.gs.Throttled() > 0 {
 		t.Errorf("the flood made %d requests in one window (GUANCE_RATE_LIMIT %d) and %d throttles", max, h.limit, h.gs.Throttled())
+	}
+	// 2 000 hooks naming 4 000 issues, 150 distinct: merged per issue, about one scan
+	// each (an issue scanned while the hooks still come may be hinted once more).
+	scans := requestKinds(h.gs.Requests())["reply/list"] - before
+	t.Logf("2 000 hooks for %d issues: %d reply scans", len(issues), scans)
+	if scans > 2*len(issues) {
+		t.Errorf("the flood cost %d reply scans for %d issues, want hints merged per issue (at most %d)", scans, len(issues), 2*len(issues))
 	}
 }
 
