@@ -188,21 +188,19 @@ func (b *Bot) stormGate(ctx context.Context, chatID, issueUUID string) (string, 
 
 // digestIssue records an issue as part of a chat's storm digest and queues the
 // digest's render. An issue recorded in the chat already (by an earlier try, perhaps
-// carded from the digest since) keeps its entry: a posted card is never forgotten.
+// carded from the digest since) keeps its entry: the store never lets a digest's entry
+// replace a chat's card (AddCard), so a posted card is never forgotten.
 func (b *Bot) digestIssue(ctx context.Context, p cardJob, stormID string) error {
-	rec, err := b.state.GetIssue(ctx, p.Issue.UUID)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("read the record of issue %s: %w", p.Issue.UUID, err)
-	}
-	if err == nil && rec.Card(p.ChatID) != nil {
-		return b.queueDigest(ctx, p.ChatID)
-	}
 	base := storeIssue(p.Issue)
 	base.Snapshot = b.snapshot(p.Issue)
-	if _, err := b.state.AddCard(ctx, base, store.Card{ChatID: p.ChatID, Digest: stormID, SentAt: b.now()}); err != nil {
+	entry := store.Card{ChatID: p.ChatID, Digest: stormID, SentAt: b.now()}
+	rec, err := b.state.AddCard(ctx, base, entry)
+	if err != nil {
 		return fmt.Errorf("record issue %s in the digest: %w", p.Issue.UUID, err)
 	}
-	b.metrics.digested.Inc()
+	if c := rec.Card(p.ChatID); c != nil && c.MessageID == "" && c.SentAt.Equal(entry.SentAt) {
+		b.metrics.digested.Inc() // this try's entry, not an earlier one's
+	}
 	return b.queueDigest(ctx, p.ChatID)
 }
 

@@ -199,10 +199,14 @@ func (is *Issue) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// setCard puts c into is, replacing the card of the same chat.
+// setCard puts c into is, replacing the card of the same chat — unless c is only a
+// storm digest's entry (no message of its own), which never replaces the chat's card:
+// a posted card, or an earlier digest's entry, stays.
 func setCard(is *Issue, c Card) {
 	if cur := is.Card(c.ChatID); cur != nil {
-		*cur = c
+		if c.MessageID != "" || c.Digest == "" {
+			*cur = c
+		}
 		return
 	}
 	is.Cards = append(is.Cards, c)
@@ -263,7 +267,8 @@ type Store interface {
 	// to a new message keeps its old thread mapped.
 	PutIssue(ctx context.Context, is Issue) error
 	// AddCard records card c of an issue: when the issue has no record, base becomes its record with c as its
-	// one card; otherwise c is added to the record (replacing the card of the same chat) and base is ignored.
+	// one card; otherwise c is added to the record (replacing the card of the same chat, unless c is a storm
+	// digest's entry, with no MessageID: that keeps the chat's card) and base is ignored.
 	// It has PutIssue's side effects and returns the record written.
 	AddCard(ctx context.Context, base Issue, c Card) (Issue, error)
 	// GetIssue returns the record of an issue, or ErrNotFound.

@@ -280,6 +280,27 @@ func testAddCard(t *testing.T, s store.Store) {
 		}
 	}
 
+	// A storm digest's entry (no message of its own) keeps the chat's card; in a new chat it is added.
+	entry := store.Card{ChatID: "oc_a", Digest: "storm-1"}
+	got, err = s.AddCard(ctx, base, entry)
+	must(t, "AddCard (digest entry over a card)", err)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("a digest entry replaced the chat's card (-want +got):\n%s", diff)
+	}
+	entry.ChatID = "oc_storm"
+	got, err = s.AddCard(ctx, base, entry)
+	must(t, "AddCard (digest entry, new chat)", err)
+	want.Cards = append(want.Cards, entry)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("AddCard of a digest entry mismatch (-want +got):\n%s", diff)
+	}
+	again := store.Card{ChatID: "oc_storm", Digest: "storm-2"}
+	got, err = s.AddCard(ctx, base, again)
+	must(t, "AddCard (digest entry over a digest entry)", err)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("a second digest entry replaced the first (-want +got):\n%s", diff)
+	}
+
 	// Concurrent first cards of two chats both land in one record.
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
