@@ -59,12 +59,11 @@ type Embedded struct {
 
 	// sums holds every record's encoded summary in memory (this process is the file's
 	// only writer), so that the scans that read them every few seconds touch no page of
-	// the file. wmu serializes the write transactions and their updates of sums; pending
-	// collects the summaries the running one writes (nil: deleted).
-	wmu     sync.Mutex
-	pending map[string][]byte
-	smu     sync.RWMutex
-	sums    map[string][]byte
+	// the file. wmu serializes the write transactions and, through their commit handlers
+	// (setSum), their updates of sums.
+	wmu  sync.Mutex
+	smu  sync.RWMutex
+	sums map[string][]byte
 	// stop ends the loop that releases the file's mapped pages (see releaseMapped).
 	stop chan struct{}
 	done chan struct{}
@@ -198,9 +197,7 @@ func (e *Embedded) update(ctx context.Context, fn func(tx *bolt.Tx, now time.Tim
 	}
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
-	e.pending = map[string][]byte{}
-	defer func() { e.pending = nil }()
-	err := e.db.Update(func(tx *bolt.Tx) error {
+	return e.db.Update(func(tx *bolt.Tx) error {
 		now := e.now()
 		if err := fn(tx, now); err != nil {
 			return err
@@ -214,19 +211,19 @@ func (e *Embedded) update(ctx context.Context, fn func(tx *bolt.Tx, now time.Tim
 		e.lastSweep = now
 		return nil
 	})
-	if err != nil || len(e.pending) == 0 {
-		return err
-	}
-	e.smu.Lock()
-	defer e.smu.Unlock()
-	for uuid, sum := range e.pending {
+}
+
+// setSum updates the in-memory summary of an issue once tx commits (nil: deleted).
+func (e *Embedded) setSum(tx *bolt.Tx, issueUUID string, sum []byte) {
+	tx.OnCommit(func() {
+		e.smu.Lock()
+		defer e.smu.Unlock()
 		if sum == nil {
-			delete(e.sums, uuid)
+			delete(e.sums, issueUUID)
 		} else {
-			e.sums[uuid] = sum
+			e.sums[issueUUID] = sum
 		}
-	}
-	return nil
+	})
 }
 
 // sweep deletes expired claims, leases and replies, and seen marks older than Retention.
@@ -366,7 +363,7 @@ func (e *Embedded) putIssue(tx *bolt.Tx, now time.Time, is Issue) error {
 	if err := tx.Bucket(bucketSums).Put([]byte(is.IssueUUID), sum); err != nil {
 		return err
 	}
-	e.pending[is.IssueUUID] = sum
+	e.setSum(tx, is.IssueUUID, sum)
 	index := tx.Bucket(bucketIndex)
 	for _, c := range is.Cards {
 		for _, id := range []string{c.MessageID, c.ThreadID} {
@@ -568,7 +565,7 @@ func (e *Embedded) DeleteIssue(ctx context.Context, issueUUID string) error {
 		if err := tx.Bucket(bucketSums).Delete([]byte(issueUUID)); err != nil {
 			return err
 		}
-		e.pending[issueUUID] = nil
+		e.setSum(tx, issueUUID, nil)
 		return setReplyExpiry(tx, issueUUID, expiryAt(now, Retention))
 	})
 	if err != nil {
